@@ -1,0 +1,1 @@
+"""planners package of latent-vla."""
