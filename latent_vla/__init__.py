@@ -15,6 +15,14 @@ _LAZY = {
     "RobotSpec": "latent_vla.robot_spec",
     "SO101": "latent_vla.robot_spec",
     "get_robot_spec": "latent_vla.robot_spec",
+    "Tokenizer": "latent_vla.text",
+    "Normalizer": "latent_vla.normalize",
+    "ModelConfig": "latent_vla.model",
+    "WorldModel": "latent_vla.model",
+    "Checkpoint": "latent_vla.checkpoint",
+    "CheckpointError": "latent_vla.checkpoint",
+    "save_checkpoint": "latent_vla.checkpoint",
+    "load_checkpoint": "latent_vla.checkpoint",
 }
 
 

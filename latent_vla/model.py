@@ -1,0 +1,363 @@
+"""The latent world model: encode, step/rollout, cost, success, policy, decode.
+
+A plain ``nn.Module`` plus a config dataclass, decoupled from training (after nanoGPT), with the
+handful of named methods of TD-MPC2's world model (Hansen et al., 2024) and the planning-in-latent
+idea of DINO-WM (Zhou et al., 2024). The protocol planners see is ``step``/``rollout``/``cost``
+(+ ``policy``); the full API is in ``docs/architecture.md``, section 4b.
+
+Shapes: ``B`` batch, ``H`` horizon, ``Z`` latent size, ``A`` action size, ``K`` chunk length,
+``T`` task-embedding size, ``L`` token length, ``S`` state size, ``(h, w)`` image size in pixels.
+Actions are normalized to ``[-1, 1]``, states standardized, images float ``[0, 1]`` channels first
+(see :mod:`latent_vla.normalize`).
+
+The latent lives on a bounded manifold: SimNorm (softmax over groups of ``simnorm_dim`` entries, so
+each group is a point on a simplex) or LayerNorm without affine parameters (a sphere of radius
+``sqrt(Z)`` in the zero-mean hyperplane). ``step`` is a residual update that is the identity when the
+dynamics network outputs zero, in both cases.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+NORMS = ("simnorm", "layernorm")
+TEXT_ENCODERS = ("bag", "gru")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of a :class:`WorldModel`; dimensions come from the dataset, never from the user.
+
+    Attributes:
+        camera_names: cameras the encoder reads, in order; ``decode`` draws the first one.
+        state_dim: S, joint-state size.
+        action_dim: A, action size.
+        image_size: ``(h, w)`` pixels of the model's images.
+        latent_dim: Z, latent size (a multiple of ``simnorm_dim`` with SimNorm).
+        chunk_len: K, actions per policy chunk.
+        vocab_size: rows of the word-embedding table (tokenizer buckets + 1 for padding).
+        task_dim: T, instruction-embedding size.
+        text_encoder: ``"bag"`` (masked mean of word/bigram embeddings + MLP) or ``"gru"``.
+        word_dim: word-embedding size.
+        channels: conv channels of the image encoder; each conv halves the resolution.
+        image_feat: features per camera after the conv encoder.
+        state_feat: features of the joint-state MLP.
+        hidden: width of the fusion, dynamics and policy MLPs.
+        head_hidden: width of the cost and success heads.
+        norm: latent normalization, ``"simnorm"`` or ``"layernorm"``.
+        simnorm_dim: group size of SimNorm.
+    """
+
+    camera_names: tuple[str, ...]
+    state_dim: int
+    action_dim: int
+    image_size: tuple[int, int] = (64, 64)
+    latent_dim: int = 64
+    chunk_len: int = 8
+    vocab_size: int = 4097
+    task_dim: int = 32
+    text_encoder: str = "bag"
+    word_dim: int = 32
+    channels: tuple[int, ...] = (16, 32, 64, 64)
+    image_feat: int = 128
+    state_feat: int = 64
+    hidden: int = 256
+    head_hidden: int = 128
+    norm: str = "simnorm"
+    simnorm_dim: int = 8
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "camera_names", tuple(self.camera_names))
+        object.__setattr__(self, "image_size", tuple(int(s) for s in self.image_size))
+        object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
+        if not self.camera_names:
+            raise ValueError("a world model needs at least one camera")
+        if self.norm not in NORMS:
+            raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
+        if self.text_encoder not in TEXT_ENCODERS:
+            raise ValueError(f"text_encoder must be one of {TEXT_ENCODERS}, got {self.text_encoder!r}")
+        if self.norm == "simnorm" and self.latent_dim % self.simnorm_dim:
+            raise ValueError(f"latent_dim {self.latent_dim} is not a multiple of simnorm_dim {self.simnorm_dim}")
+        for name in ("state_dim", "action_dim", "latent_dim", "chunk_len", "vocab_size", "task_dim"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (``model.json`` in a checkpoint)."""
+        d = asdict(self)
+        for key in ("camera_names", "image_size", "channels"):
+            d[key] = list(d[key])
+        return d
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ModelConfig:
+        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError``."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown model config keys {unknown}; known: {sorted(known)}")
+        return cls(**dict(data))
+
+
+class SimNorm(nn.Module):
+    """Simplicial normalization: softmax over consecutive groups of ``dim`` entries (TD-MPC2)."""
+
+    def __init__(self, dim: int = 8) -> None:
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(..., Z)`` -> ``(..., Z)``, every group of ``dim`` entries sums to 1."""
+        shape = x.shape
+        return F.softmax(x.reshape(*shape[:-1], -1, self.dim), dim=-1).reshape(shape)
+
+
+def _mlp(sizes: Sequence[int], out_act: bool = False) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2 or out_act:
+            layers += [nn.LayerNorm(b), nn.SiLU()]
+    return nn.Sequential(*layers)
+
+
+class ConvEncoder(nn.Module):
+    """Images ``(N, 3, h, w)`` in ``[0, 1]`` -> features ``(N, F)``: strided convs + linear."""
+
+    def __init__(self, image_size: tuple[int, int], channels: Sequence[int], out_dim: int) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        c_in, h, w = 3, *image_size
+        for c in channels:
+            layers += [nn.Conv2d(c_in, c, 4, stride=2, padding=1), nn.GroupNorm(1, c), nn.SiLU()]
+            c_in, h, w = c, h // 2, w // 2
+        if h < 1 or w < 1:
+            raise ValueError(f"image size {image_size} is too small for {len(channels)} stride-2 convs")
+        self.convs = nn.Sequential(*layers)
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(c_in * h * w, out_dim), nn.LayerNorm(out_dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(N, 3, h, w)`` -> ``(N, F)``."""
+        return self.head(self.convs(x * 2.0 - 1.0))
+
+
+class ConvDecoder(nn.Module):
+    """Latents ``(N, Z)`` -> images ``(N, 3, h, w)`` in ``[0, 1]`` with transposed convs."""
+
+    def __init__(self, latent_dim: int, image_size: tuple[int, int], channels: Sequence[int]) -> None:
+        super().__init__()
+        n = len(channels)
+        self.image_size = image_size
+        self.h0, self.w0 = max(1, math.ceil(image_size[0] / 2**n)), max(1, math.ceil(image_size[1] / 2**n))
+        chans = list(reversed(channels))
+        self.fc = nn.Linear(latent_dim, chans[0] * self.h0 * self.w0)
+        layers: list[nn.Module] = []
+        for c_in, c_out in zip(chans, [*chans[1:], chans[-1]], strict=True):
+            layers += [nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1), nn.GroupNorm(1, c_out), nn.SiLU()]
+        layers.append(nn.Conv2d(chans[-1], 3, 3, padding=1))
+        self.deconvs = nn.Sequential(*layers)
+        self.c0 = chans[0]
+
+    def forward(self, z: Tensor) -> Tensor:
+        """``(N, Z)`` -> ``(N, 3, h, w)``."""
+        x = self.fc(z).reshape(z.shape[0], self.c0, self.h0, self.w0)
+        x = self.deconvs(x)
+        if tuple(x.shape[-2:]) != tuple(self.image_size):
+            x = F.interpolate(x, size=self.image_size, mode="bilinear", align_corners=False)
+        return torch.sigmoid(x)
+
+
+class TextEncoder(nn.Module):
+    """Token ids ``(B, L)`` (0 = padding) -> instruction embedding ``(B, T)``, trained from scratch."""
+
+    def __init__(self, vocab_size: int, word_dim: int, out_dim: int, kind: str = "bag") -> None:
+        super().__init__()
+        self.kind = kind
+        self.embed = nn.Embedding(vocab_size, word_dim, padding_idx=0)
+        if kind == "gru":
+            self.gru = nn.GRU(word_dim, word_dim, batch_first=True)
+        self.out = nn.Sequential(
+            nn.Linear(word_dim, out_dim), nn.LayerNorm(out_dim), nn.SiLU(), nn.Linear(out_dim, out_dim)
+        )
+        self.norm = nn.LayerNorm(out_dim, elementwise_affine=False)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        """``(B, L)`` int64 -> ``(B, T)`` float32 (LayerNorm-ed, so bounded)."""
+        if tokens.dtype not in (torch.int64, torch.int32):
+            raise TypeError(f"tokens must be int64 ids, got {tokens.dtype}")
+        mask = (tokens > 0).to(torch.float32)  # (B, L)
+        emb = self.embed(tokens.long())  # (B, L, E)
+        if self.kind == "gru":
+            seq, _ = self.gru(emb)  # (B, L, E)
+            last = (mask.sum(1).long() - 1).clamp(min=0)  # (B,)
+            pooled = seq[torch.arange(tokens.shape[0], device=tokens.device), last]
+        else:
+            pooled = (emb * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True).clamp(min=1.0)
+        return self.norm(self.out(pooled))
+
+
+class TaskHead(nn.Module):
+    """MLP on ``(z, task)``; the task projection is computed once and broadcast over ``z``'s dims."""
+
+    def __init__(self, latent_dim: int, task_dim: int, hidden: int, out_dim: int) -> None:
+        super().__init__()
+        self.z_in = nn.Linear(latent_dim, hidden)
+        self.t_in = nn.Linear(task_dim, hidden, bias=False)
+        self.body = nn.Sequential(
+            nn.LayerNorm(hidden),
+            nn.SiLU(),
+            nn.Linear(hidden, hidden),
+            nn.LayerNorm(hidden),
+            nn.SiLU(),
+            nn.Linear(hidden, out_dim),
+        )
+
+    def forward(self, z: Tensor, task: Tensor) -> Tensor:
+        """``z`` ``(..., Z)``, ``task`` ``(B, T)`` or ``(1, T)`` with ``B = z.shape[0]`` -> ``(..., out)``."""
+        t = self.t_in(task)  # (B|1, hidden)
+        if z.ndim == 1:
+            if t.shape[0] != 1:
+                raise ValueError(f"an unbatched latent {tuple(z.shape)} needs a (1, T) task, got {tuple(task.shape)}")
+            t = t[0]
+        else:
+            if t.shape[0] not in (1, z.shape[0]):
+                raise ValueError(f"task batch {t.shape[0]} matches neither 1 nor the latent batch {z.shape[0]}")
+            t = t.reshape(t.shape[0], *([1] * (z.ndim - 2)), t.shape[-1])  # (B|1, 1.., hidden)
+        return self.body(self.z_in(z) + t)
+
+
+class WorldModel(nn.Module):
+    """Latent world model; see the module docstring and ``docs/architecture.md`` section 4b.
+
+    Attributes:
+        config: the :class:`ModelConfig` it was built from.
+        action_dim: A.  latent_dim: Z.  chunk_len: K.  task_dim: T.
+        camera_names: cameras ``encode`` expects, in order.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.action_dim = int(config.action_dim)
+        self.latent_dim = int(config.latent_dim)
+        self.chunk_len = int(config.chunk_len)
+        self.task_dim = int(config.task_dim)
+        self.state_dim = int(config.state_dim)
+        self.camera_names = list(config.camera_names)
+        self.image_size = tuple(config.image_size)
+        n_cam = len(self.camera_names)
+        Z, A, T, Hd = config.latent_dim, config.action_dim, config.task_dim, config.hidden
+
+        self.text = TextEncoder(config.vocab_size, config.word_dim, T, config.text_encoder)
+        self.image_encoder = ConvEncoder(self.image_size, config.channels, config.image_feat)
+        self.camera_embed = nn.Parameter(torch.zeros(n_cam, config.image_feat))
+        self.state_encoder = _mlp([config.state_dim, config.state_feat, config.state_feat], out_act=True)
+        self.fuse = _mlp([n_cam * config.image_feat + config.state_feat + T, Hd, Z])
+        self.dynamics = _mlp([Z + A, Hd, Hd, Z])
+        self.cost_head = TaskHead(Z, T, config.head_hidden, 1)
+        self.success_head = TaskHead(Z, T, config.head_hidden, 1)
+        self.policy_head = TaskHead(Z, T, Hd, self.chunk_len * A)
+        self.decoder = ConvDecoder(Z, self.image_size, config.channels)
+        self._simnorm = SimNorm(config.simnorm_dim)
+        # Start the dynamics near the identity (small last layer) so early rollouts do not drift,
+        # while gradients w.r.t. actions still flow from the first step.
+        last = self.dynamics[-1]
+        assert isinstance(last, nn.Linear)
+        with torch.no_grad():
+            last.weight.mul_(0.1)
+            last.bias.zero_()
+
+    # -- latent manifold --------------------------------------------------------------------
+    def normalize_latent(self, x: Tensor) -> Tensor:
+        """Project pre-activations ``(..., Z)`` onto the latent manifold (SimNorm or LayerNorm)."""
+        if self.config.norm == "simnorm":
+            return self._simnorm(x)
+        return F.layer_norm(x, (x.shape[-1],))
+
+    def _residual(self, z: Tensor, delta: Tensor) -> Tensor:
+        if self.config.norm == "simnorm":
+            # softmax(log z + delta) == z exactly when delta == 0.
+            return self._simnorm(torch.log(z.clamp(min=1e-6)) + delta)
+        return F.layer_norm(z + delta, (z.shape[-1],))
+
+    # -- protocol ---------------------------------------------------------------------------
+    def embed_task(self, tokens: Tensor) -> Tensor:
+        """Instruction token ids ``(B, L)`` int64 -> task embedding ``(B, T)``."""
+        if tokens.ndim != 2:
+            raise ValueError(f"tokens must be (B, L), got {tuple(tokens.shape)}")
+        return self.text(tokens)
+
+    def encode(self, images: Mapping[str, Tensor], state: Tensor, task: Tensor) -> Tensor:
+        """Observation -> latent.
+
+        Args:
+            images: ``{camera: (B, 3, h, w)}`` float in ``[0, 1]``, one entry per ``camera_names``.
+            state: ``(B, S)`` standardized joint state.
+            task: ``(B, T)`` or ``(1, T)`` instruction embedding.
+
+        Returns:
+            ``(B, Z)`` latent on the normalized manifold.
+        """
+        missing = [c for c in self.camera_names if c not in images]
+        if missing:
+            raise KeyError(f"encode: missing cameras {missing}; the model reads {self.camera_names}")
+        x = torch.stack([images[c] for c in self.camera_names], dim=1)  # (B, C, 3, h, w)
+        B, C = x.shape[:2]
+        if tuple(x.shape[2:]) != (3, *self.image_size):
+            raise ValueError(
+                f"encode: images must be (B, 3, {self.image_size[0]}, {self.image_size[1]}), got {tuple(x.shape[1:])}"
+            )
+        if state.shape != (B, self.state_dim):
+            raise ValueError(f"encode: state must be ({B}, {self.state_dim}), got {tuple(state.shape)}")
+        feats = self.image_encoder(x.reshape(B * C, *x.shape[2:])).reshape(B, C, -1)  # (B, C, F)
+        feats = (feats + self.camera_embed).reshape(B, -1)  # (B, C*F)
+        task = task.expand(B, -1) if task.shape[0] == 1 else task
+        h = torch.cat([feats, self.state_encoder(state), task], dim=-1)
+        return self.normalize_latent(self.fuse(h))  # (B, Z)
+
+    def step(self, z: Tensor, a: Tensor) -> Tensor:
+        """One latent transition: ``(B, Z)``, ``(B, A)`` -> ``(B, Z)`` (residual, on the manifold)."""
+        return self._residual(z, self.dynamics(torch.cat([z, a], dim=-1)))
+
+    def rollout(self, z0: Tensor, actions: Tensor) -> Tensor:
+        """Unrolled dynamics: ``(B, Z)``, ``(B, H, A)`` -> ``(B, H, Z)`` (the state after each action)."""
+        if actions.ndim != 3 or actions.shape[-1] != self.action_dim:
+            raise ValueError(f"rollout: actions must be (B, H, {self.action_dim}), got {tuple(actions.shape)}")
+        z = z0.expand(actions.shape[0], -1) if z0.shape[0] == 1 else z0
+        out = []
+        for t in range(actions.shape[1]):
+            z = self.step(z, actions[:, t])
+            out.append(z)
+        return torch.stack(out, dim=1)
+
+    def cost(self, z: Tensor, task: Tensor) -> Tensor:
+        """Predicted distance to success, metres: ``(..., Z)``, ``(B, T)`` -> ``(...)`` >= 0."""
+        return F.softplus(self.cost_head(z, task)).squeeze(-1)
+
+    def success_logit(self, z: Tensor, task: Tensor) -> Tensor:
+        """Logit of :meth:`success`: ``(..., Z)``, ``(B, T)`` -> ``(...)``."""
+        return self.success_head(z, task).squeeze(-1)
+
+    def success(self, z: Tensor, task: Tensor) -> Tensor:
+        """Probability that the task is solved: ``(..., Z)``, ``(B, T)`` -> ``(...)`` in ``[0, 1]``."""
+        return torch.sigmoid(self.success_logit(z, task))
+
+    def policy(self, z: Tensor, task: Tensor) -> Tensor:
+        """Action chunk: ``(B, Z)``, ``(B, T)`` -> ``(B, K, A)`` in ``[-1, 1]``."""
+        out = torch.tanh(self.policy_head(z, task))
+        return out.reshape(*z.shape[:-1], self.chunk_len, self.action_dim)
+
+    def decode(self, z: Tensor) -> Tensor:
+        """Image of the first camera: ``(B, Z)`` -> ``(B, 3, h, w)`` in ``[0, 1]`` (inspection only)."""
+        return self.decoder(z)
+
+    def num_parameters(self) -> int:
+        """Number of trainable parameters."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
