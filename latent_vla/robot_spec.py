@@ -202,10 +202,23 @@ def _so_arm(name: str) -> RobotSpec:
     return RobotSpec(name=name, joints=joints, home=(0.0, -90.0, 90.0, 60.0, 0.0, 10.0))
 
 
+def _koch_arm() -> RobotSpec:
+    # Koch follower with LeRobot's use_degrees=False: each arm joint's calibrated range of motion maps
+    # to -100..100, the gripper to 0..100 %. There is no Koch MJCF here, so the sim range is nominal
+    # (+-90 degrees) and the workspace check needs no FK; speed: the full range in about one second.
+    arm = tuple(
+        JointSpec(n, -100.0, 100.0, -math.pi / 2, math.pi / 2, 200.0) for n in SO_JOINT_NAMES[:-1]
+    )
+    joints = arm + (JointSpec("gripper", 0.0, 100.0, math.radians(-10.0), math.radians(100.0), 200.0),)
+    return RobotSpec(name="koch", joints=joints, units="range -100..100 (arm), percent 0..100 (gripper)",
+                     home=(0.0, 0.0, 0.0, 0.0, 0.0, 10.0))
+
+
 SO101 = _so_arm("so101")
 SO100 = _so_arm("so100")
+KOCH = _koch_arm()
 
-ROBOT_SPECS: dict[str, RobotSpec] = {"so101": SO101, "so100": SO100}
+ROBOT_SPECS: dict[str, RobotSpec] = {"so101": SO101, "so100": SO100, "koch": KOCH}
 
 
 def get_robot_spec(name: str) -> RobotSpec:
