@@ -1,0 +1,219 @@
+"""Planners against a linear double integrator whose optimal open-loop plan is known in closed form."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from planners.analytic import DoubleIntegrator, box_lq_optimum, lq_optimum
+from planners.common import Bounds, shift_plan
+from planners.gradient import GradientPlanner
+from planners.objectives import TrajectoryObjective
+from planners.policy import PolicyPlanner
+from planners.sampling import CEMPlanner, MPPIPlanner, RandomShootingPlanner
+
+H, R_WEIGHT = 16, 0.1
+LOOSE = Bounds(-8.0, 8.0)  # the unconstrained optimum peaks near 3.1: interior
+TIGHT = Bounds(-0.5, 0.5)  # binds on most of the plan
+
+
+@pytest.fixture(autouse=True)
+def _threads() -> None:
+    torch.set_num_threads(1)
+
+
+@pytest.fixture
+def problem() -> tuple[DoubleIntegrator, torch.Tensor, torch.Tensor, TrajectoryObjective]:
+    model = DoubleIntegrator(dims=2, dt=0.2)
+    z0 = torch.tensor([[1.0, -0.5, 0.3, 0.0]])
+    goal = torch.zeros(1, 4)
+    return model, z0, goal, TrajectoryObjective(prior_weight=R_WEIGHT)
+
+
+def test_closed_form_matches_torch_objective(problem) -> None:
+    model, z0, goal, obj = problem
+    plan, cost = lq_optimum(model, z0, goal, H, R_WEIGHT)
+    total, terms = obj(model, z0, torch.tensor(plan, dtype=torch.float32)[None], goal)
+    assert float(total.detach()) == pytest.approx(cost, rel=1e-5)
+    assert set(terms) == {"task", "prior"}
+    # the optimum is a minimum: any perturbation costs more
+    rng = np.random.default_rng(0)
+    worse = plan + 0.05 * rng.standard_normal(plan.shape)
+    assert float(obj(model, z0, torch.tensor(worse, dtype=torch.float32)[None], goal)[0]) > cost
+
+
+def test_gradient_planner_reaches_lq_optimum_within_1_percent(problem) -> None:
+    model, z0, goal, obj = problem
+    opt_plan, opt_cost = lq_optimum(model, z0, goal, H, R_WEIGHT)
+    planner = GradientPlanner(model, H, objective=obj, bounds=LOOSE, iterations=2000, lr=0.1, seed=0)
+    plan, info = planner.plan(z0, goal)
+    assert plan.shape == (H, 2)
+    assert info["stopped"] == "converged"
+    assert opt_cost * (1 - 1e-5) <= info["cost"] <= 1.01 * opt_cost
+    reported = float(obj(model, z0, plan[None], goal)[0][0])
+    assert reported == pytest.approx(info["cost"], rel=1e-5)  # info cost is the returned plan's
+    assert np.abs(plan.numpy() - opt_plan).max() < 0.1 * np.abs(opt_plan).max()
+
+
+@pytest.mark.parametrize("init", ["cem", "mppi"])
+def test_sampler_initialized_gradient_planner_reaches_optimum(problem, init: str) -> None:
+    model, z0, goal, obj = problem
+    _, opt_cost = lq_optimum(model, z0, goal, H, R_WEIGHT)
+    planner = GradientPlanner(
+        model, H, objective=obj, bounds=LOOSE, iterations=2000, init=init, init_iterations=3,
+        init_samples=128, seed=1,
+    )  # fmt: skip
+    _, info = planner.plan(z0, goal)
+    assert info["init_rounds"] == 3
+    assert info["cost"] <= 1.05 * opt_cost
+
+
+@pytest.mark.parametrize(
+    ("cls", "kwargs"),
+    [
+        (CEMPlanner, {"samples": 512, "elites": 32, "iterations": 30}),
+        (MPPIPlanner, {"samples": 512, "elites": 64, "iterations": 30}),
+    ],
+)
+def test_cem_and_mppi_reach_lq_optimum_within_10_percent(problem, cls, kwargs) -> None:
+    model, z0, goal, obj = problem
+    _, opt_cost = lq_optimum(model, z0, goal, H, R_WEIGHT)
+    plan, info = cls(model, H, objective=obj, bounds=LOOSE, seed=0, **kwargs).plan(z0, goal)
+    assert info["iterations"] == kwargs["iterations"]
+    assert opt_cost * (1 - 1e-5) <= info["cost"] <= 1.10 * opt_cost
+    assert float(obj(model, z0, plan[None], goal)[0][0]) == pytest.approx(info["cost"], rel=1e-5)
+
+
+def test_random_shooting_is_worse_than_cem_on_the_same_samples(problem) -> None:
+    model, z0, goal, obj = problem
+    rs = RandomShootingPlanner(model, H, objective=obj, bounds=LOOSE, samples=512, iterations=10, seed=0)
+    cem = CEMPlanner(model, H, objective=obj, bounds=LOOSE, samples=512, elites=32, iterations=10, seed=0)
+    _, info_rs = rs.plan(z0, goal)
+    _, info_cem = cem.plan(z0, goal)
+    assert info_rs["iterations"] == 10
+    assert info_cem["cost"] < info_rs["cost"]
+
+
+ALL_SEARCHERS = [
+    (GradientPlanner, {"iterations": 400}),
+    (GradientPlanner, {"iterations": 50, "init": "cem"}),
+    (GradientPlanner, {"iterations": 50, "init": "mppi", "langevin_std": 0.5}),
+    (CEMPlanner, {"iterations": 8}),
+    (MPPIPlanner, {"iterations": 8}),
+    (RandomShootingPlanner, {"iterations": 4}),
+]
+
+
+@pytest.mark.parametrize(("cls", "kwargs"), ALL_SEARCHERS)
+def test_binding_bounds_are_never_violated(problem, cls, kwargs) -> None:
+    model, z0, goal, obj = problem
+    # a warm start far outside the box must not leak out either
+    warm = torch.full((H, 2), 5.0)
+    planner = cls(model, H, objective=obj, bounds=TIGHT, seed=0, **kwargs)
+    for ws in (None, warm):
+        plan, info = planner.plan(z0, goal, warm_start=ws)
+        assert torch.isfinite(plan).all()
+        assert float(plan.min()) >= -0.5 and float(plan.max()) <= 0.5
+        assert np.isfinite(info["cost"])
+
+
+def test_gradient_planner_near_box_constrained_optimum(problem) -> None:
+    model, z0, goal, obj = problem
+    unc_plan, _ = lq_optimum(model, z0, goal, H, R_WEIGHT)
+    assert np.abs(unc_plan).max() > 1.0  # the bound really binds
+    _, box_cost = box_lq_optimum(model, z0, goal, H, R_WEIGHT, -0.5, 0.5)
+    planner = GradientPlanner(model, H, objective=obj, bounds=TIGHT, iterations=2000, lr=0.2, seed=0)
+    plan, info = planner.plan(z0, goal)
+    assert box_cost * (1 - 1e-5) <= info["cost"] <= 1.02 * box_cost
+    assert float(plan.abs().max()) < 0.5  # tanh keeps it strictly inside
+
+
+def test_warm_start_reduces_iterations_to_convergence(problem) -> None:
+    model, z0, goal, obj = problem
+    planner = GradientPlanner(model, H, objective=obj, bounds=LOOSE, iterations=2000, seed=0)
+    plan, _ = planner.plan(z0, goal)
+    z1 = model.step(z0, plan[:1]).detach()  # one MPC tick later
+    _, opt1 = lq_optimum(model, z1, goal, H, R_WEIGHT)
+    _, cold = planner.plan(z1, goal)
+    _, warm = planner.plan(z1, goal, warm_start=shift_plan(plan))
+    assert cold["stopped"] == warm["stopped"] == "converged"
+    assert warm["iterations"] * 3 < cold["iterations"]
+    assert warm["cost"] <= 1.01 * opt1
+
+
+@pytest.mark.parametrize("cls", [GradientPlanner, CEMPlanner, MPPIPlanner, RandomShootingPlanner])
+def test_budget_ms_is_honoured_and_anytime(problem, cls) -> None:
+    model, z0, goal, obj = problem
+    kwargs = {"patience": 0, "lr": 0.01} if cls is GradientPlanner else {}
+    planner = cls(model, H, objective=obj, bounds=LOOSE, iterations=10**6, seed=0, **kwargs)
+    _, short = planner.plan(z0, goal, budget_ms=15.0)
+    planner.generator.manual_seed(0)
+    _, long = planner.plan(z0, goal, budget_ms=60.0)
+    for info, budget in ((short, 15.0), (long, 60.0)):
+        assert 1 <= info["iterations"] < 10**6
+        assert info["plan_ms"] <= budget + 10.0  # one iteration is ~1 ms; slack for a shared CPU
+    assert long["iterations"] > short["iterations"]
+    if cls is not MPPIPlanner:  # best-so-far planners only get better with time
+        assert long["cost"] <= short["cost"]
+
+
+def test_policy_only_returns_the_policy_chunk(problem) -> None:
+    model, z0, goal, obj = problem
+    chunk = torch.linspace(-1, 1, 10 * 2).reshape(10, 2)
+    pmodel = DoubleIntegrator(dims=2, dt=0.2, policy_plan=chunk)
+    plan, info = PolicyPlanner(pmodel, objective=obj).plan(z0, goal)
+    assert torch.equal(plan, chunk)
+    assert info["iterations"] == 0 and np.isfinite(info["cost"])
+    fitted, _ = PolicyPlanner(pmodel, horizon=H, objective=obj).plan(z0, goal)
+    assert fitted.shape == (H, 2)
+    assert torch.equal(fitted[:10], chunk) and torch.equal(fitted[10:], chunk[-1:].expand(6, 2))
+    with pytest.raises(TypeError, match="no policy head"):
+        PolicyPlanner(model)
+
+
+def test_policy_chunk_warm_starts_the_gradient_planner(problem) -> None:
+    model, z0, goal, obj = problem
+    opt_plan, opt_cost = lq_optimum(model, z0, goal, H, R_WEIGHT)
+    pmodel = DoubleIntegrator(dims=2, dt=0.2, policy_plan=torch.tensor(opt_plan, dtype=torch.float32))
+    # with a policy prior the objective pulls toward the chunk; weight 0 keeps the LQ problem
+    planner = GradientPlanner(pmodel, H, objective=TrajectoryObjective(), bounds=LOOSE, iterations=1)
+    _, info = planner.plan(z0, goal)
+    task_only = float(TrajectoryObjective()(model, z0, torch.tensor(opt_plan)[None].float(), goal)[0][0])
+    assert info["iterations"] == 1
+    assert info["cost"] == pytest.approx(task_only, rel=1e-3)
+    no_pi = GradientPlanner(pmodel, H, objective=TrajectoryObjective(), bounds=LOOSE, iterations=1, use_policy=False)
+    assert no_pi.plan(z0, goal)[1]["cost"] > 2 * info["cost"]
+
+
+def test_model_parameters_stay_frozen_and_gradient_free(problem) -> None:
+    model, z0, goal, obj = problem
+    before = model.F.detach().clone()
+    GradientPlanner(model, H, objective=obj, bounds=LOOSE, iterations=20).plan(z0, goal)
+    assert not any(p.requires_grad for p in model.parameters())
+    assert all(p.grad is None for p in model.parameters())
+    assert torch.equal(model.F, before)
+
+
+def test_same_seed_same_plan(problem) -> None:
+    model, z0, goal, obj = problem
+    plans = [
+        GradientPlanner(model, H, objective=obj, bounds=LOOSE, iterations=30, seed=3).plan(z0, goal)[0]
+        for _ in range(2)
+    ]
+    assert torch.equal(plans[0], plans[1])
+
+
+def test_bad_inputs_are_refused_with_clear_messages(problem) -> None:
+    model, z0, goal, obj = problem
+    planner = GradientPlanner(model, H, objective=obj, bounds=LOOSE, iterations=2)
+    with pytest.raises(ValueError, match=r"\(1, Z\)"):
+        planner.plan(z0.expand(2, -1), goal)
+    with pytest.raises(ValueError, match="warm_start"):
+        planner.plan(z0, goal, warm_start=torch.zeros(H - 1, 2))
+    with pytest.raises(ValueError, match="high > low"):
+        GradientPlanner(model, H, bounds=Bounds(1.0, -1.0))
+    with pytest.raises(ValueError, match="budget_ms"):
+        planner.plan(z0, goal, budget_ms=0.0)
+    with pytest.raises(TypeError, match="missing"):
+        GradientPlanner(object(), H)
