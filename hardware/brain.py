@@ -1,0 +1,179 @@
+"""The one brain interface of the control loop, a scripted brain, and ``load_brain`` dispatch.
+
+A brain maps LeRobot's robot observation dict (``"<joint>.pos"`` floats in robot units plus one
+``(H, W, 3)`` uint8 image per camera) to absolute joint targets ``{"<joint>.pos": value}``
+(docs/architecture.md, section 6). Torch planner, torch policy, ONNX bundle and scripted brains
+all implement it; the control loop cannot tell them apart.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from importlib import import_module
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from latent_vla.robot_spec import SO101, RobotSpec
+
+
+@runtime_checkable
+class Brain(Protocol):
+    """What the control loop drives: observation dict in, action dict out."""
+
+    def reset(self, instruction: str | None = None) -> None:
+        """Start a new episode, optionally with a new language instruction."""
+        ...
+
+    def act(self, observation: dict[str, Any]) -> dict[str, float]:
+        """Absolute joint targets ``{"<joint>.pos": value}`` (robot units) for this observation."""
+        ...
+
+
+class BrainNotAvailable(RuntimeError):
+    """The part of latent-vla that implements a brain kind is not installed or has not landed."""
+
+
+class ScriptedBrain:
+    """Moves smoothly through a cycle of waypoints; for tests, benchmarks and a first-run demo.
+
+    Each call returns a target at most ``speed * dt`` (robot units) away from the previous target
+    along the straight line to the current waypoint; on arrival (within ``tolerance``) the next
+    waypoint becomes current, cycling. It reads only the joint positions of the first observation
+    (to start from where the arm is), so it is deterministic.
+
+    Args:
+        spec: robot spec (joint order and units).
+        waypoints: ``(N, J)`` joint targets in robot units; default: home and a forward reach pose.
+        speed: joint-space speed, robot units per second (degrees/s for the SO arms).
+        fps: the control rate the targets are spaced for, Hz.
+        tolerance: distance (robot units, max over joints) that counts as arrived.
+    """
+
+    def __init__(
+        self,
+        spec: RobotSpec = SO101,
+        waypoints: Sequence[Sequence[float]] | np.ndarray | None = None,
+        speed: float = 30.0,
+        fps: float | None = None,
+        tolerance: float = 0.5,
+    ) -> None:
+        self.spec = spec
+        if waypoints is None:
+            home = spec.home_vector
+            reach = home.copy()
+            reach[: min(4, spec.num_joints)] = 0.5 * home[: min(4, spec.num_joints)]  # unfold halfway
+            waypoints = np.stack([reach, home])
+        self.waypoints = np.clip(np.asarray(waypoints, dtype=np.float64), spec.lower, spec.upper)
+        if self.waypoints.ndim != 2 or self.waypoints.shape[1] != spec.num_joints:
+            raise ValueError(f"waypoints must be (N, {spec.num_joints}), got {self.waypoints.shape}")
+        if not speed > 0:
+            raise ValueError(f"speed must be > 0 robot units/s, got {speed}")
+        self.speed = float(speed)
+        self.dt = 1.0 / float(fps or spec.fps)
+        self.tolerance = float(tolerance)
+        self.instruction: str | None = None
+        self._target: np.ndarray | None = None
+        self._index = 0
+
+    def reset(self, instruction: str | None = None) -> None:
+        """Restart at the first waypoint, from wherever the arm is at the next ``act``."""
+        self.instruction = instruction
+        self._target = None
+        self._index = 0
+
+    def act(self, observation: dict[str, Any]) -> dict[str, float]:
+        """Next target on the way to the current waypoint, ``{"<joint>.pos": value}``."""
+        if self._target is None:
+            self._target = self.spec.action_to_vector(observation)
+        goal = self.waypoints[self._index]
+        delta = goal - self._target
+        dist = float(np.max(np.abs(delta)))
+        step = self.speed * self.dt
+        if dist <= step:
+            self._target = goal.copy()
+        else:
+            self._target = self._target + delta * (step / dist)
+        if float(np.max(np.abs(goal - self._target))) <= self.tolerance:
+            self._index = (self._index + 1) % len(self.waypoints)
+        return self.spec.vector_to_action(self._target)
+
+
+def _import_part(module: str, attr: str, what: str) -> Any:
+    try:
+        mod = import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and module.startswith(exc.name):
+            raise BrainNotAvailable(
+                f"{what} needs `{module}.{attr}`, which is not available in this installation ({exc})"
+            ) from exc
+        raise
+    if not hasattr(mod, attr):
+        raise BrainNotAvailable(f"{what} needs `{module}.{attr}`, which `{module}` does not define yet")
+    return getattr(mod, attr)
+
+
+def load_brain(
+    spec_string: str,
+    instruction: str | None = None,
+    *,
+    robot_spec: RobotSpec = SO101,
+    mode: str = "planner",
+    **kwargs: Any,
+) -> Brain:
+    """Build a brain from a command-line string.
+
+    Args:
+        spec_string: ``"scripted"``; a directory holding ``manifest.json`` (an ONNX bundle, run by
+            ``export.runtime``); or a directory holding ``model.safetensors`` (a training run,
+            run by ``planners.brains.PlannerBrain`` or ``PolicyBrain``).
+        instruction: the task in words, passed to ``reset``.
+        robot_spec: spec of the arm (used by the scripted brain and checked against bundles).
+        mode: for a training run, ``"planner"`` (gradient MPC) or ``"policy"`` (policy head only).
+        **kwargs: passed to the brain's constructor / loader.
+
+    Raises:
+        FileNotFoundError: the path does not exist.
+        ValueError: the path is neither a bundle nor a run, or ``mode`` is unknown.
+        BrainNotAvailable: the part implementing that brain kind is not installed or has not landed.
+    """
+    if spec_string == "scripted":
+        brain: Brain = ScriptedBrain(robot_spec, **kwargs)
+        brain.reset(instruction)
+        return brain
+    path = Path(spec_string).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(
+            f"brain {spec_string!r}: no such file or directory; expected 'scripted', an ONNX bundle "
+            "directory (with manifest.json) or a training run directory (with model.safetensors)"
+        )
+    if (path / "manifest.json").is_file():
+        manifest = json.loads((path / "manifest.json").read_text())
+        bundle_spec = manifest.get("robot_spec") if isinstance(manifest, Mapping) else None
+        if isinstance(bundle_spec, Mapping) and bundle_spec.get("name") not in (None, robot_spec.name):
+            # SO-100 and SO-101 share joints and units; anything else is a real mismatch.
+            names = {bundle_spec.get("name"), robot_spec.name}
+            if names != {"so100", "so101"}:
+                raise ValueError(
+                    f"bundle {path} was exported for robot {bundle_spec.get('name')!r}, "
+                    f"but this arm is {robot_spec.name!r}"
+                )
+        load = _import_part("export.runtime", "load_bundle_brain", "an ONNX bundle brain")
+        brain = load(path, **kwargs)
+    elif (path / "model.safetensors").is_file():
+        if mode not in ("planner", "policy"):
+            raise ValueError(f"brain mode must be 'planner' or 'policy', got {mode!r}")
+        cls_name = "PlannerBrain" if mode == "planner" else "PolicyBrain"
+        cls = _import_part("planners.brains", cls_name, f"a torch {mode} brain")
+        brain = cls.from_run(path, **kwargs) if hasattr(cls, "from_run") else cls(path, **kwargs)
+    else:
+        raise ValueError(
+            f"brain {spec_string!r}: {path} holds neither manifest.json (ONNX bundle) nor "
+            "model.safetensors (training run)"
+        )
+    if not isinstance(brain, Brain):
+        raise TypeError(f"{type(brain).__name__} does not implement the Brain interface (reset, act)")
+    brain.reset(instruction)
+    return brain
