@@ -1,0 +1,432 @@
+"""Write an export bundle from a checkpoint: ONNX graphs, precision variants, parity checks, manifest.
+
+``export_bundle(checkpoint, out_dir, settings)`` exports every graph of :mod:`export.graphs` with a
+dynamic batch axis, runs each one in onnxruntime against PyTorch on fresh inputs (the export fails if
+an fp32 graph differs by more than ``settings.parity_tol``), writes the fp16 / int8 variants of the
+encoder and the policy with their measured error, and finally writes ``manifest.json`` (last, so a
+half-written bundle never loads).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import time
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from tqdm.auto import tqdm
+
+from export import quantize
+from export.graphs import CostWeights, EncoderGraph, PolicyGraph, RolloutCostGraph, TaskEmbedGraph, trace_cost_grad
+from export.graphs import cost_and_grad as torch_cost_and_grad
+from export.runtime.manifest import (
+    MANIFEST_NAME,
+    SCHEMA_VERSION,
+    GraphSpec,
+    Manifest,
+    TensorSpec,
+    sha256_file,
+    write_manifest,
+)
+from export.runtime.planners import GradSettings, SamplingSettings
+from latent_vla.checkpoint import Checkpoint, load_checkpoint
+
+log = logging.getLogger("latent_vla.export")
+
+_ONNX_TYPES = {1: "float32", 10: "float16", 7: "int64", 6: "int32", 2: "uint8", 9: "bool"}
+VARIANT_GRAPHS = ("encoder", "policy")  # graphs that get fp16 / int8 variants
+
+
+class ExportError(RuntimeError):
+    """The export failed: a graph did not convert, or onnxruntime disagrees with PyTorch."""
+
+
+@dataclass
+class ObjectiveSettings:
+    """``planners.objectives.TrajectoryObjective`` weights; the first three are baked into the graphs."""
+
+    step_weight: float = 1.0
+    terminal_weight: float = 0.0
+    discount: float = 1.0
+    prior_weight: float = 0.0
+    smooth_weight: float = 0.0
+
+
+@dataclass
+class ExportSettings:
+    """What to export.
+
+    Attributes:
+        horizon: H, action-sequence length of ``rollout_cost`` and ``cost_grad`` (fixed in the graphs).
+        precisions: variants to write for the encoder and the policy (``fp32`` is always written).
+        opset: ONNX opset.
+        objective: trajectory objective (see :class:`ObjectiveSettings`).
+        grad: default gradient-planner settings (``export.runtime.planners.GradSettings`` fields).
+        cem: default CEM settings (``SamplingSettings`` fields).
+        mppi: default MPPI settings (``SamplingSettings`` fields).
+        parity_tol: max abs difference onnxruntime vs PyTorch allowed for fp32 graphs.
+        grad_rel_tol: max difference of the exported gradient, relative to its largest entry.
+        fp16_tol: max abs error of fp16 variants (reported; exceeding it warns).
+        int8_tol: max abs error of int8 variants (reported; exceeding it warns).
+        max_batch: upper bound of the dynamic batch axis.
+        seed: seed of the random parity inputs.
+        default_instruction: instruction a brain uses before ``reset(instruction)``; ``None`` for none.
+    """
+
+    horizon: int = 16
+    precisions: Sequence[str] = ("fp32", "fp16", "int8")
+    opset: int = 20
+    objective: ObjectiveSettings = field(default_factory=ObjectiveSettings)
+    grad: dict[str, Any] = field(default_factory=lambda: asdict(GradSettings()))
+    cem: dict[str, Any] = field(default_factory=lambda: asdict(SamplingSettings()))
+    mppi: dict[str, Any] = field(default_factory=lambda: asdict(SamplingSettings(temperature=0.5)))
+    parity_tol: float = 1e-4
+    grad_rel_tol: float = 1e-3
+    fp16_tol: float = 2e-2
+    int8_tol: float = 0.1
+    max_batch: int = 4096
+    seed: int = 0
+    default_instruction: str | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.objective, Mapping):
+            self.objective = ObjectiveSettings(**self.objective)
+        bad = [p for p in self.precisions if p not in ("fp32", "fp16", "int8")]
+        if bad:
+            raise ValueError(f"unknown precisions {bad}; valid: fp32, fp16, int8")
+        if self.horizon < 1:
+            raise ValueError(f"horizon must be >= 1, got {self.horizon}")
+
+
+@dataclass
+class ReportRow:
+    """One exported file: graph, precision, size (bytes), max error vs PyTorch and the tolerance."""
+
+    graph: str
+    precision: str
+    file: str
+    bytes: int
+    max_abs_err: float
+    tol: float
+    ok: bool
+    export_s: float
+
+
+def _package_version(name: str) -> str:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _io(path: Path) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+    """Names, shapes (int or axis name) and dtypes of an ONNX file's inputs and outputs."""
+    graph = onnx.load(str(path), load_external_data=False).graph
+
+    def spec(v: onnx.ValueInfoProto) -> TensorSpec:
+        t = v.type.tensor_type
+        dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or "dynamic") for d in t.shape.dim)
+        return TensorSpec(v.name, dims, _ONNX_TYPES.get(t.elem_type, str(t.elem_type)))
+
+    return tuple(spec(v) for v in graph.input), tuple(spec(v) for v in graph.output)
+
+
+def _entry(path: Path, precision: str) -> GraphSpec:
+    inputs, outputs = _io(path)
+    return GraphSpec(path.name, sha256_file(path), path.stat().st_size, inputs, outputs, precision)
+
+
+def _export(
+    module: torch.nn.Module,
+    args: tuple,
+    path: Path,
+    input_names: list[str],
+    output_names: list[str],
+    dynamic_shapes: tuple,
+    opset: int,
+) -> None:
+    """``torch.onnx.export`` (dynamo) into one self-contained file, with its chatter captured."""
+    buf = io.StringIO()
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                module.eval(),
+                args,
+                str(path),
+                dynamo=True,
+                external_data=False,
+                input_names=input_names,
+                output_names=output_names,
+                dynamic_shapes=dynamic_shapes,
+                opset_version=opset,
+                verbose=False,
+            )
+    except Exception as exc:
+        raise ExportError(
+            f"exporting {path.name} failed: {exc}\n--- exporter output ---\n{buf.getvalue()[-3000:]}"
+        ) from exc
+    onnx.checker.check_model(str(path))
+
+
+def _session(path: Path) -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def _max_err(a: Any, b: Any) -> float:
+    return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
+
+
+@dataclass
+class ExportResult:
+    """What :func:`export_bundle` wrote: the manifest, one report row per file, and the bundle path."""
+
+    manifest: Manifest
+    rows: list[ReportRow]
+    path: Path
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready figures (``export_report.json``)."""
+        return {"bundle": str(self.path), "files": [asdict(r) for r in self.rows]}
+
+
+def _observations_to_inputs(
+    ckpt: Checkpoint, observations: Sequence[tuple[Mapping[str, Any], str]]
+) -> list[dict[str, torch.Tensor]]:
+    """Robot observations (+ instruction) -> encoder inputs ``{image_<cam>, state, task}`` at batch 1."""
+    out = []
+    with torch.no_grad():
+        for obs, instruction in observations:
+            images, state = ckpt.observation_to_model(obs)
+            task = ckpt.embed_instruction([instruction])
+            feeds = {f"image_{c}": images[c] for c in ckpt.model.camera_names}
+            feeds.update(state=state, task=task)
+            out.append(feeds)
+    return out
+
+
+def export_bundle(
+    checkpoint: Checkpoint | str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    settings: ExportSettings | None = None,
+    calibration: Sequence[tuple[Mapping[str, Any], str]] | None = None,
+    progress: bool = True,
+) -> ExportResult:
+    """Export a checkpoint to an ONNX bundle.
+
+    Args:
+        checkpoint: a loaded :class:`Checkpoint` or a run directory.
+        out_dir: bundle directory (created; files of an earlier bundle there are replaced).
+        settings: :class:`ExportSettings`.
+        calibration: robot observations with their instruction (``(observation dict, instruction)``),
+            used to calibrate the static int8 encoder and to measure every variant's error on realistic
+            inputs. Without it the int8 encoder is skipped and errors are measured on random inputs.
+        progress: show a tqdm bar.
+
+    Returns:
+        :class:`ExportResult`.
+
+    Raises:
+        ExportError: a graph failed to export or onnxruntime disagrees with PyTorch beyond tolerance.
+    """
+    settings = settings or ExportSettings()
+    ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
+    model = ckpt.model.eval()
+    model.requires_grad_(False)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MANIFEST_NAME).unlink(missing_ok=True)  # a half-written bundle must not look valid
+    gen = torch.Generator().manual_seed(settings.seed)
+    h, w = model.image_size
+    cams = list(model.camera_names)
+    L, S, Z, A, H = ckpt.tokenizer.max_len, model.state_dim, model.latent_dim, model.action_dim, settings.horizon
+    weights = CostWeights(
+        settings.objective.step_weight, settings.objective.terminal_weight, settings.objective.discount
+    )
+    batch = torch.export.Dim("batch", min=1, max=settings.max_batch)
+
+    def rand_inputs(b: int) -> dict[str, torch.Tensor]:
+        tokens = torch.randint(1, ckpt.tokenizer.vocab_size, (b, L), generator=gen)
+        tokens[:, L // 2 :] = 0  # padding like a real instruction
+        x = {f"image_{c}": torch.rand(b, 3, h, w, generator=gen) for c in cams}
+        x["state"] = torch.randn(b, S, generator=gen)
+        x["tokens"] = tokens
+        with torch.no_grad():
+            x["task"] = model.embed_task(tokens[:1])
+            x["z"] = model.encode({c: x[f"image_{c}"] for c in cams}, x["state"], x["task"])
+        x["z0"] = x["z"]
+        x["actions"] = torch.rand(b, H, A, generator=gen) * 2 - 1
+        return x
+
+    ex = rand_inputs(2)
+    graphs: dict[str, dict[str, Any]] = {
+        "task_embed": dict(
+            module=TaskEmbedGraph(model), inputs=["tokens"], outputs=["task"], dyn=({0: batch},), eager=None
+        ),
+        "encoder": dict(
+            module=EncoderGraph(model),
+            inputs=[f"image_{c}" for c in cams] + ["state", "task"],
+            outputs=["z"],
+            dyn=(tuple([{0: batch}] * len(cams) + [{0: batch}, None]),),
+        ),
+        "policy": dict(module=PolicyGraph(model), inputs=["z", "task"], outputs=["actions"], dyn=({0: batch}, None)),
+        "rollout_cost": dict(
+            module=RolloutCostGraph(model, weights),
+            inputs=["z0", "actions", "task"],
+            outputs=["cost", "step_cost"],
+            dyn=({0: batch}, {0: batch}, None),
+        ),
+        "cost_grad": dict(
+            module=None, inputs=["z0", "actions", "task"], outputs=["cost", "grad"], dyn=({0: batch}, {0: batch}, None)
+        ),
+    }
+
+    def eager(name: str, x: Mapping[str, torch.Tensor]) -> list[torch.Tensor]:
+        with torch.no_grad():
+            if name == "task_embed":
+                return [model.embed_task(x["tokens"])]
+            if name == "encoder":
+                return [model.encode({c: x[f"image_{c}"] for c in cams}, x["state"], x["task"])]
+            if name == "policy":
+                return [model.policy(x["z"], x["task"])]
+            if name == "rollout_cost":
+                return list(RolloutCostGraph(model, weights)(x["z0"], x["actions"], x["task"]))
+        return list(torch_cost_and_grad(model, x["z0"], x["actions"], x["task"], weights))
+
+    rows: list[ReportRow] = []
+    entries: dict[str, dict[str, GraphSpec]] = {}
+    steps = len(graphs) + len(VARIANT_GRAPHS) * len([p for p in settings.precisions if p != "fp32"])
+    bar = tqdm(total=steps, desc="export", disable=not progress, unit="graph")
+    for name, g in graphs.items():
+        t0 = time.perf_counter()
+        bar.set_postfix_str(name)
+        path = out / f"{name}.onnx"
+        args = tuple(ex[n] for n in g["inputs"])
+        module = g["module"] or trace_cost_grad(model, ex["z0"], ex["actions"], ex["task"], weights)
+        _export(module, args, path, g["inputs"], g["outputs"], g["dyn"], settings.opset)
+        sess = _session(path)
+        err = 0.0
+        for b in (1, 3):  # fresh inputs, batch sizes other than the traced one
+            x = rand_inputs(b)
+            got = sess.run(None, {n: x[n].numpy() for n in g["inputs"]})
+            want = eager(name, x)
+            for o, gt, wt in zip(g["outputs"], got, want, strict=True):
+                if gt.shape != tuple(wt.shape):
+                    raise ExportError(f"{name}.{o}: onnxruntime shape {gt.shape} != PyTorch {tuple(wt.shape)}")
+                e = _max_err(gt, wt)
+                if o == "grad":
+                    e = e / max(float(wt.abs().max()), 1e-8)  # relative to the gradient's scale
+                err = max(err, e)
+        tol = settings.grad_rel_tol if name == "cost_grad" else settings.parity_tol
+        if not err <= tol:
+            raise ExportError(f"{name}: onnxruntime differs from PyTorch by {err:.3g} (tolerance {tol:g})")
+        entries[name] = {"fp32": _entry(path, "fp32")}
+        rows.append(ReportRow(name, "fp32", path.name, path.stat().st_size, err, tol, True, time.perf_counter() - t0))
+        bar.update(1)
+
+    # -- precision variants of the encoder and the policy ---------------------------------------
+    real = _observations_to_inputs(ckpt, calibration) if calibration else []
+    n_cal = len(real) // 2 if len(real) >= 4 else len(real)
+    cal, held = real[:n_cal], real[n_cal:] or real
+    if held:
+        enc_eval = {k: torch.cat([x[k] for x in held]) for k in held[0] if k != "task"}
+        enc_eval["task"] = held[0]["task"]
+    else:
+        enc_eval = rand_inputs(8)
+    with torch.no_grad():
+        enc_eval["z"] = model.encode({c: enc_eval[f"image_{c}"] for c in cams}, enc_eval["state"], enc_eval["task"])
+    for precision in [p for p in settings.precisions if p != "fp32"]:
+        for name in VARIANT_GRAPHS:
+            t0 = time.perf_counter()
+            bar.set_postfix_str(f"{name}@{precision}")
+            src, dst = out / f"{name}.onnx", out / f"{name}.{precision}.onnx"
+            if precision == "fp16":
+                quantize.to_fp16(src, dst)
+            elif name == "policy":
+                quantize.to_int8_dynamic(src, dst)
+            elif cal:
+                feeds = [{n: x[n].numpy() for n in graphs[name]["inputs"]} for x in cal]
+                quantize.to_int8_static(src, dst, feeds)
+            else:
+                log.warning("int8 encoder skipped: static quantization needs calibration observations")
+                bar.update(1)
+                continue
+            inputs = graphs[name]["inputs"]
+            got = _session(dst).run(None, {n: enc_eval[n].numpy() for n in inputs})[0]
+            err = _max_err(got, eager(name, enc_eval)[0])
+            tol = settings.fp16_tol if precision == "fp16" else settings.int8_tol
+            if err > tol:
+                log.warning("%s@%s: max error %.3g exceeds the stated tolerance %g", name, precision, err, tol)
+            entries[name][precision] = _entry(dst, precision)
+            rows.append(
+                ReportRow(name, precision, dst.name, dst.stat().st_size, err, tol, err <= tol, time.perf_counter() - t0)
+            )
+            bar.update(1)
+    bar.close()
+
+    manifest = Manifest(
+        robot_spec=ckpt.spec.to_dict(),
+        normalization=ckpt.normalizer.to_dict(),
+        tokenizer=ckpt.tokenizer.to_dict(),
+        model={
+            "latent_dim": Z,
+            "action_dim": A,
+            "chunk_len": int(model.chunk_len),
+            "task_dim": int(model.task_dim),
+            "state_dim": S,
+            "token_len": L,
+            "horizon": H,
+            "camera_names": cams,
+            "image_size": [h, w],
+            "checkpoint_step": int(ckpt.step),
+            "default_instruction": settings.default_instruction,
+        },
+        planner={
+            "objective": asdict(settings.objective),
+            "grad": dict(settings.grad),
+            "cem": dict(settings.cem),
+            "mppi": dict(settings.mppi),
+        },
+        graphs=entries,
+        producer={
+            "package": "latent-vla",
+            "version": _package_version("latent-vla"),
+            "torch": torch.__version__,
+            "onnx": onnx.__version__,
+            "onnxruntime": ort.__version__,
+            "opset": settings.opset,
+            "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+            "checkpoint": str(ckpt.run_dir),
+        },
+        schema_version=SCHEMA_VERSION,
+    )
+    write_manifest(out, manifest)
+    return ExportResult(manifest, rows, out)
+
+
+def eager_reference(ckpt: Checkpoint, settings: ExportSettings) -> Callable[..., Any]:
+    """PyTorch reference of the ``cost_grad`` graph for ``ckpt`` (used by tests and benchmarks)."""
+    o = settings.objective
+    weights = CostWeights(o.step_weight, o.terminal_weight, o.discount)
+
+    def fn(z0: np.ndarray, actions: np.ndarray, task: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        c, g = torch_cost_and_grad(
+            ckpt.model, torch.from_numpy(z0), torch.from_numpy(actions), torch.from_numpy(task), weights
+        )
+        return c.detach().numpy(), g.detach().numpy()
+
+    return fn

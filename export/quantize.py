@@ -1,0 +1,96 @@
+"""Precision variants of exported graphs: fp16 and int8 (export side only).
+
+* fp16: weights and activations in float16, inputs/outputs kept float32 (``keep_io_types``), so the
+  runtime feeds every variant the same arrays.
+* int8 dynamic: weights int8, activations quantized on the fly; for MLP graphs (the policy).
+* int8 static QDQ: weights and activations int8 with scales from a calibration set; for the CNN
+  encoder. Only Conv / MatMul / Gemm are quantized, so normalizations and softmaxes stay float.
+
+On a plain x86 CPU int8 is usually not faster for models this small (NOTES.md); it pays off in size
+and on TensorRT / edge accelerators. ``benchmarks/export_latency.py`` measures it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+log = logging.getLogger("latent_vla.export")
+
+QUANT_OPS = ["Conv", "MatMul", "Gemm"]
+
+
+def to_fp16(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> Path:
+    """Write a float16 copy of ``src`` with float32 inputs and outputs; returns ``dst``."""
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = onnx.load(str(src))
+    half = convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=False)
+    onnx.save(half, str(dst))
+    return Path(dst)
+
+
+def _preprocess(src: str | os.PathLike[str], tmp_dir: str) -> str:
+    """Shape inference + graph optimization that onnxruntime recommends before quantizing."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    out = os.path.join(tmp_dir, "pre.onnx")
+    quant_pre_process(str(src), out, skip_symbolic_shape=True)
+    return out
+
+
+def to_int8_dynamic(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> Path:
+    """Dynamic int8 quantization of MatMul/Gemm weights (for MLP graphs); returns ``dst``."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory() as tmp:
+        pre = _preprocess(src, tmp)
+        quantize_dynamic(pre, str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
+    return Path(dst)
+
+
+class _Reader:
+    """``CalibrationDataReader`` over a list of feed dicts."""
+
+    def __init__(self, feeds: Iterable[Mapping[str, np.ndarray]]) -> None:
+        self._it = iter(list(feeds))
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._it, None)
+
+
+def to_int8_static(
+    src: str | os.PathLike[str], dst: str | os.PathLike[str], calibration: Iterable[Mapping[str, np.ndarray]]
+) -> Path:
+    """Static QDQ int8 quantization with per-channel weights, calibrated on ``calibration`` feeds.
+
+    Args:
+        src: float32 ONNX graph.
+        dst: output path.
+        calibration: feed dicts (input name -> array), e.g. one observation each.
+    """
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    feeds = list(calibration)
+    if not feeds:
+        raise ValueError("static int8 quantization needs at least one calibration input")
+    with tempfile.TemporaryDirectory() as tmp:
+        pre = _preprocess(src, tmp)
+        quantize_static(
+            pre,
+            str(dst),
+            _Reader(feeds),
+            quant_format=QuantFormat.QDQ,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            op_types_to_quantize=QUANT_OPS,
+            calibrate_method=CalibrationMethod.MinMax,
+        )
+    return Path(dst)
