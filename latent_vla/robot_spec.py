@@ -199,7 +199,7 @@ def _so_arm(name: str) -> RobotSpec:
         _deg_joint("wrist_roll", 160.0),
         JointSpec("gripper", 0.0, 100.0, math.radians(-10.0), math.radians(100.0), 300.0),
     )
-    return RobotSpec(name=name, joints=joints, home=(0.0, -90.0, 90.0, 60.0, 0.0, 10.0))
+    return RobotSpec(name=name, joints=joints, home=(0.0, -20.0, 20.0, 90.0, 0.0, 20.0))
 
 
 def _koch_arm() -> RobotSpec:

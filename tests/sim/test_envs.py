@@ -1,0 +1,151 @@
+"""Every registered SO-101 env: Gymnasium API compliance, shapes, determinism, instructions."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import sim
+from latent_vla.robot_spec import SO101
+from sim.tasks import TASKS
+
+TASK_NAMES = sorted(TASKS)
+
+
+@pytest.fixture(scope="module", params=TASK_NAMES)
+def env(request):
+    e = sim.make_env(request.param)
+    yield e
+    e.close()
+
+
+def test_registered_ids():
+    for task, env_id in sim.ENV_IDS.items():
+        assert env_id in gym.registry, task
+    assert set(TASK_NAMES) <= set(sim.ENV_IDS)
+
+
+def test_unknown_task_lists_valid_ones():
+    with pytest.raises(ValueError, match="valid: \\['pick', 'push', 'reach'\\]"):
+        sim.make_env("juggle")
+
+
+def test_check_env(env):
+    check_env(env.unwrapped, skip_render_check=True)
+
+
+def test_reset_step_shapes_and_finiteness(env):
+    obs, info = env.reset(seed=3)
+    assert env.observation_space.contains(obs)
+    assert set(obs["images"]) == {"front", "wrist"}
+    for image in obs["images"].values():
+        assert image.shape == (64, 64, 3) and image.dtype == np.uint8
+        assert image.std() > 5.0  # a real rendered scene, not a blank buffer
+    assert obs["state"].shape == (SO101.num_joints,) and obs["state"].dtype == np.float32
+    np.testing.assert_allclose(obs["state"], SO101.home_vector, atol=5.0)
+    assert {"is_success", "task_distance", "reward_terms"} <= set(info)
+    zero = np.zeros(SO101.num_joints, dtype=np.float32)
+    home = SO101.home_vector.astype(np.float32)
+    steps = env.unwrapped.episode_length
+    for t in range(steps):
+        action = zero if t < 5 else (home if t < 10 else env.action_space.sample())
+        obs, reward, terminated, truncated, info = env.step(action)
+        assert np.all(np.isfinite(obs["state"])) and np.isfinite(reward)
+        assert env.observation_space.contains(obs)
+        assert not terminated
+        assert info["task_distance"] >= 0.0
+        assert reward == pytest.approx(sum(info["reward_terms"].values()))
+        assert truncated == (t == steps - 1)
+    # objects stay on or above the table: no tunnelling or explosions
+    scene = env.unwrapped.scene
+    for name in scene.object_body:
+        assert scene.object_position(name)[2] > -0.01
+
+
+def test_deterministic_under_seed(env):
+    actions = np.random.default_rng(0).uniform(SO101.lower, SO101.upper, (15, SO101.num_joints))
+    runs = []
+    for _ in range(2):
+        obs, _ = env.reset(seed=11)
+        trace = [obs["state"].copy(), obs["images"]["front"].copy()]
+        for a in actions:
+            obs, reward, *_ = env.step(a.astype(np.float32))
+            trace += [obs["state"].copy(), np.float64(reward)]
+        trace.append(obs["images"]["wrist"].copy())
+        runs.append((obs["instruction"], trace))
+    assert runs[0][0] == runs[1][0]
+    for x, y in zip(runs[0][1], runs[1][1], strict=True):
+        np.testing.assert_array_equal(x, y)
+    other, _ = env.reset(seed=12)
+    assert not np.array_equal(other["images"]["front"], runs[0][1][1])
+
+
+@pytest.mark.parametrize("task", TASK_NAMES)
+def test_instruction_names_the_target(task):
+    env = sim.make_env(task)
+    try:
+        for seed in range(5):
+            obs, _ = env.reset(seed=seed)
+            u = env.unwrapped
+            phrase = u.task.layout.describe(u.task.target)
+            assert phrase in obs["instruction"]
+            assert phrase.split()[1] in {"cube", "cylinder"}
+            if u.task.zone is not None:
+                assert u.task.layout.describe(u.task.zone) in obs["instruction"]
+    finally:
+        env.close()
+
+
+def test_bad_actions_rejected(env):
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="shape"):
+        env.step(np.zeros(3, dtype=np.float32))
+    with pytest.raises(ValueError, match="finite"):
+        env.step(np.full(SO101.num_joints, np.nan, dtype=np.float32))
+
+
+def test_robot_observation_dict():
+    env = sim.make_env("reach")
+    obs, _ = env.reset(seed=0)
+    robot_obs = sim.robot_observation(obs, SO101)
+    assert set(robot_obs) == {*SO101.action_keys, "front", "wrist"}
+    assert robot_obs["elbow_flex.pos"] == pytest.approx(float(obs["state"][2]))
+    assert robot_obs["front"].shape == (64, 64, 3)
+    env.close()
+
+
+def test_custom_image_size_and_render():
+    env = sim.make_env("reach", image_height=48, image_width=80, render_mode="rgb_array",
+                       render_size=(120, 160))
+    obs, _ = env.reset(seed=0)
+    assert obs["images"]["front"].shape == (48, 80, 3)
+    frame = env.render()
+    assert frame.shape == (120, 160, 3) and frame.dtype == np.uint8 and frame.std() > 5.0
+    env.close()
+
+
+def test_scene_twin_api():
+    """The low-level scene the hardware twin reuses: targets in, tick, joints and FK out."""
+    scene = sim.SO101Scene()
+    scene.reset()
+    target = SO101.home_vector + np.array([20.0, 10.0, -10.0, 0.0, 30.0, 30.0])
+    sent = scene.set_targets(target)
+    np.testing.assert_allclose(sent, target)
+    for _ in range(30):  # 1 s
+        scene.tick()
+    assert scene.time == pytest.approx(1.0, abs=1e-6)
+    np.testing.assert_allclose(scene.joint_positions(), target, atol=2.0)
+    np.testing.assert_allclose(scene.forward_kinematics(scene.joint_positions()), scene.tip_position(),
+                               atol=1e-9)
+    tip = scene.tip_position()
+    assert 0.05 < np.hypot(tip[0], tip[1]) < 0.45 and 0.0 < tip[2] < 0.3
+    batch = scene.forward_kinematics(np.stack([SO101.home_vector, target]))
+    assert batch.shape == (2, 3)
+    assert scene.render("front").shape == (64, 64, 3)
+    with pytest.raises(ValueError, match="unknown camera"):
+        scene.render("top")
+    with pytest.raises(ValueError, match="finite"):
+        scene.set_targets(np.full(6, np.inf))
+    scene.close()
