@@ -8,8 +8,7 @@ all implement it; the control loop cannot tell them apart.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from importlib import import_module
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -61,11 +60,13 @@ class ScriptedBrain:
         tolerance: float = 0.5,
     ) -> None:
         self.spec = spec
-        if waypoints is None:
+        if waypoints is None:  # a sweep left and right of the home pose, opening and closing the gripper
             home = spec.home_vector
-            reach = home.copy()
-            reach[: min(4, spec.num_joints)] = 0.5 * home[: min(4, spec.num_joints)]  # unfold halfway
-            waypoints = np.stack([reach, home])
+            offsets = np.zeros((3, spec.num_joints))
+            n = min(6, spec.num_joints)
+            offsets[0, :n] = (25.0, 10.0, 10.0, -10.0, 20.0, 40.0)[:n]
+            offsets[1, :n] = (-25.0, 10.0, 10.0, -10.0, -20.0, 0.0)[:n]
+            waypoints = home + offsets
         self.waypoints = np.clip(np.asarray(waypoints, dtype=np.float64), spec.lower, spec.upper)
         if self.waypoints.ndim != 2 or self.waypoints.shape[1] != spec.num_joints:
             raise ValueError(f"waypoints must be (N, {spec.num_joints}), got {self.waypoints.shape}")
@@ -115,34 +116,43 @@ def _import_part(module: str, attr: str, what: str) -> Any:
     return getattr(mod, attr)
 
 
+BRAIN_MODES = ("policy", "grad", "cem", "mppi", "random")
+
+
 def load_brain(
     spec_string: str,
     instruction: str | None = None,
     *,
     robot_spec: RobotSpec = SO101,
-    mode: str = "planner",
+    mode: str = "grad",
+    budget_ms: float | None = None,
     **kwargs: Any,
 ) -> Brain:
     """Build a brain from a command-line string.
 
     Args:
         spec_string: ``"scripted"``; a directory holding ``manifest.json`` (an ONNX bundle, run by
-            ``export.runtime``); or a directory holding ``model.safetensors`` (a training run,
-            run by ``planners.brains.PlannerBrain`` or ``PolicyBrain``).
+            ``export.runtime.load_bundle_brain``); or a directory holding ``model.safetensors`` (a
+            training run, run by ``planners.brains.PlannerBrain`` or ``PolicyBrain``).
         instruction: the task in words, passed to ``reset``.
-        robot_spec: spec of the arm (used by the scripted brain and checked against bundles).
-        mode: for a training run, ``"planner"`` (gradient MPC) or ``"policy"`` (policy head only).
+        robot_spec: the arm; a bundle or run made for another arm is refused.
+        mode: ``"policy"`` (policy head only) or a planner: ``"grad"``, ``"cem"``, ``"mppi"``
+            (``"random"`` for training runs only). Ignored by the scripted brain.
+        budget_ms: anytime planning budget per tick, milliseconds (planner modes).
         **kwargs: passed to the brain's constructor / loader.
 
     Raises:
         FileNotFoundError: the path does not exist.
-        ValueError: the path is neither a bundle nor a run, or ``mode`` is unknown.
+        ValueError: the path is neither a bundle nor a run, ``mode`` is unknown, or the model was
+            made for another arm.
         BrainNotAvailable: the part implementing that brain kind is not installed or has not landed.
     """
     if spec_string == "scripted":
         brain: Brain = ScriptedBrain(robot_spec, **kwargs)
         brain.reset(instruction)
         return brain
+    if mode not in BRAIN_MODES:
+        raise ValueError(f"brain mode must be one of {BRAIN_MODES}, got {mode!r}")
     path = Path(spec_string).expanduser()
     if not path.exists():
         raise FileNotFoundError(
@@ -150,24 +160,22 @@ def load_brain(
             "directory (with manifest.json) or a training run directory (with model.safetensors)"
         )
     if (path / "manifest.json").is_file():
-        manifest = json.loads((path / "manifest.json").read_text())
-        bundle_spec = manifest.get("robot_spec") if isinstance(manifest, Mapping) else None
-        if isinstance(bundle_spec, Mapping) and bundle_spec.get("name") not in (None, robot_spec.name):
-            # SO-100 and SO-101 share joints and units; anything else is a real mismatch.
-            names = {bundle_spec.get("name"), robot_spec.name}
-            if names != {"so100", "so101"}:
-                raise ValueError(
-                    f"bundle {path} was exported for robot {bundle_spec.get('name')!r}, "
-                    f"but this arm is {robot_spec.name!r}"
-                )
         load = _import_part("export.runtime", "load_bundle_brain", "an ONNX bundle brain")
-        brain = load(path, **kwargs)
+        if mode == "random":
+            raise ValueError("an ONNX bundle brain supports modes policy, grad, cem, mppi; not random")
+        brain = load(path, mode=mode, robot=robot_spec, budget_ms=None if mode == "policy" else budget_ms, **kwargs)
     elif (path / "model.safetensors").is_file():
-        if mode not in ("planner", "policy"):
-            raise ValueError(f"brain mode must be 'planner' or 'policy', got {mode!r}")
-        cls_name = "PlannerBrain" if mode == "planner" else "PolicyBrain"
-        cls = _import_part("planners.brains", cls_name, f"a torch {mode} brain")
-        brain = cls.from_run(path, **kwargs) if hasattr(cls, "from_run") else cls(path, **kwargs)
+        if mode == "policy":
+            cls = _import_part("planners.brains", "PolicyBrain", "a torch policy brain")
+            brain = cls.from_run(path, **kwargs)
+        else:
+            cls = _import_part("planners.brains", "PlannerBrain", "a torch planner brain")
+            brain = cls.from_run(path, planner=mode, budget_ms=budget_ms, **kwargs)
+        run_spec = getattr(brain, "spec", None)
+        if run_spec is not None and run_spec.joint_names != robot_spec.joint_names:
+            raise ValueError(f"run {path} was trained for joints {run_spec.joint_names}, not {robot_spec.joint_names}")
+        if run_spec is not None and run_spec.units != robot_spec.units:
+            raise ValueError(f"run {path} uses units {run_spec.units!r}; this arm uses {robot_spec.units!r}")
     else:
         raise ValueError(
             f"brain {spec_string!r}: {path} holds neither manifest.json (ONNX bundle) nor "

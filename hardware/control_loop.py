@@ -4,7 +4,7 @@ Every tick (period ``1 / fps`` seconds):
 
 1. read the robot's observation (a failure or a missing key makes this tick's observation stale);
 2. if the brain is idle, hand it the observation in a worker thread and wait at most
-   ``brain_deadline_s``; a brain that is still thinking, or that raised, makes the safety layer
+   ``brain_deadline_s`` for its answer; a brain that is still thinking, or that raised, makes the safety layer
    hold the last safe target (the late result is discarded when it arrives);
 3. filter the action through the :class:`~hardware.safety.SafetyLayer` and send what it allows;
 4. optionally record the tick to a LeRobotDataset; sleep until the next tick.
@@ -146,7 +146,8 @@ class ControlLoop:
         brain: anything implementing :class:`~hardware.brain.Brain`.
         safety: the safety layer for this robot's spec.
         fps: control rate, Hz (default: the spec's).
-        brain_deadline_s: how long a tick waits for the brain, seconds (default: 80 % of a period).
+        brain_deadline_s: how long a tick waits for the brain once it has the observation, seconds
+            (default: 80 % of a period); a longer call is late and the arm holds.
         max_consecutive_faults: stop after this many ticks in a row without a usable observation
             or without a successful send.
         recorder: optional :class:`~hardware.recorder.EpisodeRecorder`; closed at shutdown.
@@ -297,9 +298,8 @@ class ControlLoop:
                     rep.brain_late += 1
                 elif obs is not None:
                     runner.submit(obs)
-                    wait = max(0.0, self.brain_deadline_s - (time.perf_counter() - t0))
                     try:
-                        action = runner.pending.result(timeout=wait)
+                        action = runner.pending.result(timeout=self.brain_deadline_s)
                         runner.pending = None
                     except TimeoutError:
                         late = True

@@ -81,6 +81,7 @@ class LatentVLATwin(Robot):
         self.fault_counts: Counter[str] = Counter()
         self._last_advance = 0.0
         self._gains: tuple[np.ndarray, np.ndarray] | None = None
+        self.last_task_evaluation: dict[str, Any] | None = None
 
     # -- features ------------------------------------------------------------------------------
     @cached_property
@@ -143,6 +144,7 @@ class LatentVLATwin(Robot):
         """Release the renderers; the servos go limp first when ``disable_torque_on_disconnect``."""
         if not self.is_connected:
             raise RuntimeError(f"{self} is not connected")
+        self.last_task_evaluation = self.task_evaluation()
         self.bus.disconnect(self.config.disable_torque_on_disconnect)
         self.scene.close()
         logger.info("%s disconnected", self)
@@ -235,7 +237,7 @@ class LatentVLATwin(Robot):
         self._check_connected()
         if self.config.latency_s:
             time.sleep(self.config.latency_s)
-        if self._fault("send_timeout") or self._fault("serial_timeout", self.config.serial_timeout_prob):
+        if self._fault("send_timeout", self.config.serial_timeout_prob):
             raise ConnectionError("Failed to sync write 'Goal_Position' (simulated serial timeout)")
         goal = {k.removesuffix(".pos"): float(v) for k, v in action.items() if k in self.action_features}
         if self.config.max_relative_target is not None:

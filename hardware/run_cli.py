@@ -1,0 +1,223 @@
+"""``latent-vla run``: drive the MuJoCo twin or a real arm with a brain, through the safety layer.
+
+Thin wiring over :mod:`hardware.robots`, :mod:`hardware.brain`, :mod:`hardware.safety` and
+:class:`~hardware.control_loop.ControlLoop`. Before a real arm moves it prints the plan and asks
+for confirmation (``yes=true`` skips that; without a TTY it refuses unless ``yes=true``). While
+it runs, Enter (on a TTY) or ``SIGUSR1`` triggers the emergency stop, ``Ctrl-C`` / ``SIGTERM``
+stop cleanly; either way torque is disabled through LeRobot. At the end it prints loop timing and
+safety interventions and writes them to ``<out>/run_report.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from hardware.brain import load_brain
+from hardware.control_loop import ControlLoop, LoopReport, safe_disconnect
+from hardware.kinematics import ArmKinematics
+from hardware.robots import check_robot_matches_spec, make_robot, spec_for
+from hardware.safety import SafetyConfig, SafetyLayer
+
+logger = logging.getLogger(__name__)
+
+TWIN_TYPE = "latent_vla_twin"
+
+
+def describe(cfg: DictConfig, robot_node: dict[str, Any], safety: SafetyConfig, fps: float) -> str:
+    """The human-readable plan printed before moving an arm."""
+    where = (
+        "the MuJoCo twin" if robot_node["type"] == TWIN_TYPE else f"{robot_node['type']} on {robot_node.get('port')}"
+    )
+    budget = f"{cfg.steps} ticks" if cfg.steps is not None else f"{cfg.duration_s} s"
+    lines = [
+        f"About to drive {where} (calibration id {robot_node.get('id')!r}) at {fps:g} Hz for {budget}.",
+        f"  brain: {cfg.brain} (mode {cfg.brain_mode})",
+        f"  task: {cfg.task!r}",
+        f"  safety: max step {safety.max_step} units/tick, {safety.velocity_scale:.0%} of rated speed, "
+        f"limit margin {safety.limit_margin}, workspace check {'on' if safety.workspace else 'OFF'}, "
+        f"stale observation after {safety.max_observation_age_s * 1e3:.0f} ms",
+        "  Enter = emergency stop (torque off), Ctrl-C = stop. Keep a hand near the power switch.",
+    ]
+    return "\n".join(lines)
+
+
+def confirm(question: str, assume_yes: bool) -> bool:
+    """Ask on the terminal; refuse without a TTY unless ``assume_yes``."""
+    if assume_yes:
+        return True
+    if not sys.stdin.isatty():
+        print(
+            "latent-vla run: refusing to move a real arm without a terminal to confirm; pass yes=true.", file=sys.stderr
+        )
+        return False
+    return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
+
+
+def _estop_key_listener(safety: SafetyLayer, loop: ControlLoop) -> threading.Thread | None:
+    """On a TTY, a daemon thread that triggers the emergency stop when Enter is pressed."""
+    if not sys.stdin.isatty():
+        return None
+
+    def listen() -> None:
+        line = sys.stdin.readline()
+        if line == "":  # stdin closed: no operator left to press the key
+            return
+        safety.trigger_estop("emergency stop key (Enter)")
+        loop.request_stop("emergency_stop")
+
+    t = threading.Thread(target=listen, name="estop-key", daemon=True)
+    t.start()
+    return t
+
+
+def _install_signals(safety: SafetyLayer, loop: ControlLoop) -> dict[int, Any]:
+    """SIGUSR1 -> emergency stop, SIGTERM -> clean stop; returns the previous handlers."""
+    previous: dict[int, Any] = {}
+    if threading.current_thread() is not threading.main_thread():
+        return previous
+    handlers = {
+        signal.SIGTERM: lambda *_: loop.request_stop("SIGTERM"),
+    }
+    if hasattr(signal, "SIGUSR1"):
+        handlers[signal.SIGUSR1] = lambda *_: safety.trigger_estop("SIGUSR1")
+    for sig, fn in handlers.items():
+        previous[sig] = signal.signal(sig, fn)
+    return previous
+
+
+def print_summary(report: LoopReport, extra: dict[str, Any]) -> None:
+    """Loop timing and safety interventions as a table."""
+    from rich.console import Console
+    from rich.table import Table
+
+    def ms(d: dict[str, float], key: str) -> str:
+        v = d.get(key)
+        return "-" if v is None or v != v else f"{v:.2f}"
+
+    table = Table(title="latent-vla run")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    rows = [
+        ("stop reason", report.stop_reason),
+        ("ticks / commands sent", f"{report.ticks} / {report.commands_sent}"),
+        ("rate achieved / target (Hz)", f"{report.fps_achieved:.1f} / {report.fps_target:g}"),
+        ("deadline misses", str(report.deadline_misses)),
+        ("tick start jitter p50 / p99 (ms)", f"{ms(report.jitter_ms, 'p50')} / {ms(report.jitter_ms, 'p99')}"),
+        ("brain p50 / p99 (ms)", f"{ms(report.brain_ms, 'p50')} / {ms(report.brain_ms, 'p99')}"),
+        ("brain late / errors", f"{report.brain_late} / {report.brain_errors}"),
+        ("observation / send errors", f"{report.observation_errors} / {report.send_errors}"),
+        ("safety interventions", str(report.safety.get("interventions", 0))),
+    ]
+    rows += [(f"  {reason}", str(n)) for reason, n in report.safety.get("by_reason", {}).items()]
+    rows += [(k, str(v)) for k, v in extra.items()]
+    for name, value in rows:
+        table.add_row(name, value)
+    Console(stderr=False).print(table)
+
+
+def main(cfg: DictConfig) -> int:
+    """Run the configured robot with the configured brain; returns the exit code."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    cfg_budget = "until Ctrl-C" if cfg.steps is None and cfg.duration_s is None else None
+    robot_node: dict[str, Any] = OmegaConf.to_container(cfg.robot, resolve=True)  # type: ignore[assignment]
+    spec = spec_for(robot_node)
+    fps = float(cfg.fps or spec.fps)
+    is_twin = robot_node.get("type") == TWIN_TYPE
+    if is_twin and robot_node.get("fps") is None:
+        robot_node["fps"] = fps
+    safety_cfg = SafetyConfig.from_mapping(OmegaConf.to_container(cfg.safety, resolve=True))  # type: ignore[arg-type]
+    out = Path(cfg.out)
+    dataset_dir = out / "dataset"
+    if cfg.record and dataset_dir.exists():
+        print(f"latent-vla run: {dataset_dir} already exists; choose another out=", file=sys.stderr)
+        return 2
+    period_ms = 1e3 / fps
+    budget_ms = cfg.brain_budget_ms if cfg.brain_budget_ms is not None else 0.6 * period_ms
+    deadline_s = (cfg.brain_deadline_ms if cfg.brain_deadline_ms is not None else 0.8 * period_ms) / 1e3
+
+    try:
+        brain = load_brain(str(cfg.brain), cfg.task, robot_spec=spec, mode=cfg.brain_mode, budget_ms=budget_ms)
+        robot = make_robot(robot_node)
+        check_robot_matches_spec(robot, spec)
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:  # incl. BrainNotAvailable, bundle errors
+        print(f"latent-vla run: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    plan = describe(cfg, robot_node, safety_cfg, fps)
+    print(plan)
+    if cfg_budget:
+        print(f"  (no steps or duration_s given: running {cfg_budget})")
+    if not is_twin and not confirm("Move the arm?", bool(cfg.yes)):
+        print("latent-vla run: not confirmed; nothing moved.", file=sys.stderr)
+        return 1
+
+    fk = ArmKinematics.for_spec(spec) if safety_cfg.workspace else None
+    if safety_cfg.workspace and fk is None:
+        logger.warning("no forward kinematics for %s: the workspace check is off", spec.name)
+    safety = SafetyLayer(spec, safety_cfg, fk=fk)
+    robot.connect()
+    recorder = None
+    loop: ControlLoop | None = None
+    previous: dict[int, Any] = {}
+    try:
+        if cfg.record:
+            from hardware.recorder import EpisodeRecorder, robot_cameras
+
+            recorder = EpisodeRecorder(dataset_dir, spec, robot_cameras(robot.observation_features, spec), fps)
+        loop = ControlLoop(
+            robot,
+            brain,
+            safety,
+            fps=fps,
+            brain_deadline_s=deadline_s,
+            max_consecutive_faults=int(cfg.max_consecutive_faults),
+            recorder=recorder,
+            task=str(cfg.task),
+        )
+        previous = _install_signals(safety, loop)
+        if not is_twin:
+            _estop_key_listener(safety, loop)
+        t0 = time.time()
+        report = loop.run(steps=cfg.steps, duration_s=cfg.duration_s, show_progress=bool(cfg.progress))
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if loop is None:  # failed before the loop took ownership of shutdown
+            if recorder is not None:
+                recorder.close()
+            safe_disconnect(robot)
+
+    extra: dict[str, Any] = {}
+    evaluation = getattr(robot, "last_task_evaluation", None)
+    if evaluation:
+        extra.update(evaluation)
+    if recorder is not None:
+        extra["recorded_frames"] = recorder.frames
+        extra["dataset"] = str(dataset_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    result = {
+        "started_at_unix": t0,
+        "robot": robot_node | {"cameras": [k for k in robot.observation_features if k not in spec.action_keys]},
+        "brain": str(cfg.brain),
+        "brain_mode": cfg.brain_mode,
+        "task": str(cfg.task),
+        "safety_config": OmegaConf.to_container(cfg.safety, resolve=True),
+        "loop": report.to_dict(),
+        "safety_records": [r.to_dict() for r in safety.records[:500]],
+        **extra,
+    }
+    path = out / "run_report.json"
+    path.write_text(json.dumps(result, indent=2, default=str))
+    print_summary(report, extra)
+    print(f"report: {path}")
+    if report.stop_reason in ("steps", "duration"):
+        return 0
+    return 130 if report.stop_reason == "interrupted" else 1

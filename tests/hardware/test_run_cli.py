@@ -1,0 +1,68 @@
+"""``latent-vla run`` end to end: the twin, a mocked real SO-101, confirmation, recording, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from latent_vla.cli import main
+
+
+def run(tmp_path: Path, *overrides: str) -> int:
+    return main(["run", f"out={tmp_path / 'out'}", "progress=false", *overrides])
+
+
+def test_twin_run_writes_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = run(tmp_path, "robot=twin", "steps=30", f"robot.calibration_dir={tmp_path / 'cal'}", "robot.task=reach")
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "deadline misses" in out and "safety interventions" in out
+    report = json.loads((tmp_path / "out" / "run_report.json").read_text())
+    assert report["loop"]["ticks"] == 30 and report["loop"]["stop_reason"] == "steps"
+    assert set(report["loop"]["jitter_ms"]) >= {"p50", "p99"}
+    assert "is_success" in report and report["robot"]["cameras"] == ["front", "wrist"]
+
+
+def test_real_arm_needs_confirmation_without_tty(
+    tmp_path: Path, mock_bus, calibration_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["robot=so101", "robot.port=/dev/ttyFAKE", f"robot.calibration_dir={calibration_dir}", "steps=10"]
+    assert run(tmp_path, *args) == 1
+    assert "refusing to move a real arm" in capsys.readouterr().err
+    assert mock_bus.instances == [] or not mock_bus.instances[-1].sync_writes  # nothing moved
+
+
+def test_real_arm_runs_with_yes(tmp_path: Path, mock_bus, calibration_dir: Path) -> None:
+    args = ["robot=so101", "robot.port=/dev/ttyFAKE", f"robot.calibration_dir={calibration_dir}", "steps=10", "fps=100"]
+    assert run(tmp_path, *args, "yes=true") == 0
+    bus = mock_bus.instances[-1]
+    assert len(bus.sync_writes) == 10 and not bus.is_connected and not any(bus.torque.values())
+    report = json.loads((tmp_path / "out" / "run_report.json").read_text())
+    assert report["robot"]["type"] == "so101_follower" and report["loop"]["commands_sent"] == 10
+
+
+def test_bad_brain_and_bad_settings_are_clear(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(tmp_path, f"brain={tmp_path / 'nope'}") == 2
+    assert "no such file or directory" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert run(tmp_path, f"brain={tmp_path / 'empty'}") == 2
+    assert "neither manifest.json" in capsys.readouterr().err
+    assert run(tmp_path, "robot=so101", "robot.use_degrees=false", "yes=true") == 2
+    assert "use_degrees" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_twin_run_records_a_lerobot_dataset(tmp_path: Path) -> None:
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    code = run(tmp_path, "robot=twin", "steps=20", f"robot.calibration_dir={tmp_path / 'cal'}", "record=true")
+    assert code == 0
+    ds = LeRobotDataset("local/latent_vla_run", root=tmp_path / "out" / "dataset")
+    assert ds.num_episodes == 1 and ds.num_frames == 20
+    frame = ds[5]
+    assert frame["observation.state"].shape == (6,) and frame["action"].shape == (6,)
+    assert frame["observation.images.front"].shape == (3, 64, 64)
+    assert frame["task"] == "push the red cube into the green zone"
+    assert run(tmp_path, "robot=twin", "steps=5", "record=true") == 2  # refuses to overwrite
