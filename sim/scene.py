@@ -38,6 +38,8 @@ def _load_model(xml_path: Path, pretty: bool) -> mujoco.MjModel:
         # Videos only: shadows and 4x multisampling (slow, ~20 ms a frame on the CPU).
         model.vis.quality.shadowsize = 2048
         model.vis.quality.offsamples = 4
+        model.vis.quality.numslices = 28
+        model.vis.quality.numstacks = 16
     return model
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import gymnasium as gym
 
 from sim.experts.base import Expert
+from sim.experts.push import PushExpert
 from sim.experts.reach import ReachExpert
 
-EXPERTS: dict[str, type[Expert]] = {"reach": ReachExpert}
+EXPERTS: dict[str, type[Expert]] = {"reach": ReachExpert, "push": PushExpert}
 
 
 def make_expert(env: gym.Env, **kwargs: object) -> Expert:
@@ -22,4 +23,4 @@ def make_expert(env: gym.Env, **kwargs: object) -> Expert:
     return EXPERTS[task](env, **kwargs)  # type: ignore[arg-type]
 
 
-__all__ = ["EXPERTS", "Expert", "ReachExpert", "make_expert"]
+__all__ = ["EXPERTS", "Expert", "PushExpert", "ReachExpert", "make_expert"]
