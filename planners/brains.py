@@ -123,6 +123,11 @@ class PlannerBrain:
         """The latest plan ``(H, A)`` in model units, or ``None`` before the first tick."""
         return self.mpc.last_plan
 
+    @property
+    def last_info(self) -> dict[str, Any] | None:
+        """``info`` of the latest plan (``iterations``, ``cost``, ``plan_ms``...), a new dict per plan."""
+        return self.mpc.last_info
+
     @torch.no_grad()
     def imagine(self) -> np.ndarray | None:
         """What the model predicts the latest plan will look like: uint8 ``(H, h, w, 3)``, first camera."""

@@ -1,0 +1,156 @@
+"""``latent-vla eval``: the same seeded episodes for every planner, a table, eval.json, videos, a sweep.
+
+Thin wiring over :mod:`planners.evaluate` (see ``configs/eval.yaml`` for every key).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+SEARCHERS = ("grad", "cem", "mppi", "random")
+
+
+def _planner_overrides(cfg: DictConfig, name: str) -> dict[str, Any]:
+    over: dict[str, Any] = {}
+    if cfg.horizon is not None and name != "policy":
+        over["horizon"] = int(cfg.horizon)
+    if cfg.budget_ms is not None and name != "policy":
+        over["budget_ms"] = float(cfg.budget_ms)
+    return over
+
+
+def _brain_factory(cfg: DictConfig) -> tuple[Callable[[str, dict[str, Any]], Any], Any]:
+    """``(make_brain(name, overrides), robot spec)`` for ``ckpt=`` or ``bundle=``."""
+    if (cfg.ckpt is None) == (cfg.bundle is None):
+        raise ValueError("eval needs exactly one of ckpt=<run dir> or bundle=<bundle dir>")
+    if cfg.ckpt is not None:
+        from latent_vla.checkpoint import load_checkpoint
+        from planners.brains import PlannerBrain
+
+        checkpoint = load_checkpoint(Path(cfg.ckpt))
+        planner_cfgs = OmegaConf.to_container(cfg.planner_cfg, resolve=True)
+        assert isinstance(planner_cfgs, dict)
+
+        def make(name: str, over: dict[str, Any]) -> Any:
+            pcfg = {**planner_cfgs[name], **over}
+            return PlannerBrain(checkpoint, pcfg, n_execute=int(cfg.n_execute))
+
+        return make, checkpoint.spec
+    try:
+        from export.runtime.brain import load_bundle_brain
+    except ImportError as exc:
+        raise RuntimeError(f"bundle= needs export.runtime, which is not available: {exc}") from exc
+
+    def make_bundle(name: str, over: dict[str, Any]) -> Any:
+        if name == "random":
+            raise ValueError("bundle= supports planners grad, cem, mppi and policy, not random")
+        budget = over.pop("budget_ms", None)
+        return load_bundle_brain(Path(cfg.bundle), mode=name, precision=cfg.bundle_precision,
+                                 planner=over or None, budget_ms=budget)  # fmt: skip
+
+    probe = make_bundle("policy", {})
+    return make_bundle, probe.bundle.spec
+
+
+def print_table(records: list[dict[str, Any]], title: str) -> None:
+    """A rich table of the ``eval.json`` records."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in ("planner", "success", "vs best other", "mean len", "plan ms p50", "plan ms p95",
+                "act ms p95", "iters/plan"):  # fmt: skip
+        table.add_column(col, justify="right")
+    for r in records:
+        table.add_row(
+            r["planner"], f"{r['pc_success']:.1f}%", f"{100 * r['success_vs_best_other']:+.1f} pp",
+            f"{r['mean_episode_length']:.1f}", f"{r['plan_ms_p50']:.1f}", f"{r['plan_ms_p95']:.1f}",
+            f"{r['act_ms_p95']:.1f}", f"{r['iterations_mean']:.1f}",
+        )  # fmt: skip
+    Console().print(table)
+
+
+def _plot_sweep(sweep: list[dict[str, Any]], key: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    for name in dict.fromkeys(r["planner"] for r in sweep):
+        rows = [r for r in sweep if r["planner"] == name]
+        xs = [r["sweep_value"] for r in rows]
+        ax1.plot(xs, [r["pc_success"] for r in rows], "o-", label=name)
+        ax2.plot(xs, [r["plan_ms_p50"] for r in rows], "o-", label=name)
+    for ax, ylabel in ((ax1, "success (%)"), (ax2, "planning ms per tick (p50)")):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel(key)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(cfg: DictConfig) -> int:
+    """Run the evaluation described by ``cfg`` (``configs/eval.yaml``); returns the exit code."""
+    import torch
+
+    import sim
+    from planners.evaluate import add_baseline_deltas, evaluate_brain
+
+    torch.set_num_threads(int(cfg.threads))
+    names = list(cfg.planners)
+    unknown = [n for n in names if n not in cfg.planner_cfg]
+    if unknown or not names:
+        raise ValueError(f"unknown planners {unknown}; configured: {list(cfg.planner_cfg)}")
+    if cfg.episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {cfg.episodes}")
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    make_brain, spec = _brain_factory(cfg)
+    env_kwargs: dict[str, Any] = {"render_mode": None}
+    if cfg.max_steps is not None:
+        env_kwargs["episode_length"] = int(cfg.max_steps)
+
+    def make_env() -> Any:
+        return sim.make_env(cfg.task, **env_kwargs)
+
+    records = []
+    for name in names:
+        brain = make_brain(name, _planner_overrides(cfg, name))
+        records.append(
+            evaluate_brain(name, brain, make_env, spec, cfg.task, int(cfg.episodes), int(cfg.seed),
+                           video_episodes=int(cfg.videos), video_dir=out / "videos", video_fps=float(cfg.video_fps),
+                           progress=bool(cfg.progress))
+        )  # fmt: skip
+    add_baseline_deltas(records)
+    (out / "eval.json").write_text(json.dumps(records, indent=2))
+    print_table(records, f"eval: task={cfg.task} episodes={cfg.episodes} seed={cfg.seed}")
+
+    if cfg.sweep:
+        key = str(cfg.sweep_key)
+        if key not in ("iterations", "budget_ms"):
+            raise ValueError(f"sweep_key must be 'iterations' or 'budget_ms', got {key!r}")
+        sweep_names = list(cfg.sweep_planners) if cfg.sweep_planners else [n for n in names if n in SEARCHERS]
+        sweep: list[dict[str, Any]] = []
+        for name in sweep_names:
+            for value in cfg.sweep:
+                over = {**_planner_overrides(cfg, name), key: float(value) if key == "budget_ms" else int(value)}
+                if key == "iterations":
+                    over["budget_ms"] = None
+                rec = evaluate_brain(f"{name}@{value}", make_brain(name, over), make_env, spec, cfg.task,
+                                     int(cfg.sweep_episodes), int(cfg.seed), progress=bool(cfg.progress))  # fmt: skip
+                rec.update(planner=name, sweep_key=key, sweep_value=value)
+                sweep.append(rec)
+        (out / "sweep.json").write_text(json.dumps(sweep, indent=2))
+        _plot_sweep(sweep, key, out / "sweep.png")
+        print(f"sweep: {out / 'sweep.json'}, {out / 'sweep.png'}")
+    print(f"wrote {out / 'eval.json'}")
+    return 0

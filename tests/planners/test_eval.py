@@ -1,0 +1,88 @@
+"""``latent-vla eval`` end to end on a tiny budget: same seeded episodes, eval.json, videos, sweep plot."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import pytest
+
+from latent_vla.cli import main
+from latent_vla.robot_spec import SO101
+from planners.evaluate import add_baseline_deltas, run_episode, summarize
+
+
+class _SpyBrain:
+    """Holds still and records exactly what it was shown."""
+
+    def __init__(self) -> None:
+        self.seen: list[set[str]] = []
+        self.instructions: list[str | None] = []
+
+    def reset(self, instruction: str | None = None) -> None:
+        self.instructions.append(instruction)
+
+    def act(self, observation: dict[str, Any]) -> dict[str, float]:
+        self.seen.append(set(observation))
+        return SO101.vector_to_action(SO101.action_to_vector(observation))
+
+
+def test_episode_sees_only_robot_observations_and_runs_full_length() -> None:
+    import sim
+
+    env = sim.make_env("reach", episode_length=5)
+    brain = _SpyBrain()
+    try:
+        result, frames = run_episode(env, brain, seed=3, spec=SO101, record_camera="front")
+    finally:
+        env.close()
+    assert result.steps == 5 and len(brain.seen) == 5
+    assert all(keys == set(SO101.action_keys) | {"front", "wrist"} for keys in brain.seen)
+    assert brain.instructions and isinstance(brain.instructions[0], str) and brain.instructions[0]
+    assert len(frames) == 5 and frames[0].dtype == np.uint8 and frames[0].shape == (128, 128, 3)
+    assert result.plan_ms == [] and len(result.act_ms) == 5
+    record = summarize("spy", "reach", [result])
+    assert record["episodes"] == 1 and record["seeds"] == [3]
+    assert np.isnan(record["plan_ms_p50"])
+
+
+def test_baseline_deltas() -> None:
+    recs = [{"success_rate": 0.8}, {"success_rate": 0.5}, {"success_rate": 0.6}]
+    add_baseline_deltas(recs)
+    assert [round(r["success_vs_best_other"], 6) for r in recs] == [0.2, -0.3, -0.2]
+
+
+@pytest.mark.slow
+def test_eval_cli_writes_records_videos_and_sweep(random_checkpoint_dir, tmp_path) -> None:
+    out = tmp_path / "eval"
+    code = main([
+        "eval", f"ckpt={random_checkpoint_dir}", "planners=[grad,cem,policy]", "task=reach", "episodes=2",
+        "max_steps=3", "seed=5", "videos=1", "threads=1", "progress=false", f"out={out}",
+        "planner_cfg.grad.iterations=3", "planner_cfg.cem.samples=32", "planner_cfg.cem.elites=4",
+        "planner_cfg.cem.iterations=2", "horizon=6", "sweep=[1,2]", "sweep_planners=[grad]", "sweep_episodes=1",
+    ])  # fmt: skip
+    assert code == 0
+    records = json.loads((out / "eval.json").read_text())
+    assert [r["planner"] for r in records] == ["grad", "cem", "policy"]
+    for r in records:
+        assert {"planner", "task", "episodes", "success_rate", "pc_success", "plan_ms_p50", "plan_ms_p95"} <= set(r)
+        assert r["task"] == "reach" and r["episodes"] == 2 and r["seeds"] == [5, 6]
+        assert all(ep["steps"] == 3 for ep in r["per_episode"])
+        assert r["plans"] == 6 and r["plan_ms_p50"] > 0 and r["plan_ms_p95"] >= r["plan_ms_p50"]
+        assert 0.0 <= r["success_rate"] <= 1.0 and r["pc_success"] == 100 * r["success_rate"]
+        assert len(r["videos"]) == 1 and (out / "videos" / f"{r['planner']}_ep0.gif").is_file()
+    grad = records[0]
+    assert 1 <= grad["iterations_mean"] <= 3
+    sweep = json.loads((out / "sweep.json").read_text())
+    assert [(s["planner"], s["sweep_value"]) for s in sweep] == [("grad", 1), ("grad", 2)]
+    assert sweep[0]["iterations_mean"] == 1
+    assert (out / "sweep.png").stat().st_size > 1000
+
+
+def test_eval_cli_refuses_bad_requests(random_checkpoint_dir, tmp_path) -> None:
+    with pytest.raises(ValueError, match="exactly one of ckpt"):
+        main(["eval", f"out={tmp_path}"])
+    with pytest.raises(ValueError, match="unknown planners"):
+        main(["eval", f"ckpt={random_checkpoint_dir}", "planners=[nope]", f"out={tmp_path}"])
+    assert main(["eval", "no_such_key=1"]) == 2
