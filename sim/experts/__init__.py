@@ -5,10 +5,11 @@ from __future__ import annotations
 import gymnasium as gym
 
 from sim.experts.base import Expert
+from sim.experts.pick import PickExpert
 from sim.experts.push import PushExpert
 from sim.experts.reach import ReachExpert
 
-EXPERTS: dict[str, type[Expert]] = {"reach": ReachExpert, "push": PushExpert}
+EXPERTS: dict[str, type[Expert]] = {"reach": ReachExpert, "push": PushExpert, "pick": PickExpert}
 
 
 def make_expert(env: gym.Env, **kwargs: object) -> Expert:
@@ -23,4 +24,4 @@ def make_expert(env: gym.Env, **kwargs: object) -> Expert:
     return EXPERTS[task](env, **kwargs)  # type: ignore[arg-type]
 
 
-__all__ = ["EXPERTS", "Expert", "PushExpert", "ReachExpert", "make_expert"]
+__all__ = ["EXPERTS", "Expert", "PickExpert", "PushExpert", "ReachExpert", "make_expert"]
