@@ -1,0 +1,99 @@
+"""``latent-vla collect``: run scripted experts in MuJoCo and write a LeRobotDataset.
+
+Thin wiring: the resolved Hydra config (``configs/collect.yaml``) becomes a
+:class:`sim.collect.CollectConfig`; :func:`sim.collect.collect` does the work and writes
+``<out>/collect.json``; this module prints the summary table.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from sim.collect import CollectConfig, CollectError, CollectResult, collect
+
+
+def _workers(value: Any) -> int:
+    if str(value).strip().lower() == "auto":
+        return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise CollectError(f"workers must be an integer or 'auto', got {value!r}") from None
+
+
+def config_from_hydra(cfg: DictConfig) -> CollectConfig:
+    """Turn the composed ``collect`` config into a :class:`CollectConfig`.
+
+    Raises:
+        CollectError: on a value of the wrong type.
+    """
+    try:
+        return CollectConfig(
+            task=str(cfg.task),
+            episodes=int(cfg.episodes),
+            seed=int(cfg.seed),
+            out=Path(str(cfg.out)),
+            repo_id=str(cfg.repo_id),
+            workers=_workers(cfg.workers),
+            policy=str(cfg.policy),
+            noise=float(cfg.noise),
+            mode=str(cfg.mode),
+            image_hw=(int(cfg.image_height), int(cfg.image_width)),
+            max_episode_steps=None if cfg.max_episode_steps is None else int(cfg.max_episode_steps),
+            robot=str(cfg.robot),
+            vcodec=str(cfg.vcodec),
+            image_writer_threads=int(cfg.image_writer_threads),
+            progress=bool(cfg.progress),
+        )
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, CollectError):
+            raise
+        raise CollectError(f"bad collect setting: {exc}") from None
+
+
+def summary_table(result: CollectResult, out: Path) -> str:
+    """The end-of-run table as plain text (rich renders it when available)."""
+    s = result.summary()
+
+    def fmt(v: Any) -> str:
+        if isinstance(v, float):
+            return "n/a" if math.isnan(v) else f"{v:,.2f}"
+        return str(v)
+
+    rows = [
+        ("task", s["task"]),
+        ("episodes", f"{s['episodes']} / {s['episodes_requested']}" + (" (interrupted)" if s["interrupted"] else "")),
+        ("frames", s["frames"]),
+        ("pc_success (expert, %)", s["pc_success"]),
+        ("avg_sum_reward", s["avg_sum_reward"]),
+        ("frames/s (end to end)", s["frames_per_s"]),
+        ("wall time (s)", s["wall_s"]),
+        ("  of which merge (s)", s["merge_s"]),
+        ("workers", s["workers"]),
+        ("dataset episodes / frames", f"{s['dataset_total_episodes']} / {s['dataset_total_frames']}"),
+        ("dataset", str(out)),
+    ]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {fmt(v)}" for k, v in rows)
+
+
+def main(cfg: DictConfig) -> int:
+    """Run ``latent-vla collect``; returns 0, 2 on a bad request, 130 when interrupted."""
+    try:
+        ccfg = config_from_hydra(cfg)
+        result = collect(ccfg)
+    except CollectError as exc:
+        print(f"latent-vla collect: {exc}", file=sys.stderr)
+        return 2
+    print(summary_table(result, ccfg.out))
+    if result.episodes:
+        print(f"figures: {Path(ccfg.out) / 'collect.json'}")
+    else:
+        print("no episode finished; nothing was written.", file=sys.stderr)
+    return 130 if result.interrupted else 0

@@ -1,0 +1,189 @@
+"""LeRobotDataset features of an arm: the one place that turns a RobotSpec into a dataset schema.
+
+Simulated collection (``sim.collect``) and real-arm recording (``hardware/``) both build their
+``LeRobotDataset.create(features=...)`` dict here, so a model trained on one reads the other
+(docs/architecture.md, section 3). Keys follow LeRobot's conventions:
+
+==========================  ===========  ==========  =============================================
+key                         dtype        shape       meaning
+==========================  ===========  ==========  =============================================
+observation.images.<cam>    video/image  (H, W, 3)   uint8 RGB, one per camera of the spec
+observation.state           float32      (J,)        measured joint positions, robot units
+action                      float32      (J,)        absolute joint targets, robot units
+next.reward                 float32      (1,)        reward after the action (task signals only)
+next.success                bool         (1,)        task solved after the action (task signals)
+next.done                   bool         (1,)        last frame of the episode (task signals)
+==========================  ===========  ==========  =============================================
+
+Robot units are degrees for the arm joints and percent (0..100) for the gripper; the names of the
+state and action entries are ``"<joint>.pos"`` in motor order (``spec.action_keys``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from latent_vla.robot_spec import RobotSpec
+
+IMAGE_KEY_PREFIX = "observation.images."
+STATE_KEY = "observation.state"
+ACTION_KEY = "action"
+REWARD_KEY = "next.reward"
+SUCCESS_KEY = "next.success"
+DONE_KEY = "next.done"
+
+# LeRobot adds these to every dataset itself; they never belong in a `create(features=...)` dict.
+_LEROBOT_DEFAULT_KEYS = ("timestamp", "frame_index", "episode_index", "index", "task_index")
+
+
+def image_key(camera: str) -> str:
+    """Dataset key of a camera, e.g. ``"front"`` -> ``"observation.images.front"``."""
+    return f"{IMAGE_KEY_PREFIX}{camera}"
+
+
+def camera_sizes(
+    spec: RobotSpec, image_hw: tuple[int, int] | Mapping[str, tuple[int, int]] | None = None
+) -> dict[str, tuple[int, int]]:
+    """Image size (height, width) in pixels of every camera of ``spec``, in camera order.
+
+    Args:
+        spec: the arm.
+        image_hw: ``None`` for the sizes in the spec, one ``(H, W)`` for every camera, or a
+            ``{camera: (H, W)}`` mapping (cameras it omits keep the spec's size).
+
+    Raises:
+        ValueError: on a non-positive size or a mapping naming a camera the spec lacks.
+    """
+    sizes = {c.name: (int(c.height), int(c.width)) for c in spec.cameras}
+    if image_hw is None:
+        pass
+    elif isinstance(image_hw, Mapping):
+        unknown = sorted(set(image_hw) - set(sizes))
+        if unknown:
+            raise ValueError(f"image sizes given for unknown cameras {unknown}; {spec.name} has {list(sizes)}")
+        for name, hw in image_hw.items():
+            sizes[name] = (int(hw[0]), int(hw[1]))
+    else:
+        hw = tuple(int(v) for v in image_hw)
+        if len(hw) != 2:
+            raise ValueError(f"image_hw must be (height, width), got {image_hw!r}")
+        sizes = {name: hw for name in sizes}
+    for name, (h, w) in sizes.items():
+        if h <= 0 or w <= 0:
+            raise ValueError(f"camera {name!r}: image size must be positive, got {h}x{w}")
+    return sizes
+
+
+def dataset_features(
+    spec: RobotSpec,
+    image_hw: tuple[int, int] | Mapping[str, tuple[int, int]] | None = None,
+    use_videos: bool = True,
+    task_signals: bool = True,
+) -> dict[str, dict[str, Any]]:
+    """LeRobotDataset features for ``spec``: the ``features`` argument of ``LeRobotDataset.create``.
+
+    Args:
+        spec: the arm (joints, cameras).
+        image_hw: camera image size(s) in pixels, see :func:`camera_sizes`; default: the spec's.
+        use_videos: store cameras as ``"video"`` (MP4, small) rather than ``"image"`` (PNG).
+        task_signals: include ``next.reward``, ``next.success`` and ``next.done`` (sim collection
+            and evaluated real runs); ``False`` for plain teleoperated recordings.
+
+    Returns:
+        ``{key: {"dtype", "shape", "names"}}`` in the order of the module table.
+    """
+    features: dict[str, dict[str, Any]] = {}
+    for name, (h, w) in camera_sizes(spec, image_hw).items():
+        features[image_key(name)] = {
+            "dtype": "video" if use_videos else "image",
+            "shape": (h, w, 3),
+            "names": ["height", "width", "channels"],
+        }
+    joints = spec.action_keys
+    features[STATE_KEY] = {"dtype": "float32", "shape": (len(joints),), "names": list(joints)}
+    features[ACTION_KEY] = {"dtype": "float32", "shape": (len(joints),), "names": list(joints)}
+    if task_signals:
+        features[REWARD_KEY] = {"dtype": "float32", "shape": (1,), "names": None}
+        features[SUCCESS_KEY] = {"dtype": "bool", "shape": (1,), "names": None}
+        features[DONE_KEY] = {"dtype": "bool", "shape": (1,), "names": None}
+    return features
+
+
+def make_frame(
+    features: Mapping[str, Mapping[str, Any]],
+    images: Mapping[str, np.ndarray],
+    state: np.ndarray,
+    action: np.ndarray,
+    task: str,
+    reward: float | None = None,
+    success: bool | None = None,
+    done: bool | None = None,
+) -> dict[str, Any]:
+    """One ``LeRobotDataset.add_frame`` dict with the dtypes and shapes of ``features``.
+
+    Args:
+        features: as returned by :func:`dataset_features`.
+        images: ``{camera: (H, W, 3) uint8}`` for every camera in ``features``.
+        state: measured joint positions ``(J,)`` in robot units.
+        action: commanded joint targets ``(J,)`` in robot units.
+        task: the instruction text, stored as the frame's LeRobot ``task``.
+        reward, success, done: task signals; required when ``features`` holds them.
+
+    Raises:
+        ValueError: naming the camera or signal that is missing or has the wrong shape.
+    """
+    frame: dict[str, Any] = {"task": str(task)}
+    for key, ft in features.items():
+        if key.startswith(IMAGE_KEY_PREFIX):
+            cam = key[len(IMAGE_KEY_PREFIX) :]
+            if cam not in images:
+                raise ValueError(f"no image for camera {cam!r}; got cameras {sorted(images)}")
+            img = np.asarray(images[cam])
+            if img.shape != tuple(ft["shape"]) or img.dtype != np.uint8:
+                raise ValueError(f"camera {cam!r}: expected uint8 {tuple(ft['shape'])}, got {img.dtype} {img.shape}")
+            frame[key] = img
+    n = features[STATE_KEY]["shape"][0]
+    for key, value in ((STATE_KEY, state), (ACTION_KEY, action)):
+        arr = np.asarray(value, dtype=np.float32).reshape(-1)
+        if arr.shape != (n,):
+            raise ValueError(f"{key}: expected {n} joint values, got shape {np.shape(value)}")
+        frame[key] = arr
+    for key, value, dtype in (
+        (REWARD_KEY, reward, np.float32),
+        (SUCCESS_KEY, success, np.bool_),
+        (DONE_KEY, done, np.bool_),
+    ):
+        if key in features:
+            if value is None:
+                raise ValueError(f"the dataset has {key!r}: pass it to make_frame")
+            frame[key] = np.array([value], dtype=dtype)
+    return frame
+
+
+def _canonical(features: Mapping[str, Mapping[str, Any]]) -> dict[str, tuple]:
+    out = {}
+    for key, ft in features.items():
+        if key in _LEROBOT_DEFAULT_KEYS:
+            continue
+        names = ft.get("names")
+        out[key] = (ft["dtype"], tuple(ft["shape"]), tuple(names) if isinstance(names, list | tuple) else names)
+    return out
+
+
+def features_mismatch(expected: Mapping[str, Mapping[str, Any]], found: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Human-readable differences between two feature dicts (empty when compatible).
+
+    Compares keys, dtypes, shapes and names; ignores LeRobot's own index keys and the encoder
+    ``info`` it stores with video features, so a dataset re-opened from disk compares equal to the
+    dict it was created from.
+    """
+    a, b = _canonical(expected), _canonical(found)
+    problems = [f"missing key {k!r}" for k in a if k not in b]
+    problems += [f"unexpected key {k!r}" for k in b if k not in a]
+    for key in a.keys() & b.keys():
+        if a[key] != b[key]:
+            problems.append(f"{key!r}: expected (dtype, shape, names) {a[key]}, found {b[key]}")
+    return sorted(problems)
