@@ -86,3 +86,20 @@ def test_eval_cli_refuses_bad_requests(random_checkpoint_dir, tmp_path) -> None:
     with pytest.raises(ValueError, match="unknown planners"):
         main(["eval", f"ckpt={random_checkpoint_dir}", "planners=[nope]", f"out={tmp_path}"])
     assert main(["eval", "no_such_key=1"]) == 2
+
+
+@pytest.mark.slow
+def test_eval_cli_runs_an_onnx_bundle(random_checkpoint_dir, tmp_path) -> None:
+    export = pytest.importorskip("export.exporter")
+    bundle = tmp_path / "bundle"
+    export.export_bundle(
+        random_checkpoint_dir, bundle, export.ExportSettings(horizon=4, precisions=("fp32",)), progress=False
+    )
+    out = tmp_path / "eval"
+    code = main(["eval", f"bundle={bundle}", "planners=[policy,grad]", "task=reach", "episodes=1", "max_steps=2",
+                 "videos=1", "threads=1", "progress=false", f"out={out}"])  # fmt: skip
+    assert code == 0
+    records = json.loads((out / "eval.json").read_text())
+    assert [r["planner"] for r in records] == ["policy", "grad"]
+    assert all(r["episodes"] == 1 and r["per_episode"][0]["steps"] == 2 for r in records)
+    assert records[1]["plans"] == 2 and records[1]["plan_ms_p50"] > 0
