@@ -159,9 +159,13 @@ def _export(
 ) -> None:
     """``torch.onnx.export`` (dynamo) into one self-contained file, with its chatter captured."""
     buf = io.StringIO()
+    chatty = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch.__trace", "onnx_ir", "onnxscript")]
+    levels = [lg.level for lg in chatty]
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
             warnings.simplefilter("ignore")
+            for lg in chatty:
+                lg.setLevel(logging.ERROR)
             torch.onnx.export(
                 module.eval(),
                 args,
@@ -178,6 +182,9 @@ def _export(
         raise ExportError(
             f"exporting {path.name} failed: {exc}\n--- exporter output ---\n{buf.getvalue()[-3000:]}"
         ) from exc
+    finally:
+        for lg, level in zip(chatty, levels, strict=True):
+            lg.setLevel(level)
     onnx.checker.check_model(str(path))
 
 

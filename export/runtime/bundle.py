@@ -56,15 +56,19 @@ def _parse_parts(manifest: Manifest) -> tuple[RobotSpec, Normalizer, Tokenizer]:
     return spec, normalizer, tokenizer
 
 
-def check_robot(spec: RobotSpec, expected: RobotSpec | str | None) -> None:
+def check_robot(spec: RobotSpec, expected: RobotSpec | str | None, cameras: list[str] | None = None) -> None:
     """Refuse a bundle made for another arm.
+
+    Joint names and order, limits and units must match, and the robot must have every camera the
+    model reads. A different spec name with identical joints (e.g. SO-100 vs SO-101) only logs a warning.
 
     Args:
         spec: the bundle's robot spec.
         expected: the arm to drive (a spec, a spec name, or ``None`` to skip the check).
+        cameras: cameras the model reads (checked against ``expected.camera_names``).
 
     Raises:
-        RobotMismatchError: naming the differing field (name, joints, limits or cameras).
+        RobotMismatchError: naming the differing field.
     """
     if expected is None:
         return
@@ -79,8 +83,15 @@ def check_robot(spec: RobotSpec, expected: RobotSpec | str | None) -> None:
             f"bundle joint limits {spec.lower.tolist()}..{spec.upper.tolist()} differ from the robot's "
             f"{expected.lower.tolist()}..{expected.upper.tolist()}"
         )
+    if expected.units != spec.units:
+        raise RobotMismatchError(f"bundle uses units {spec.units!r}, the robot {expected.units!r}")
+    missing = [c for c in (cameras or []) if c not in expected.camera_names]
+    if missing:
+        raise RobotMismatchError(f"the model reads cameras {missing} that robot {expected.name!r} lacks")
     if expected.name != spec.name:
-        raise RobotMismatchError(f"bundle was exported for robot {spec.name!r}, not {expected.name!r}")
+        log.warning(
+            "bundle was exported for %r and drives %r (same joints, limits and units)", spec.name, expected.name
+        )
 
 
 class Bundle:
@@ -110,7 +121,7 @@ class Bundle:
         self.path = Path(path)
         self.manifest = read_manifest(self.path)
         self.spec, self.normalizer, self.tokenizer = _parse_parts(self.manifest)
-        check_robot(self.spec, robot)
+        check_robot(self.spec, robot, list(self.normalizer.camera_names))
         self.precision = precision
         self.providers = select_providers(providers)
         self.sessions: dict[str, GraphSession] = {}
