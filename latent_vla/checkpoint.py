@@ -140,7 +140,12 @@ def _unflatten_optimizer(tensors: Mapping[str, torch.Tensor], meta: Mapping[str,
         state.setdefault(int(idx), {})[key] = value
     for idx, values in meta.get("scalars", {}).items():
         state.setdefault(int(idx), {}).update(values)
-    return {"state": state, "param_groups": meta["param_groups"]}
+    # JSON turns tuples (e.g. Adam's betas) into lists; the optimizer expects them back as tuples.
+    groups = [
+        {k: (tuple(v) if isinstance(v, list) and k != "params" else v) for k, v in g.items()}
+        for g in meta["param_groups"]
+    ]
+    return {"state": state, "param_groups": groups}
 
 
 def save_checkpoint(

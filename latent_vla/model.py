@@ -266,6 +266,12 @@ class WorldModel(nn.Module):
         self.policy_head = TaskHead(Z, T, Hd, self.chunk_len * A)
         self.decoder = ConvDecoder(Z, self.image_size, config.channels)
         self._simnorm = SimNorm(config.simnorm_dim)
+        # Spread the initial latents over the simplex (a near-uniform softmax would start collapsed).
+        fuse_out = self.fuse[-1]
+        assert isinstance(fuse_out, nn.Linear)
+        if config.norm == "simnorm":
+            with torch.no_grad():
+                fuse_out.weight.mul_(4.0)
         # Start the dynamics near the identity (small last layer) so early rollouts do not drift,
         # while gradients w.r.t. actions still flow from the first step.
         last = self.dynamics[-1]

@@ -92,9 +92,11 @@ class Normalizer:
         if np.any(self.action_max < self.action_min):
             raise ValueError("action_max is below action_min for some joint")
         # Widen degenerate ranges symmetrically so the map stays invertible.
-        mid = 0.5 * (self.action_min + self.action_max)
-        half = np.maximum(0.5 * (self.action_max - self.action_min), 0.5 * _MIN_RANGE)
-        self.action_min, self.action_max = mid - half, mid + half
+        narrow = (self.action_max - self.action_min) < _MIN_RANGE
+        if narrow.any():
+            mid = 0.5 * (self.action_min + self.action_max)
+            self.action_min = np.where(narrow, mid - 0.5 * _MIN_RANGE, self.action_min)
+            self.action_max = np.where(narrow, mid + 0.5 * _MIN_RANGE, self.action_max)
         self.image_size = (int(self.image_size[0]), int(self.image_size[1]))
         self.camera_names = tuple(self.camera_names)
 

@@ -1,0 +1,384 @@
+"""Training data: any LeRobotDataset (v3.0) decoded once into memory, sampled as short sub-trajectories.
+
+Random-access video decoding costs 5-7 ms a frame (NOTES.md), so :func:`load_frames` decodes every
+episode's video once, resizes the frames to the model's size and keeps them as uint8 arrays
+(``200 episodes x 100 frames x 2 cameras x 64x64x3`` is about 0.5 GB). :class:`WindowSampler` then
+draws windows of ``k + 1`` consecutive frames inside one episode, as torch tensors.
+
+Alignment (LeRobot's convention): frame ``t`` holds observation ``o_t``, the action ``a_t`` sent after
+it, and ``next.reward`` / ``next.success`` of the state reached after ``a_t``. So in a window starting
+at ``t`` the labels of latent ``z_{t+i}`` (``i = 1..k``) are the ``next.*`` values of frame ``t+i-1``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from latent_vla.normalize import Normalizer
+from latent_vla.text import Tokenizer
+
+log = logging.getLogger(__name__)
+
+IMAGE_PREFIX = "observation.images."
+STATE_KEY = "observation.state"
+ACTION_KEY = "action"
+REWARD_KEY = "next.reward"
+SUCCESS_KEY = "next.success"
+CONVERTER = "python -m lerobot.datasets.v30.convert_dataset_v21_to_v30 --repo-id=<id> --root=<dir>"
+
+
+class DatasetError(ValueError):
+    """The path is not a usable LeRobotDataset; the message says why and what to do."""
+
+
+@dataclass
+class FrameCache:
+    """Every frame of a dataset in memory.
+
+    Attributes:
+        images: ``{camera: (N, h, w, 3) uint8}`` at the model's image size.
+        state: ``(N, S)`` float32 joint state, robot units.
+        action: ``(N, A)`` float32 actions, robot units.
+        reward: ``(N,)`` float32 ``next.reward`` (minus distance to success, metres) or None.
+        success: ``(N,)`` float32 ``next.success`` in {0, 1} or None.
+        task_index: ``(N,)`` int64 index into ``tasks``.
+        tasks: instruction strings.
+        episode_bounds: ``(E, 2)`` int64 ``[start, end)`` frame ranges in the cache, one per episode.
+        episode_ids: ``(E,)`` the dataset's episode indices.
+        fps: frames per second of the dataset.
+        state_names: names of the state entries (from the dataset), or None.
+        skipped: human-readable notes about what cannot be trained from this dataset.
+    """
+
+    images: dict[str, np.ndarray]
+    state: np.ndarray
+    action: np.ndarray
+    reward: np.ndarray | None
+    success: np.ndarray | None
+    task_index: np.ndarray
+    tasks: list[str]
+    episode_bounds: np.ndarray
+    episode_ids: np.ndarray
+    fps: float
+    state_names: list[str] | None = None
+    skipped: list[str] = field(default_factory=list)
+
+    @property
+    def camera_names(self) -> list[str]:
+        """Camera names in order (dataset keys without ``observation.images.``)."""
+        return list(self.images)
+
+    @property
+    def num_frames(self) -> int:
+        """N."""
+        return int(self.state.shape[0])
+
+    @property
+    def num_episodes(self) -> int:
+        """E."""
+        return int(self.episode_bounds.shape[0])
+
+    def normalizer(self, image_size: Sequence[int]) -> Normalizer:
+        """Statistics of these frames as a :class:`Normalizer`."""
+        return Normalizer.from_arrays(self.state, self.action, image_size, self.camera_names)
+
+
+def open_lerobot_dataset(root: str | Path, repo_id: str | None = None, video_backend: str | None = None):
+    """Open a local LeRobotDataset with clear errors.
+
+    Raises:
+        DatasetError: the folder does not exist, is not a LeRobotDataset, or is an old (v2.1) one.
+    """
+    from lerobot.datasets.backward_compatibility import BackwardCompatibilityError
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DatasetError(f"dataset folder {root} does not exist")
+    if not (root / "meta" / "info.json").exists():
+        raise DatasetError(
+            f"{root} is not a LeRobotDataset: it has no meta/info.json (expected the folder that "
+            "`latent-vla collect` or `lerobot-record` wrote)"
+        )
+    try:
+        return LeRobotDataset(repo_id or f"local/{root.name}", root=root, video_backend=video_backend)
+    except BackwardCompatibilityError as exc:
+        raise DatasetError(
+            f"{root} is a LeRobotDataset in the old v2.1 layout; convert it with LeRobot's converter: {CONVERTER}"
+        ) from exc
+    except (FileNotFoundError, NotADirectoryError) as exc:
+        raise DatasetError(f"{root} is an incomplete LeRobotDataset (was `finalize()` called?): {exc}") from exc
+
+
+def check_features(features: dict, root: str | Path = "") -> tuple[list[str], list[str]]:
+    """Check a dataset's features for training.
+
+    Returns:
+        ``(camera keys, notes about skipped heads)``.
+
+    Raises:
+        DatasetError: naming every missing feature.
+    """
+    cams = [k for k, v in features.items() if k.startswith(IMAGE_PREFIX) and v.get("dtype") in ("video", "image")]
+    missing = []
+    if not cams:
+        missing.append("an image feature (observation.images.<camera>)")
+    for key in (STATE_KEY, ACTION_KEY):
+        if key not in features:
+            missing.append(key)
+    if missing:
+        raise DatasetError(f"dataset {root} cannot train a world model: missing {missing}; it has {sorted(features)}")
+    notes = []
+    if REWARD_KEY not in features:
+        notes.append(f"no {REWARD_KEY}: the cost head is not trained")
+    if SUCCESS_KEY not in features:
+        notes.append(f"no {SUCCESS_KEY}: the success head is not trained")
+    return cams, notes
+
+
+def _column(hf, key: str) -> np.ndarray:
+    return np.asarray(hf[key][:])
+
+
+def load_frames(
+    root: str | Path,
+    image_size: Sequence[int] = (64, 64),
+    cameras: Sequence[str] | None = None,
+    repo_id: str | None = None,
+    video_backend: str | None = None,
+    progress: bool = True,
+) -> FrameCache:
+    """Read a LeRobotDataset into a :class:`FrameCache`, decoding each episode's video once.
+
+    Args:
+        root: dataset folder.
+        image_size: ``(h, w)`` the frames are resized to (see :func:`latent_vla.normalize.resize_uint8`).
+        cameras: camera names to keep, in this order (default: all, in the dataset's order).
+        repo_id: LeRobot repo id (default ``local/<folder name>``; only used as a label offline).
+        video_backend: ``"torchcodec"`` or ``"pyav"`` (LeRobot's default when None).
+        progress: show a tqdm bar over episodes.
+
+    Raises:
+        DatasetError: not a LeRobotDataset, missing features, or unknown cameras.
+    """
+    from lerobot.datasets.video_utils import decode_video_frames
+
+    ds = open_lerobot_dataset(root, repo_id, video_backend)
+    features = ds.meta.features
+    cam_keys, notes = check_features(features, root)
+    available = [k[len(IMAGE_PREFIX) :] for k in cam_keys]
+    if cameras:
+        unknown = [c for c in cameras if c not in available]
+        if unknown:
+            raise DatasetError(f"dataset {root} has no cameras {unknown}; it has {available}")
+        available = list(cameras)
+    h, w = int(image_size[0]), int(image_size[1])
+    norm = Normalizer(np.zeros(1), np.ones(1), np.zeros(1), np.ones(1), (h, w), tuple(available))
+
+    columns = [STATE_KEY, ACTION_KEY, "episode_index", "timestamp", "task_index"]
+    columns += [k for k in (REWARD_KEY, SUCCESS_KEY) if k in features]
+    hf = ds.hf_dataset.select_columns(columns).with_format("numpy")
+    state = _column(hf, STATE_KEY).astype(np.float32)
+    action = _column(hf, ACTION_KEY).astype(np.float32)
+    episode_index = _column(hf, "episode_index").astype(np.int64).reshape(-1)
+    timestamps = _column(hf, "timestamp").astype(np.float64).reshape(-1)
+    task_index = _column(hf, "task_index").astype(np.int64).reshape(-1)
+    reward = _column(hf, REWARD_KEY).astype(np.float32).reshape(-1) if REWARD_KEY in features else None
+    success = _column(hf, SUCCESS_KEY).astype(np.float32).reshape(-1) if SUCCESS_KEY in features else None
+    if state.ndim != 2 or action.ndim != 2:
+        raise DatasetError(f"{STATE_KEY} and {ACTION_KEY} must be vectors, got {state.shape} and {action.shape}")
+
+    order = np.lexsort((timestamps, episode_index))  # frames grouped by episode, in time order
+    state, action, episode_index, timestamps, task_index = (
+        x[order] for x in (state, action, episode_index, timestamps, task_index)
+    )
+    reward = reward[order] if reward is not None else None
+    success = success[order] if success is not None else None
+    ep_ids, starts = np.unique(episode_index, return_index=True)
+    ends = np.append(starts[1:], len(episode_index))
+    bounds = np.stack([starts, ends], axis=1).astype(np.int64)
+
+    images = {c: np.zeros((len(state), h, w, 3), dtype=np.uint8) for c in available}
+    video_keys = set(ds.meta.video_keys)
+    image_hf = None
+    if any(f"{IMAGE_PREFIX}{c}" not in video_keys for c in available):
+        image_hf = ds.hf_dataset.select_columns(
+            [f"{IMAGE_PREFIX}{c}" for c in available if f"{IMAGE_PREFIX}{c}" not in video_keys]
+        )
+    bar = tqdm(list(zip(ep_ids, bounds, strict=True)), desc="decoding episodes", disable=not progress, unit="ep")
+    for ep, (s, e) in bar:
+        ep_meta = ds.meta.episodes[int(ep)]
+        for cam in available:
+            key = f"{IMAGE_PREFIX}{cam}"
+            if key in video_keys:
+                path = ds.root / ds.meta.get_video_file_path(int(ep), key)
+                start = float(ep_meta[f"videos/{key}/from_timestamp"])
+                frames = decode_video_frames(path, (start + timestamps[s:e]).tolist(), ds.tolerance_s, ds.video_backend)
+                frames = (frames * 255.0).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+            else:
+                rows = order[s:e].tolist()
+                frames = np.stack([_to_hwc_uint8(x) for x in image_hf[rows][key]])
+            if frames.shape[0] != e - s:
+                raise DatasetError(f"episode {ep}, camera {cam}: decoded {frames.shape[0]} frames, expected {e - s}")
+            images[cam][s:e] = norm.resize_image(frames)
+    task_lookup = {int(i): n for n, i in zip(ds.meta.tasks.index, ds.meta.tasks["task_index"], strict=True)}
+    tasks = [task_lookup[i] for i in sorted(task_lookup)]
+    if task_index.max(initial=0) >= len(tasks):
+        raise DatasetError(f"dataset {root}: task_index {task_index.max()} but only {len(tasks)} tasks")
+    names = features[STATE_KEY].get("names")
+    state_names = list(names) if isinstance(names, list | tuple) else None
+    for note in notes:
+        log.warning("%s: %s", root, note)
+    return FrameCache(
+        images=images,
+        state=state,
+        action=action,
+        reward=reward,
+        success=success,
+        task_index=task_index,
+        tasks=tasks,
+        episode_bounds=bounds,
+        episode_ids=ep_ids.astype(np.int64),
+        fps=float(ds.meta.fps),
+        state_names=state_names,
+        skipped=notes,
+    )
+
+
+def _to_hwc_uint8(x) -> np.ndarray:
+    arr = np.asarray(x)
+    if arr.ndim == 3 and arr.shape[0] in (1, 3) and arr.shape[-1] not in (1, 3):
+        arr = np.moveaxis(arr, 0, -1)
+    if arr.dtype != np.uint8:
+        arr = np.clip(np.rint(arr * 255.0 if arr.max(initial=0) <= 1.0 else arr), 0, 255).astype(np.uint8)
+    if arr.shape[-1] == 1:
+        arr = np.repeat(arr, 3, axis=-1)
+    return arr
+
+
+def split_episodes(num_episodes: int, val_fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Split episode positions ``0..E-1`` into ``(train, val)``; val is empty when ``val_fraction`` is 0."""
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(num_episodes)
+    n_val = int(round(val_fraction * num_episodes))
+    n_val = min(max(n_val, 1), num_episodes - 1) if val_fraction > 0 and num_episodes > 1 else 0
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+@dataclass
+class Batch:
+    """Windows of ``k + 1`` frames, model-ready (float32 unless noted).
+
+    Attributes:
+        images: ``{camera: (B, k+1, 3, h, w)}`` in ``[0, 1]``.
+        state: ``(B, k+1, S)`` standardized.
+        actions: ``(B, k, A)`` in ``[-1, 1]``.
+        cost: ``(B, k)`` distance to success (metres) of ``z_{t+1..t+k}``, or None.
+        success: ``(B, k)`` in {0, 1} of ``z_{t+1..t+k}``, or None.
+        chunk: ``(B, K, A)`` the actions ``a_t .. a_{t+K-1}`` in ``[-1, 1]`` (the last one repeated past the end).
+        chunk_mask: ``(B, K)`` 1 where ``chunk`` holds a real action.
+        tokens: ``(B, L)`` int64 instruction ids.
+    """
+
+    images: dict[str, torch.Tensor]
+    state: torch.Tensor
+    actions: torch.Tensor
+    cost: torch.Tensor | None
+    success: torch.Tensor | None
+    chunk: torch.Tensor
+    chunk_mask: torch.Tensor
+    tokens: torch.Tensor
+
+    def to(self, device: torch.device | str) -> Batch:
+        """The same batch on ``device``."""
+
+        def mv(x):
+            return None if x is None else x.to(device, non_blocking=True)
+
+        return Batch(
+            {c: v.to(device) for c, v in self.images.items()},
+            mv(self.state),
+            mv(self.actions),
+            mv(self.cost),
+            mv(self.success),
+            mv(self.chunk),
+            mv(self.chunk_mask),
+            mv(self.tokens),
+        )
+
+
+class WindowSampler:
+    """Draws random windows of ``k + 1`` frames within episodes of a :class:`FrameCache`.
+
+    Args:
+        cache: the frames.
+        normalizer: maps robot units to model units.
+        tokenizer: instruction tokenizer.
+        horizon: k, actions per window (>= 1).
+        chunk_len: K, actions per policy chunk.
+        episodes: episode positions (``0..E-1``) to draw from (default all).
+    """
+
+    def __init__(
+        self,
+        cache: FrameCache,
+        normalizer: Normalizer,
+        tokenizer: Tokenizer,
+        horizon: int,
+        chunk_len: int,
+        episodes: Sequence[int] | np.ndarray | None = None,
+    ) -> None:
+        if horizon < 1:
+            raise ValueError(f"horizon must be >= 1, got {horizon}")
+        self.cache, self.k, self.chunk_len = cache, int(horizon), int(chunk_len)
+        eps = np.arange(cache.num_episodes) if episodes is None else np.asarray(episodes, dtype=np.int64)
+        starts, ep_end = [], []
+        for s, e in cache.episode_bounds[eps]:
+            n = e - s - self.k  # windows t .. t+k must stay inside the episode
+            if n > 0:
+                starts.append(np.arange(s, s + n))
+                ep_end.append(np.full(n, e))
+        if not starts:
+            raise DatasetError(f"no episode has more than {self.k} frames; lower train.horizon")
+        self.starts = np.concatenate(starts)
+        self.ep_end = np.concatenate(ep_end)
+        self.images = {c: torch.from_numpy(v) for c, v in cache.images.items()}  # (N, h, w, 3) uint8
+        self.state = torch.from_numpy(normalizer.state_to_model(cache.state))
+        self.action = torch.from_numpy(normalizer.action_to_model(cache.action))
+        self.cost = None if cache.reward is None else torch.from_numpy(np.maximum(-cache.reward, 0.0))
+        self.success = None if cache.success is None else torch.from_numpy(cache.success)
+        self.task_tokens = torch.from_numpy(tokenizer.encode(cache.tasks))  # (n_tasks, L)
+        self.task_index = torch.from_numpy(cache.task_index)
+
+    def __len__(self) -> int:
+        """Number of distinct windows."""
+        return int(self.starts.shape[0])
+
+    def sample(self, batch_size: int, rng: np.random.Generator) -> Batch:
+        """``batch_size`` windows drawn uniformly with replacement."""
+        pick = rng.integers(0, len(self.starts), size=batch_size)
+        t0 = torch.from_numpy(self.starts[pick])  # (B,)
+        end = torch.from_numpy(self.ep_end[pick])  # (B,)
+        idx = t0[:, None] + torch.arange(self.k + 1)  # (B, k+1)
+        chunk_idx = t0[:, None] + torch.arange(self.chunk_len)  # (B, K)
+        chunk_mask = (chunk_idx < end[:, None]).float()
+        chunk_idx = torch.minimum(chunk_idx, end[:, None] - 1)
+        images = {c: v[idx].permute(0, 1, 4, 2, 3).float().div_(255.0) for c, v in self.images.items()}
+        label_idx = idx[:, :-1]  # next.* of frame t+i-1 labels z_{t+i}
+        return Batch(
+            images=images,
+            state=self.state[idx],
+            actions=self.action[idx[:, :-1]],
+            cost=None if self.cost is None else self.cost[label_idx],
+            success=None if self.success is None else self.success[label_idx],
+            chunk=self.action[chunk_idx],
+            chunk_mask=chunk_mask,
+            tokens=self.task_tokens[self.task_index[t0]],
+        )

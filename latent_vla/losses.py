@@ -1,0 +1,195 @@
+"""Training objective of the world model, as named, weighted, logged terms.
+
+``WorldModelLoss(model, weights)(batch, target)`` returns ``(total, terms)``. The terms:
+
+* ``consistency``: multi-step latent prediction; ``rollout(z_t, a_t..a_{t+k-1})`` against the target
+  encoder's ``z_{t+1..t+k}`` (stop-gradient copy of the online encoder or an EMA encoder), discounted
+  by ``rho ** i`` (TD-MPC2);
+* ``cost``: smooth-L1 of the predicted distance to success (metres, divided by ``cost_scale``) on both
+  imagined and encoded latents, labels from ``next.reward`` (cost = -reward);
+* ``success``: binary cross-entropy on ``next.success``, imagined and encoded latents;
+* ``policy``: behaviour cloning of the ``K``-action chunk from ``z_t`` (masked MSE in ``[-1, 1]``);
+* ``decoder``: MSE reconstruction of the first camera's frame (gradient stopped at the latent unless
+  ``decoder_grad``);
+* ``variance`` / ``covariance``: VICReg-style guard against latent collapse on ``z_t`` over the batch;
+* ``straightness``: squared second difference of the encoded latent trajectory relative to its squared
+  first difference (low curvature makes straight-line interpolation and gradient planning easier);
+* ``adversarial``: FGSM (Goodfellow et al., 2015): consistency and cost losses again after moving the
+  actions and the start latent one signed-gradient step of size ``eps_action`` / ``eps_latent`` uphill
+  on the consistency + cost loss, which makes the model smoother in the directions a planner pushes.
+
+Metrics that are logged but not optimized: ``curvature`` (the straightness ratio, always computed),
+``latent_std`` (mean per-dimension std of ``z_t`` over the batch), ``consistency_rel`` (the
+consistency error divided by that of the constant-latent prediction ``z_{t+i} = z_t``; < 1 means the
+dynamics predict better than "nothing moves").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from latent_vla.data import Batch
+from latent_vla.model import WorldModel
+
+
+@dataclass
+class LossWeights:
+    """Weights and switches of the objective (``configs/train/*.yaml``, key ``loss``).
+
+    Attributes:
+        consistency: weight of the latent prediction loss.
+        rho: per-step discount of the prediction loss.
+        cost: weight of the cost (distance) regression.
+        cost_scale: metres; costs are divided by this before the smooth-L1.
+        success: weight of the success classification.
+        policy: weight of behaviour cloning.
+        decoder: weight of image reconstruction.
+        decoder_grad: let the reconstruction gradient reach the encoder.
+        variance: weight of the variance hinge (anti-collapse).
+        std_target: per-dimension std the hinge asks for (latent units).
+        covariance: weight of the off-diagonal covariance penalty.
+        straightness: weight of the curvature regularizer (0 = only logged).
+        action_noise: std of Gaussian noise added to the input actions (normalized units).
+        adversarial: weight of the FGSM term (0 = off).
+        eps_action: FGSM step on actions, normalized units.
+        eps_latent: FGSM step on the start latent (in the latent's residual parameterization).
+    """
+
+    consistency: float = 20.0
+    rho: float = 0.5
+    cost: float = 1.0
+    cost_scale: float = 0.05
+    success: float = 0.5
+    policy: float = 1.0
+    decoder: float = 1.0
+    decoder_grad: bool = False
+    variance: float = 1.0
+    std_target: float = 0.1
+    covariance: float = 0.04
+    straightness: float = 0.0
+    action_noise: float = 0.0
+    adversarial: float = 0.0
+    eps_action: float = 0.05
+    eps_latent: float = 0.1
+
+
+class WorldModelLoss(nn.Module):
+    """The objective as a module, so DDP can wrap it (its ``forward`` is the whole training step)."""
+
+    def __init__(self, model: WorldModel, weights: LossWeights) -> None:
+        super().__init__()
+        self.model = model
+        self.w = weights
+
+    def _consistency(self, z_pred: Tensor, z_target: Tensor) -> Tensor:
+        # z_pred, z_target: (B, k, Z)
+        k = z_pred.shape[1]
+        disc = self.w.rho ** torch.arange(k, device=z_pred.device, dtype=z_pred.dtype)  # (k,)
+        per_step = ((z_pred - z_target) ** 2).mean(dim=(0, 2))  # (k,)
+        return (disc * per_step).sum() / disc.sum()
+
+    def _cost(self, z: Tensor, task: Tensor, target: Tensor) -> Tensor:
+        # z: (B, k, Z), target: (B, k) metres
+        pred = self.model.cost(z, task)
+        return F.smooth_l1_loss(pred / self.w.cost_scale, target / self.w.cost_scale)
+
+    def _success(self, z: Tensor, task: Tensor, target: Tensor) -> Tensor:
+        return F.binary_cross_entropy_with_logits(self.model.success_logit(z, task), target)
+
+    def forward(self, batch: Batch, target_model: WorldModel | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+        """One batch -> ``(weighted total, {term: value})``; every value is a detached scalar but the total."""
+        m, w = self.model, self.w
+        B, k1 = batch.state.shape[:2]
+        k = k1 - 1
+        task = m.embed_task(batch.tokens)  # (B, T)
+        flat_imgs = {c: v.flatten(0, 1) for c, v in batch.images.items()}  # (B*(k+1), 3, h, w)
+        flat_state = batch.state.flatten(0, 1)  # (B*(k+1), S)
+        z = m.encode(flat_imgs, flat_state, task.repeat_interleave(k1, 0)).reshape(B, k1, -1)  # (B, k+1, Z)
+        with torch.no_grad():
+            if target_model is None:
+                z_tgt = z.detach()
+            else:
+                t_task = target_model.embed_task(batch.tokens).repeat_interleave(k1, 0)
+                z_tgt = target_model.encode(flat_imgs, flat_state, t_task).reshape(B, k1, -1)
+
+        actions = batch.actions  # (B, k, A)
+        if w.action_noise > 0:
+            actions = (actions + w.action_noise * torch.randn_like(actions)).clamp(-1.0, 1.0)
+        z_pred = m.rollout(z[:, 0], actions)  # (B, k, Z)
+
+        terms: dict[str, Tensor] = {}
+        total = z.new_zeros(())
+
+        def add(name: str, weight: float, value: Tensor) -> None:
+            nonlocal total
+            terms[name] = value.detach()
+            if weight:
+                total = total + weight * value
+
+        add("consistency", w.consistency, self._consistency(z_pred, z_tgt[:, 1:]))
+        with torch.no_grad():  # prediction error relative to predicting "nothing changes"
+            still = self._consistency(z_tgt[:, :1].expand_as(z_pred), z_tgt[:, 1:])
+            terms["consistency_rel"] = terms["consistency"] / still.clamp(min=1e-12)
+        if batch.cost is not None:
+            add("cost", w.cost, 0.5 * (self._cost(z_pred, task, batch.cost) + self._cost(z[:, 1:], task, batch.cost)))
+        if batch.success is not None:
+            add(
+                "success",
+                w.success,
+                0.5 * (self._success(z_pred, task, batch.success) + self._success(z[:, 1:], task, batch.success)),
+            )
+        pred_chunk = m.policy(z[:, 0], task)  # (B, K, A)
+        mask = batch.chunk_mask.unsqueeze(-1)  # (B, K, 1)
+        bc = (((pred_chunk - batch.chunk) ** 2) * mask).sum() / (mask.sum() * pred_chunk.shape[-1]).clamp(min=1.0)
+        add("policy", w.policy, bc)
+
+        first = m.camera_names[0]
+        z_dec = z[:, [0, -1]].flatten(0, 1)  # (2B, Z)
+        if not w.decoder_grad:
+            z_dec = z_dec.detach()
+        add("decoder", w.decoder, F.mse_loss(m.decode(z_dec), batch.images[first][:, [0, -1]].flatten(0, 1)))
+
+        z0 = z[:, 0]  # (B, Z)
+        std = torch.sqrt(z0.var(dim=0) + 1e-4)  # (Z,)
+        add("variance", w.variance, F.relu(w.std_target - std).mean())
+        zc = z0 - z0.mean(dim=0)
+        cov = (zc.T @ zc) / max(B - 1, 1)  # (Z, Z)
+        off = cov - torch.diag(torch.diagonal(cov))
+        add("covariance", w.covariance, (off**2).sum() / z0.shape[-1])
+        terms["latent_std"] = std.mean().detach()
+
+        if k >= 2:
+            d1 = z[:, 1:] - z[:, :-1]  # (B, k, Z)
+            d2 = d1[:, 1:] - d1[:, :-1]  # (B, k-1, Z)
+            curvature = (d2**2).sum(-1).mean() / ((d1**2).sum(-1).mean().detach() + 1e-8)
+            add("straightness", w.straightness, curvature)
+            terms["curvature"] = terms.pop("straightness")
+
+        if w.adversarial > 0 and (w.eps_action > 0 or w.eps_latent > 0):
+            add("adversarial", w.adversarial, self._adversarial(z, z_tgt, actions, task, batch))
+
+        terms["total"] = total.detach()
+        return total, terms
+
+    def _adversarial(self, z: Tensor, z_tgt: Tensor, actions: Tensor, task: Tensor, batch: Batch) -> Tensor:
+        m, w = self.model, self.w
+        a_in = actions.detach().requires_grad_(True)
+        z_in = z[:, 0].detach().requires_grad_(True)
+        task_d = task.detach()
+        zp = m.rollout(z_in, a_in)
+        inner = self._consistency(zp, z_tgt[:, 1:])
+        if batch.cost is not None:
+            inner = inner + self._cost(zp, task_d, batch.cost)
+        g_a, g_z = torch.autograd.grad(inner, [a_in, z_in])
+        a_adv = (actions + w.eps_action * g_a.sign()).clamp(-1.0, 1.0).detach()
+        # d/dlog z has the sign of d/dz for z > 0 (SimNorm), and LayerNorm's residual is additive.
+        z_adv = m._residual(z[:, 0], w.eps_latent * g_z.sign()) if w.eps_latent > 0 else z[:, 0]
+        zp_adv = m.rollout(z_adv, a_adv)
+        loss = self._consistency(zp_adv, z_tgt[:, 1:])
+        if batch.cost is not None:
+            loss = loss + self._cost(zp_adv, task, batch.cost)
+        return loss

@@ -1,0 +1,154 @@
+"""Checkpoints: save -> load gives identical outputs; corrupt, incomplete or mismatched ones are refused."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from test_wm_model import inputs, small_config
+
+from latent_vla.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_optimizer_state,
+    load_train_state,
+    read_manifest,
+    save_checkpoint,
+)
+from latent_vla.model import WorldModel
+from latent_vla.normalize import Normalizer
+from latent_vla.robot_spec import SO101
+from latent_vla.text import Tokenizer
+
+
+def _trained_pieces(seed: int = 0):
+    torch.manual_seed(seed)
+    model = WorldModel(small_config())
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    images, state, tokens = inputs(model.config)
+    for _ in range(2):
+        task = model.embed_task(tokens)
+        z = model.encode(images, state, task)
+        loss = model.cost(model.rollout(z, torch.rand(5, 3, 6)), task).mean() + model.decode(z).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    rng = np.random.default_rng(seed)
+    norm = Normalizer.from_arrays(rng.normal(size=(50, 6)), rng.normal(size=(50, 6)), (32, 32), ("front", "wrist"))
+    return model, opt, norm, Tokenizer(num_buckets=100)
+
+
+@pytest.fixture
+def saved(tmp_path):
+    model, opt, norm, tok = _trained_pieces()
+    run = tmp_path / "run"
+    save_checkpoint(
+        run, model, norm, tok, SO101, {"train": {"lr": 1e-3}}, 42, opt, train_state={"ema.x": torch.ones(3)}
+    )
+    return run, model, opt, norm, tok
+
+
+def test_save_load_identical_outputs(saved):
+    run, model, opt, norm, tok = saved
+    ck = load_checkpoint(run)
+    assert ck.step == 42 and ck.config == {"train": {"lr": 1e-3}} and ck.spec == SO101
+    assert ck.tokenizer == tok and not ck.model.training
+    np.testing.assert_array_equal(ck.normalizer.action_min, norm.action_min)
+    model.eval()
+    images, state, tokens = inputs(model.config)
+    with torch.no_grad():
+        t1, t2 = model.embed_task(tokens), ck.model.embed_task(tokens)
+        z1, z2 = model.encode(images, state, t1), ck.model.encode(images, state, t2)
+        a = torch.rand(5, 4, 6)
+        assert torch.equal(t1, t2) and torch.equal(z1, z2)
+        assert torch.equal(model.rollout(z1, a), ck.model.rollout(z2, a))
+        assert torch.equal(model.cost(z1, t1), ck.model.cost(z2, t2))
+        assert torch.equal(model.policy(z1, t1), ck.model.policy(z2, t2))
+        assert torch.equal(model.decode(z1), ck.model.decode(z2))
+    assert not list(run.glob("*.pt")) and not list(run.glob("*.pkl")) and not list(run.glob(".ckpt-*"))
+
+
+def test_optimizer_and_train_state_roundtrip(saved):
+    run, model, opt, _, _ = saved
+    ck = load_checkpoint(run)
+    opt2 = torch.optim.AdamW(ck.model.parameters(), lr=1e-3)
+    load_optimizer_state(run, opt2)
+    s1, s2 = opt.state_dict(), opt2.state_dict()
+    assert s1["param_groups"] == s2["param_groups"]
+    for idx, st in s1["state"].items():
+        for key, value in st.items():
+            assert torch.equal(value, s2["state"][idx][key])
+    assert torch.equal(load_train_state(run)["ema.x"], torch.ones(3))
+    with pytest.raises(CheckpointError, match="SGD"):
+        load_optimizer_state(run, torch.optim.SGD(ck.model.parameters(), lr=0.1))
+
+
+def test_observation_helpers(saved):
+    run, *_ = saved
+    ck = load_checkpoint(run)
+    obs = {k: 1.0 for k in SO101.action_keys}
+    obs |= {c: np.zeros((64, 64, 3), dtype=np.uint8) for c in ("front", "wrist")}
+    task = ck.embed_instruction("reach the red target")
+    z = ck.encode_observation(obs, task)
+    assert task.shape == (1, 16) and z.shape == (1, 32)
+    with pytest.raises(KeyError, match="wrist"):
+        ck.observation_to_model({k: v for k, v in obs.items() if k != "wrist"})
+
+
+def test_resave_replaces_files_and_drops_stale_optimizer(saved):
+    run, model, _, norm, tok = saved
+    save_checkpoint(run, model, norm, tok, SO101, {}, 43)
+    assert read_manifest(run)["step"] == 43
+    assert not (run / "optimizer.safetensors").exists() and not (run / "train_state.safetensors").exists()
+    assert load_checkpoint(run).step == 43
+
+
+def test_corrupt_and_incomplete_checkpoints_are_refused(saved, tmp_path):
+    run, *_ = saved
+    with pytest.raises(CheckpointError, match="not a directory"):
+        load_checkpoint(tmp_path / "nope")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(CheckpointError, match="not a latent-vla checkpoint"):
+        load_checkpoint(empty)
+
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(run, corrupt)
+    data = bytearray((corrupt / "model.safetensors").read_bytes())
+    data[100:120] = b"\xff" * 20
+    (corrupt / "model.safetensors").write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_checkpoint(corrupt)
+
+    garbage = tmp_path / "garbage"
+    shutil.copytree(run, garbage)
+    (garbage / "model.safetensors").write_bytes(b"not a safetensors file at all")
+    manifest = json.loads((garbage / "checkpoint.json").read_text())
+    manifest["files"]["model.safetensors"] = hashlib.sha256(b"not a safetensors file at all").hexdigest()
+    (garbage / "checkpoint.json").write_text(json.dumps(manifest))
+    with pytest.raises(CheckpointError, match="cannot read"):
+        load_checkpoint(garbage)
+
+    missing = tmp_path / "missing"
+    shutil.copytree(run, missing)
+    (missing / "stats.json").unlink()
+    with pytest.raises(CheckpointError, match="stats.json is missing"):
+        load_checkpoint(missing)
+
+
+def test_weights_that_do_not_fit_model_json_are_refused(saved, tmp_path):
+    run, *_ = saved
+    other = tmp_path / "other"
+    shutil.copytree(run, other)
+    cfg = json.loads((other / "model.json").read_text())
+    cfg["latent_dim"] = 64
+    (other / "model.json").write_text(json.dumps(cfg))
+    manifest = json.loads((other / "checkpoint.json").read_text())
+    manifest["files"]["model.json"] = hashlib.sha256((other / "model.json").read_bytes()).hexdigest()
+    (other / "checkpoint.json").write_text(json.dumps(manifest))
+    with pytest.raises(CheckpointError, match="shape mismatches"):
+        load_checkpoint(other)
