@@ -67,9 +67,10 @@ class ScriptedBrain:
             offsets[0, :n] = (25.0, 10.0, 10.0, -10.0, 20.0, 40.0)[:n]
             offsets[1, :n] = (-25.0, 10.0, 10.0, -10.0, -20.0, 0.0)[:n]
             waypoints = home + offsets
-        self.waypoints = np.clip(np.asarray(waypoints, dtype=np.float64), spec.lower, spec.upper)
-        if self.waypoints.ndim != 2 or self.waypoints.shape[1] != spec.num_joints:
-            raise ValueError(f"waypoints must be (N, {spec.num_joints}), got {self.waypoints.shape}")
+        wp = np.asarray(waypoints, dtype=np.float64)
+        if wp.ndim != 2 or wp.shape[0] == 0 or wp.shape[1] != spec.num_joints or not np.all(np.isfinite(wp)):
+            raise ValueError(f"waypoints must be finite, (N >= 1, {spec.num_joints}), got shape {wp.shape}")
+        self.waypoints = np.clip(wp, spec.lower, spec.upper)
         if not speed > 0:
             raise ValueError(f"speed must be > 0 robot units/s, got {speed}")
         self.speed = float(speed)

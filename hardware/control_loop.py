@@ -257,7 +257,7 @@ class ControlLoop:
         try:
             first = None
             for _ in range(self.max_consecutive_faults):
-                first = self._read(-1, obs_ms)
+                first = self._read(-1, [])  # start-up reads (renderer creation...) are not timed
                 if first is not None:
                     break
             if first is None:
