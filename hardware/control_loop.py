@@ -331,7 +331,7 @@ class ControlLoop:
                 healthy = obs is not None and sent is not None and error is None
                 faults = 0 if healthy else faults + 1
                 if self.recorder is not None and obs is not None and sent is not None:
-                    self.recorder.add(obs, command, self.task)
+                    self.recorder.add(obs, command | dict(sent), self.task)  # what reached the motors
                 if self.on_tick is not None:
                     self.on_tick(tick, obs, command if sent is not None else None)
                 t_end = time.perf_counter()

@@ -66,3 +66,43 @@ def test_twin_run_records_a_lerobot_dataset(tmp_path: Path) -> None:
     assert frame["observation.images.front"].shape == (3, 64, 64)
     assert frame["task"] == "push the red cube into the green zone"
     assert run(tmp_path, "robot=twin", "steps=5", "record=true") == 2  # refuses to overwrite
+
+
+@pytest.mark.parametrize(("answer", "code"), [("n", 1), ("y", 0)])
+def test_real_arm_asks_on_a_terminal(
+    tmp_path: Path, mock_bus, calibration_dir: Path, monkeypatch: pytest.MonkeyPatch, answer: str, code: int
+) -> None:
+    import hardware.run_cli as run_cli
+
+    monkeypatch.setattr(run_cli.sys.stdin, "isatty", lambda: True)
+    monkeypatch.setattr(run_cli, "_estop_key_listener", lambda safety, loop: None)  # no stdin thread in tests
+    questions = []
+    monkeypatch.setattr("builtins.input", lambda q="": questions.append(q) or answer)
+    args = ["robot=so101", "robot.port=/dev/ttyFAKE", f"robot.calibration_dir={calibration_dir}", "steps=5", "fps=100"]
+    assert run(tmp_path, *args) == code
+    assert questions and "Move the arm?" in questions[0]
+    moved = bool(mock_bus.instances) and bool(mock_bus.instances[-1].sync_writes)
+    assert moved == (answer == "y")
+
+
+def test_signals_trigger_estop_and_stop(tmp_path: Path) -> None:
+    import os
+    import signal
+
+    from hardware.brain import ScriptedBrain
+    from hardware.control_loop import ControlLoop
+    from hardware.run_cli import _install_signals
+    from hardware.safety import SafetyLayer
+    from latent_vla.robot_spec import SO101
+
+    safety = SafetyLayer(SO101)
+    loop = ControlLoop(object(), ScriptedBrain(SO101), safety)
+    previous = _install_signals(safety, loop)
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert loop._stop.is_set() and loop._stop_reason == "SIGTERM"
+        os.kill(os.getpid(), signal.SIGUSR1)
+        assert safety.estopped and safety.estop_reason == "SIGUSR1"
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

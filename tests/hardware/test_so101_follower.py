@@ -142,3 +142,25 @@ def test_cameras_and_koch_configs_build() -> None:
     koch = {"type": "koch_follower", "spec": "koch", "port": "/dev/ttyACM1", "use_degrees": False}
     assert make_robot_config(koch).use_degrees is False
     assert spec_for(koch) is KOCH
+
+
+
+def test_koch_follower_with_mocked_dynamixel_bus(calibration_dir: Path, mock_bus, monkeypatch) -> None:
+    from lerobot.robots.koch_follower import KochFollower
+
+    monkeypatch.setattr("lerobot.robots.koch_follower.koch_follower.DynamixelMotorsBus", mock_bus)
+    koch = {"type": "koch_follower", "spec": "koch", "port": "/dev/ttyFAKE1", "id": "follower",
+            "calibration_dir": str(calibration_dir), "use_degrees": False}  # fmt: skip
+    robot = make_robot(koch)
+    assert isinstance(robot, KochFollower)
+    check_robot_matches_spec(robot, KOCH)
+    robot.connect()
+    bus = mock_bus.instances[-1]
+    safety = SafetyLayer(KOCH, SafetyConfig(max_step=5.0), fk=None)
+    brain = ScriptedBrain(KOCH, waypoints=[[80.0, -80.0, 50.0, 0.0, 0.0, 90.0]], speed=500.0, fps=200.0)
+    report = ControlLoop(robot, brain, safety, fps=200.0).run(steps=20)
+    assert report.stop_reason == "steps" and report.commands_sent == 20
+    goals = np.array([[w[n] for n in KOCH.joint_names] for w in bus.sync_writes])
+    assert np.all(np.abs(np.diff(goals, axis=0)) <= 5.0 + 0.2)
+    assert np.all(goals[:, :5] >= -100.0) and np.all(goals[:, :5] <= 100.0)
+    assert not bus.is_connected and not any(bus.torque.values())
