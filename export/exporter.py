@@ -279,7 +279,10 @@ def export_bundle(
         x["actions"] = torch.rand(b, H, A, generator=gen) * 2 - 1
         return x
 
-    ex = rand_inputs(2)
+    # The traced batch size must differ from every other axis: torch.export merges equal sizes
+    # ("duck sizing") and would specialize the batch axis to, e.g., the horizon.
+    fixed = {1, 3, h, w, S, Z, A, H, L, int(model.chunk_len), int(model.task_dim)}
+    ex = rand_inputs(next(b for b in range(2, 10_000) if b not in fixed))
     graphs: dict[str, dict[str, Any]] = {
         "task_embed": dict(
             module=TaskEmbedGraph(model), inputs=["tokens"], outputs=["task"], dyn=({0: batch},), eager=None

@@ -16,9 +16,17 @@ from export.runtime.errors import (
     SchemaVersionError,
 )
 from export.runtime.manifest import SCHEMA_VERSION, GraphSpec, Manifest, TensorSpec, read_manifest, sha256_file
-from export.runtime.planners import CEMPlanner, GradientPlanner, GradSettings, MPPIPlanner, SamplingSettings
+from export.runtime.planners import (
+    ActionTerms,
+    CEMPlanner,
+    GradientPlanner,
+    GradSettings,
+    MPPIPlanner,
+    SamplingSettings,
+)
 
 __all__ = [
+    "ActionTerms",
     "MODES",
     "SCHEMA_VERSION",
     "Bundle",

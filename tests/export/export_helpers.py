@@ -1,0 +1,43 @@
+"""Helpers shared by the export tests (imported by ``conftest.py`` and the test modules)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from latent_vla.robot_spec import SO101
+
+CAMERAS = ("front", "wrist")
+INSTRUCTION = "reach the red target"
+HORIZON = 4
+
+
+def make_checkpoint(run_dir, seed: int = 0):
+    """Save a small random WorldModel (32x32 images, Z=32) with SO-101 stats; returns ``run_dir``."""
+    from latent_vla.checkpoint import save_checkpoint
+    from latent_vla.model import ModelConfig, WorldModel
+    from latent_vla.normalize import Normalizer
+    from latent_vla.text import Tokenizer
+
+    torch.manual_seed(seed)
+    cfg = ModelConfig(
+        camera_names=CAMERAS, state_dim=6, action_dim=6, image_size=(32, 32), latent_dim=32, chunk_len=4,
+        vocab_size=257, task_dim=16, word_dim=16, channels=(8, 16), image_feat=32, state_feat=16, hidden=64,
+        head_hidden=32,
+    )  # fmt: skip
+    model = WorldModel(cfg)
+    rng = np.random.default_rng(seed)
+    states = rng.uniform(-45, 45, (200, 6))
+    actions = rng.uniform(-50, 50, (200, 6))
+    normalizer = Normalizer.from_arrays(states, actions, image_size=(32, 32), camera_names=CAMERAS)
+    save_checkpoint(run_dir, model, normalizer, Tokenizer(num_buckets=256, max_len=12), SO101, {"seed": seed}, 7)
+    return run_dir
+
+
+def random_observation(seed: int, size: int = 48) -> dict:
+    """A Brain-style observation: SO-101 joints in robot units and two uint8 images."""
+    rng = np.random.default_rng(seed)
+    obs = SO101.vector_to_action(rng.uniform(-40, 40, 6))
+    for cam in CAMERAS:
+        obs[cam] = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+    return obs
