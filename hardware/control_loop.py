@@ -316,6 +316,7 @@ class ControlLoop:
                     action,
                     self.period,
                     tick=tick,
+                    measured=None if obs is None else self.spec.action_to_vector(obs),
                     observation_age_s=age,
                     brain_late=late,
                     brain_error=error,

@@ -43,7 +43,8 @@ def describe(cfg: DictConfig, robot_node: dict[str, Any], safety: SafetyConfig, 
         f"  brain: {cfg.brain} (mode {cfg.brain_mode})",
         f"  task: {cfg.task!r}",
         f"  safety: max step {safety.max_step} units/tick, {safety.velocity_scale:.0%} of rated speed, "
-        f"limit margin {safety.limit_margin}, workspace check {'on' if safety.workspace else 'OFF'}, "
+        f"limit margin {safety.limit_margin}, tracking error <= {safety.max_tracking_error}, "
+        f"workspace check {'on' if safety.workspace else 'OFF'}, "
         f"stale observation after {safety.max_observation_age_s * 1e3:.0f} ms",
         "  Enter = emergency stop (torque off), Ctrl-C = stop. Keep a hand near the power switch.",
     ]
@@ -163,7 +164,13 @@ def main(cfg: DictConfig) -> int:
     if safety_cfg.workspace and fk is None:
         logger.warning("no forward kinematics for %s: the workspace check is off", spec.name)
     safety = SafetyLayer(spec, safety_cfg, fk=fk)
-    robot.connect()
+    try:
+        robot.connect()
+    except Exception as exc:  # port missing, permissions, motors not found, camera busy...
+        where = f"{robot_node['type']} ({robot_node.get('port', 'simulated')})"
+        print(f"latent-vla run: could not connect to {where}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        safe_disconnect(robot)
+        return 1
     recorder = None
     loop: ControlLoop | None = None
     previous: dict[int, Any] = {}

@@ -7,7 +7,8 @@ about timing, it returns the target that may actually be sent, or holds the last
 1. emergency stop -> nothing may be sent (:class:`EmergencyStopped`);
 2. stale / missing observation, late or failed brain -> hold the last safe target;
 3. missing key, NaN or inf in a joint -> hold that joint at its last safe target;
-4. clamp to the joint limits of the :class:`~latent_vla.robot_spec.RobotSpec`;
+4. clamp to the joint limits of the :class:`~latent_vla.robot_spec.RobotSpec`, and to within
+   ``max_tracking_error`` of the measured position (a blocked arm must not wind up a far target);
 5. bound the change per tick: ``min(max_step, velocity_scale * max_velocity * dt)`` per joint;
 6. keep the gripper tip inside ``spec.workspace`` (forward kinematics): the move is shortened along
    the straight line from the last safe target until the tip stays inside (or, when the last target
@@ -45,6 +46,7 @@ REASONS = (
     "missing_key",
     "non_finite",
     "joint_limit",
+    "tracking_error",
     "max_step",
     "velocity",
     "workspace",
@@ -66,6 +68,8 @@ class SafetyConfig:
         velocity_scale: fraction of the spec's ``max_velocity`` allowed; the bound per tick is
             ``velocity_scale * max_velocity * dt``. 1.0 = the motors' rated speed.
         limit_margin: shrink every joint range by this much on both sides, robot units.
+        max_tracking_error: largest allowed distance between a target and the measured position,
+            robot units; ``None`` disables it. Guards against a blocked or lagging arm.
         workspace: check the gripper tip against ``spec.workspace_min/max`` (needs FK).
         workspace_margin: shrink the workspace box by this much on every side, metres.
         max_observation_age_s: an observation older than this is stale -> hold, seconds.
@@ -75,6 +79,7 @@ class SafetyConfig:
     max_step: float | None = 10.0
     velocity_scale: float = 0.5
     limit_margin: float = 0.0
+    max_tracking_error: float | None = 45.0
     workspace: bool = True
     workspace_margin: float = 0.0
     max_observation_age_s: float = 0.2
@@ -85,6 +90,8 @@ class SafetyConfig:
             raise ValueError(f"max_step must be > 0 robot units or None, got {self.max_step}")
         if not 0 < self.velocity_scale <= 1:
             raise ValueError(f"velocity_scale must be in (0, 1], got {self.velocity_scale}")
+        if self.max_tracking_error is not None and not self.max_tracking_error > 0:
+            raise ValueError(f"max_tracking_error must be > 0 robot units or None, got {self.max_tracking_error}")
         if self.limit_margin < 0 or self.workspace_margin < 0:
             raise ValueError("limit_margin and workspace_margin must be >= 0")
         if not self.max_observation_age_s > 0:
@@ -220,7 +227,8 @@ class SafetyLayer:
             action: the brain's ``{"<joint>.pos": value}`` targets (robot units), or ``None``.
             dt: seconds since the previous command (the control period), > 0.
             tick: control tick index, for the records.
-            measured: measured joint positions; used only to initialise on the first call.
+            measured: measured joint positions ``(J,)`` or dict (robot units): the start on the
+                first call, and the centre of the ``max_tracking_error`` bound.
             observation_age_s: age of the observation the action was computed from, seconds;
                 ``None`` means no usable observation.
             brain_late: the brain missed its deadline -> hold.
@@ -238,10 +246,15 @@ class SafetyLayer:
             self._record(ctx, Intervention(tick, "emergency_stop", detail=self._estop_reason))
             self._flush(ctx)
             raise EmergencyStopped(self._estop_reason or "emergency stop")
+        measured_q = None
+        if measured is not None:
+            measured_q = self._as_vector(measured)
+            if not np.all(np.isfinite(measured_q)):
+                measured_q = None
         if self.last_safe is None:
-            if measured is None:
-                raise RuntimeError("SafetyLayer.filter called before reset() and without `measured`")
-            self.reset(measured)
+            if measured_q is None:
+                raise RuntimeError("SafetyLayer.filter called before reset() and without finite `measured`")
+            self.reset(measured_q)
         assert self.last_safe is not None
         if not (dt > 0 and math.isfinite(dt)):
             raise ValueError(f"dt must be a positive finite number of seconds, got {dt}")
@@ -264,6 +277,7 @@ class SafetyLayer:
 
         target = self._parse(action, hold, ctx)  # (J,) finite
         target = self._clamp_limits(target, ctx)
+        target = self._limit_tracking(target, measured_q, ctx)
         target = self._limit_step(target, hold, dt, ctx)
         target = self._limit_workspace(target, hold, ctx)
         self.last_safe = target
@@ -304,6 +318,20 @@ class SafetyLayer:
                 Intervention(ctx.tick, "joint_limit", self.spec.joint_names[i], target[i], clamped[i]),
             )
         return clamped
+
+    def _limit_tracking(self, target: np.ndarray, measured: np.ndarray | None, ctx: _TickContext) -> np.ndarray:
+        e = self.config.max_tracking_error
+        if e is None or measured is None:
+            return target
+        # Inside the joint limits too: measured positions may overshoot them slightly.
+        lo = np.clip(measured - e, self.lower, self.upper)
+        hi = np.clip(measured + e, self.lower, self.upper)
+        bounded = np.clip(target, lo, hi)
+        for i in np.flatnonzero(bounded != target):
+            name = self.spec.joint_names[i]
+            detail = f"measured {measured[i]:.3g}, max error {e:.3g}"
+            self._record(ctx, Intervention(ctx.tick, "tracking_error", name, target[i], bounded[i], detail))
+        return bounded
 
     def step_bound(self, dt: float) -> tuple[np.ndarray, np.ndarray]:
         """Per-joint bound on the target change for a tick of ``dt`` seconds.

@@ -106,3 +106,10 @@ def test_signals_trigger_estop_and_stop(tmp_path: Path) -> None:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def test_missing_serial_port_is_reported(tmp_path: Path, calibration_dir: Path, capsys) -> None:
+    # LeRobot's real Feetech bus, a port that does not exist.
+    args = ["robot=so101", f"robot.port={tmp_path / 'ttyNOPE'}", f"robot.calibration_dir={calibration_dir}", "yes=true"]
+    assert run(tmp_path, *args) == 1
+    assert "could not connect to so101_follower" in capsys.readouterr().err

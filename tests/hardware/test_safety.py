@@ -110,6 +110,16 @@ def test_workspace_shortens_a_move_that_leaves_the_box() -> None:
     assert s.counts["workspace"] == 1
 
 
+def test_blocked_arm_does_not_wind_up_a_far_target() -> None:
+    s = layer(max_step=5.0, max_tracking_error=20.0)
+    target = START.copy()
+    target[0] = 100.0
+    for _ in range(30):  # the arm is stuck at START (measured never moves)
+        out = SPEC.action_to_vector(s.filter(SPEC.vector_to_action(target), DT, measured=START))
+    assert out[0] == pytest.approx(START[0] + 20.0)
+    assert s.counts["tracking_error"] > 0 and s.records[-1].reason == "tracking_error"
+
+
 def test_emergency_stop_refuses_everything() -> None:
     s = layer()
     s.trigger_estop("operator pressed stop")
@@ -152,9 +162,15 @@ flags = st.lists(st.tuples(st.booleans(), st.booleans(), st.booleans()), min_siz
 
 
 @settings(max_examples=60, deadline=None)
-@given(seq=actions, flags=flags, max_step=st.sampled_from([None, 0.5, 5.0, 30.0]), scale=st.sampled_from([0.1, 1.0]))
-def test_no_brain_output_escapes_limits_step_or_workspace(seq, flags, max_step, scale) -> None:
-    s = SafetyLayer(SPEC, SafetyConfig(max_step=max_step, velocity_scale=scale), fk=FK)
+@given(
+    seq=actions,
+    flags=flags,
+    max_step=st.sampled_from([None, 0.5, 5.0, 30.0]),
+    scale=st.sampled_from([0.1, 1.0]),
+    measured=st.lists(st.floats(-200, 200), min_size=6, max_size=6),
+)
+def test_no_brain_output_escapes_limits_step_or_workspace(seq, flags, max_step, scale, measured) -> None:
+    s = SafetyLayer(SPEC, SafetyConfig(max_step=max_step, velocity_scale=scale, max_tracking_error=10.0), fk=FK)
     prev = s.reset(START)
     bound, _ = s.step_bound(DT)
     for values, (late, stale, drop_key) in zip(seq, flags, strict=False):
@@ -162,7 +178,7 @@ def test_no_brain_output_escapes_limits_step_or_workspace(seq, flags, max_step, 
         if drop_key:
             action.pop("wrist_flex.pos")
         out = SPEC.action_to_vector(
-            s.filter(action, DT, brain_late=late, observation_age_s=1.0 if stale else 0.0)
+            s.filter(action, DT, measured=measured, brain_late=late, observation_age_s=1.0 if stale else 0.0)
         )
         assert np.all(np.isfinite(out))
         assert np.all(out >= SPEC.lower) and np.all(out <= SPEC.upper)
