@@ -1,0 +1,212 @@
+"""Planning benchmark: optimizer quality on an analytic problem, per-tick planning time on a world model,
+and (with a trained checkpoint) closed-loop success, gradient planner vs CEM, MPPI and the policy.
+
+    python benchmarks/planning.py                          # parts A and B (no trained model needed)
+    python benchmarks/planning.py --ckpt runs/push --task push --episodes 20   # + part C
+
+A. Double integrator with a closed-form optimum (planners.analytic): cost / optimum and iterations for
+   Adam vs SGD-Nesterov at several learning rates and restart counts, CEM / MPPI / random shooting.
+B. Per-tick planning time (p50 / p95, ms) at horizon H >= 16 on a WorldModel (the checkpoint's, else a
+   randomly initialized default ``ModelConfig``) in an imagined MPC loop with warm starts.
+C. Closed-loop evaluation in MuJoCo on the same seeded episodes (planners.evaluate).
+
+Prints tables and writes everything to ``--out`` (JSON).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from planners.analytic import DoubleIntegrator, lq_optimum  # noqa: E402
+from planners.common import Bounds  # noqa: E402
+from planners.gradient import GradientPlanner  # noqa: E402
+from planners.mpc import MPC  # noqa: E402
+from planners.objectives import TrajectoryObjective  # noqa: E402
+from planners.policy import PolicyPlanner  # noqa: E402
+from planners.sampling import CEMPlanner, MPPIPlanner, RandomShootingPlanner  # noqa: E402
+
+
+def part_a(horizon: int, seeds: int = 3) -> list[dict[str, Any]]:
+    """Optimizer comparison on the analytic LQ problem (loose bounds: the optimum is interior)."""
+    model = DoubleIntegrator(dims=2, dt=0.2)
+    z0, goal, r = torch.tensor([[1.0, -0.5, 0.3, 0.0]]), torch.zeros(1, 4), 0.1
+    _, opt = lq_optimum(model, z0, goal, horizon, r)
+    obj, bounds = TrajectoryObjective(prior_weight=r), Bounds(-8, 8)
+    configs: list[tuple[str, Any, dict[str, Any]]] = []
+    for lr in (0.05, 0.1, 0.2):
+        for restarts in (1, 8):
+            configs.append((f"adam lr={lr} R={restarts}", GradientPlanner, {"lr": lr, "restarts": restarts}))
+    for lr in (1e-3, 3e-3):
+        configs.append((f"sgd lr={lr} R=8", GradientPlanner, {"lr": lr, "optimizer": "sgd"}))
+    configs += [
+        ("cem 256x6", CEMPlanner, {"samples": 256, "elites": 32, "iterations": 6}),
+        ("cem 512x30", CEMPlanner, {"samples": 512, "elites": 32, "iterations": 30}),
+        ("mppi 256x6", MPPIPlanner, {"samples": 256, "elites": 32, "iterations": 6}),
+        ("mppi 512x30", MPPIPlanner, {"samples": 512, "elites": 64, "iterations": 30}),
+        ("random 512x10", RandomShootingPlanner, {"samples": 512, "iterations": 10}),
+    ]
+    rows = []
+    for name, cls, kw in configs:
+        kw = {**kw, "iterations": kw.get("iterations", 2000)}
+        ratios, iters, ms = [], [], []
+        for seed in range(seeds):
+            _, info = cls(model, horizon, objective=obj, bounds=bounds, seed=seed, **kw).plan(z0, goal)
+            ratios.append(info["cost"] / opt)
+            iters.append(info["iterations"])
+            ms.append(info["plan_ms"])
+        rows.append({"planner": name, "cost_over_optimum": float(np.mean(ratios)),
+                     "worst_cost_over_optimum": float(np.max(ratios)), "iterations": float(np.mean(iters)),
+                     "plan_ms": float(np.median(ms))})  # fmt: skip
+    return rows
+
+
+def _world_model(ckpt: str | None) -> tuple[Any, torch.Tensor, torch.Tensor, str]:
+    """(model, first latent (1, Z), task (1, T), description)."""
+    if ckpt:
+        from latent_vla.checkpoint import load_checkpoint
+
+        c = load_checkpoint(ckpt)
+        import sim
+        from sim.observation import robot_observation
+
+        env = sim.make_env(str(c.config.get("task", "reach")) if isinstance(c.config, dict) else "reach")
+        obs, _ = env.reset(seed=0)
+        env.close()
+        task = c.embed_instruction([str(obs["instruction"])])
+        z0 = c.encode_observation(robot_observation(obs, c.spec), task)
+        return c.model, z0, task, f"checkpoint {ckpt}"
+    from latent_vla.model import ModelConfig, WorldModel
+
+    torch.manual_seed(0)
+    model = WorldModel(ModelConfig(camera_names=("front", "wrist"), state_dim=6, action_dim=6)).eval()
+    with torch.no_grad():
+        task = model.embed_task(torch.randint(1, 100, (1, 8)))
+        z0 = model.normalize_latent(torch.randn(1, model.latent_dim))
+    n = sum(p.numel() for p in model.parameters())
+    return model, z0, task, f"random-init default ModelConfig ({n / 1e6:.2f} M params, Z={model.latent_dim})"
+
+
+def part_b(ckpt: str | None, horizon: int, ticks: int, budget_ms: float) -> tuple[list[dict[str, Any]], str]:
+    """Per-tick planning time in an imagined MPC loop (warm starts on), all planners at horizon H."""
+    model, z_start, task, what = _world_model(ckpt)
+    model.requires_grad_(False)
+    planners = {
+        f"grad (budget {budget_ms:g} ms)": GradientPlanner(model, horizon, budget_ms=budget_ms),
+        "grad (30 it, no budget)": GradientPlanner(model, horizon, iterations=30),
+        "grad (10 it, no budget)": GradientPlanner(model, horizon, iterations=10),
+        "cem 256x6": CEMPlanner(model, horizon),
+        "mppi 256x6": MPPIPlanner(model, horizon),
+        "random 512": RandomShootingPlanner(model, horizon),
+        "policy": PolicyPlanner(model, horizon),
+    }
+    rows = []
+    for name, planner in planners.items():
+        mpc, z = MPC(planner), z_start
+        for _ in range(ticks):
+            a = mpc.act(z, task)
+            with torch.no_grad():
+                z = model.step(z, a[None])
+        s = mpc.stats()
+        rows.append({"planner": name, "horizon": horizon, "ticks": ticks, **s})
+    return rows, what
+
+
+def part_c(ckpt: str, task: str, episodes: int, seed: int, horizon: int) -> list[dict[str, Any]]:
+    """Closed-loop success on the same seeded episodes for grad, CEM, MPPI and the policy."""
+    import sim
+    from latent_vla.checkpoint import load_checkpoint
+    from planners.brains import PlannerBrain, planner_config
+    from planners.evaluate import add_baseline_deltas, evaluate_brain
+
+    c = load_checkpoint(ckpt)
+    records = []
+    for name in ("grad", "cem", "mppi", "policy"):
+        cfg = planner_config(name)
+        if name != "policy":
+            cfg["horizon"] = horizon
+        brain = PlannerBrain(c, cfg)
+        records.append(evaluate_brain(name, brain, lambda: sim.make_env(task), c.spec, task, episodes, seed))
+    add_baseline_deltas(records)
+    for r in records:
+        r.pop("per_episode", None)
+    return records
+
+
+def _print(rows: list[dict[str, Any]], cols: list[str], title: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=title)
+    for c in cols:
+        t.add_column(c, justify="right")
+    for r in rows:
+        t.add_row(*[f"{r[c]:.4g}" if isinstance(r[c], float) else str(r[c]) for c in cols])
+    Console().print(t)
+
+
+def main() -> int:
+    """Run the benchmark; see the module docstring."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ckpt", default=None, help="trained run directory (enables part C)")
+    p.add_argument("--task", default="reach")
+    p.add_argument("--episodes", type=int, default=20)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--horizon", type=int, default=16)
+    p.add_argument("--ticks", type=int, default=60)
+    p.add_argument("--budget-ms", type=float, default=40.0)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--skip-a", action="store_true")
+    p.add_argument("--out", default="outputs/bench/planning.json")
+    args = p.parse_args()
+    if args.horizon < 16:
+        p.error("--horizon must be >= 16 for this benchmark")
+    torch.set_num_threads(args.threads)
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    result: dict[str, Any] = {
+        "machine": {"cpu_count": os.cpu_count(), "load_avg_1m": os.getloadavg()[0], "torch_threads": args.threads,
+                    "torch": torch.__version__, "python": platform.python_version()},
+        "args": vars(args),
+    }  # fmt: skip
+    t0 = time.perf_counter()
+    if not args.skip_a:
+        result["analytic"] = part_a(args.horizon)
+        cols = ["planner", "cost_over_optimum", "worst_cost_over_optimum", "iterations", "plan_ms"]
+        _print(result["analytic"], cols, f"A. analytic LQ, H={args.horizon} (cost / closed-form optimum)")
+    rows, what = part_b(args.ckpt, args.horizon, args.ticks, args.budget_ms)
+    result["timing"], result["timing_model"] = rows, what
+    _print(rows, ["planner", "plan_ms_p50", "plan_ms_p95", "plan_ms_max", "iterations_mean"],
+           f"B. per-tick planning time, {what}, H={args.horizon}, {args.threads} thread(s)")  # fmt: skip
+    if args.ckpt:
+        recs = part_c(args.ckpt, args.task, args.episodes, args.seed, args.horizon)
+        by = {r["planner"]: r for r in recs}
+        for r in recs:
+            r["plan_ms_p95_over_cem"] = r["plan_ms_p95"] / by["cem"]["plan_ms_p95"]
+            r["success_over_cem"] = r["success_rate"] / by["cem"]["success_rate"] if by["cem"]["success_rate"] else None
+        result["closed_loop"] = recs
+        _print(recs, ["planner", "pc_success", "success_vs_best_other", "plan_ms_p50", "plan_ms_p95",
+                      "plan_ms_p95_over_cem", "mean_episode_length"],
+               f"C. closed loop, task={args.task}, {args.episodes} episodes")  # fmt: skip
+    result["machine"]["load_avg_1m_end"] = os.getloadavg()[0]
+    result["seconds"] = time.perf_counter() - t0
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2, default=str))
+    print(f"wrote {out} ({result['seconds']:.0f} s; load average {result['machine']['load_avg_1m']:.1f})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
