@@ -236,12 +236,12 @@ class ControlLoop:
     def run(self, steps: int | None = None, duration_s: float | None = None, show_progress: bool = False) -> LoopReport:
         """Run until ``steps`` ticks or ``duration_s`` seconds (or a stop); returns the report.
 
+        With neither, it runs until :meth:`request_stop`, an emergency stop, too many faults or Ctrl-C.
+
         The loop always shuts down cleanly: brain worker abandoned, recorder closed, robot
         disconnected with torque disabled (when ``disconnect_on_exit``). ``KeyboardInterrupt``
         ends it with ``stop_reason="interrupted"``; any other error is re-raised after shutdown.
         """
-        if steps is None and duration_s is None:
-            raise ValueError("give steps or duration_s")
         rep = self.report
         runner = _BrainRunner(self.brain)
         obs_ms: list[float] = []

@@ -239,6 +239,8 @@ class LatentVLATwin(Robot):
             time.sleep(self.config.latency_s)
         if self._fault("send_timeout", self.config.serial_timeout_prob):
             raise ConnectionError("Failed to sync write 'Goal_Position' (simulated serial timeout)")
+        if self.config.realtime:
+            self._advance_realtime()  # the old targets held until now
         goal = {k.removesuffix(".pos"): float(v) for k, v in action.items() if k in self.action_features}
         if self.config.max_relative_target is not None:
             present = dict(zip(self.spec.joint_names, self.scene.joint_positions(), strict=True))

@@ -215,3 +215,12 @@ def test_random_faults_from_config_never_crash(tmp_path: Path) -> None:
     assert report.stop_reason == "steps"
     assert report.observation_errors + report.send_errors == sum(robot.fault_counts.values()) > 0
     assert report.commands_sent == 60 - report.send_errors
+
+
+def test_runs_until_stopped_without_a_budget(tmp_path: Path) -> None:
+    robot = twin(tmp_path)
+    ctl = loop(robot)
+    ctl.on_tick = lambda tick, obs, cmd: ctl.request_stop("operator done") if tick == 9 else None
+    report = ctl.run()
+    assert report.stop_reason == "operator done" and report.ticks == 10
+    assert not robot.is_connected
