@@ -177,14 +177,14 @@ class WorldModelLoss(nn.Module):
 
     def _adversarial(self, z: Tensor, z_tgt: Tensor, actions: Tensor, task: Tensor, batch: Batch) -> Tensor:
         m, w = self.model, self.w
-        a_in = actions.detach().requires_grad_(True)
-        z_in = z[:, 0].detach().requires_grad_(True)
-        task_d = task.detach()
-        zp = m.rollout(z_in, a_in)
-        inner = self._consistency(zp, z_tgt[:, 1:])
-        if batch.cost is not None:
-            inner = inner + self._cost(zp, task_d, batch.cost)
-        g_a, g_z = torch.autograd.grad(inner, [a_in, z_in])
+        with torch.enable_grad():  # the attack needs input gradients even in a no_grad evaluation
+            a_in = actions.detach().requires_grad_(True)
+            z_in = z[:, 0].detach().requires_grad_(True)
+            zp = m.rollout(z_in, a_in)
+            inner = self._consistency(zp, z_tgt[:, 1:])
+            if batch.cost is not None:
+                inner = inner + self._cost(zp, task.detach(), batch.cost)
+            g_a, g_z = torch.autograd.grad(inner, [a_in, z_in])
         a_adv = (actions + w.eps_action * g_a.sign()).clamp(-1.0, 1.0).detach()
         # d/dlog z has the sign of d/dz for z > 0 (SimNorm), and LayerNorm's residual is additive.
         z_adv = m._residual(z[:, 0], w.eps_latent * g_z.sign()) if w.eps_latent > 0 else z[:, 0]

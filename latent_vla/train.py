@@ -136,6 +136,7 @@ class TrainResult:
         val: validation terms at the end (empty without held-out episodes).
         skipped: notes about heads that could not be trained.
         num_parameters: trainable parameters of the model.
+        world_size: number of DDP processes that trained it.
     """
 
     run_dir: Path
@@ -147,6 +148,7 @@ class TrainResult:
     val: dict[str, float]
     skipped: list[str]
     num_parameters: int
+    world_size: int = 1
 
 
 # -- helpers ---------------------------------------------------------------------------------------
@@ -473,4 +475,5 @@ def train(settings: RunSettings, full_config: dict[str, Any] | None = None) -> T
         val=val,
         skipped=list(cache.skipped),
         num_parameters=model.num_parameters(),
+        world_size=world,
     )

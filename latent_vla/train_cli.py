@@ -25,6 +25,7 @@ def summary_dict(result) -> dict[str, Any]:
         "seconds": round(result.seconds, 3),
         "steps_per_second": round(result.steps_this_call / max(result.seconds, 1e-9), 3),
         "num_parameters": result.num_parameters,
+        "world_size": result.world_size,
         "first": result.first,
         "last": result.last,
         "val": result.val,
