@@ -24,13 +24,13 @@ from torch import Tensor
 def flat_cost(model: Any, z: Tensor, task: Tensor) -> Tensor:
     """``model.cost`` over a trajectory batch: ``z (N, H, Z)``, ``task (1, T)`` or ``(N, T)`` -> ``(N, H)``.
 
-    The states are flattened to ``(N*H, Z)`` and the task broadcast to the same leading size, so the
-    model only ever sees the simplest 2-D case of the protocol.
+    The states are flattened to ``(N*H, Z)``; a shared task stays ``(1, T)`` (the protocol's broadcast
+    case, so a model can project it once), a per-plan task is repeated to ``(N*H, T)``.
     """
     n, h, zd = z.shape
     t = task.reshape(1, -1) if task.dim() == 1 else task
     if t.shape[0] == 1:
-        t = t.expand(n * h, *t.shape[1:])
+        pass
     elif t.shape[0] == n:
         t = t.repeat_interleave(h, dim=0)
     else:

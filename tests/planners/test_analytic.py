@@ -40,7 +40,7 @@ def test_closed_form_matches_torch_objective(problem) -> None:
     # the optimum is a minimum: any perturbation costs more
     rng = np.random.default_rng(0)
     worse = plan + 0.05 * rng.standard_normal(plan.shape)
-    assert float(obj(model, z0, torch.tensor(worse, dtype=torch.float32)[None], goal)[0]) > cost
+    assert float(obj(model, z0, torch.tensor(worse, dtype=torch.float32)[None], goal)[0].detach()) > cost
 
 
 def test_gradient_planner_reaches_lq_optimum_within_1_percent(problem) -> None:

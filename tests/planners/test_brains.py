@@ -77,7 +77,7 @@ def test_policy_brain_executes_the_policy_chunk(random_checkpoint_dir, robot_obs
 
 
 def test_hardware_load_brain_builds_torch_brains(random_checkpoint_dir, robot_observation) -> None:
-    brain = load_brain(str(random_checkpoint_dir), INSTRUCTION, mode="planner", iterations=3, horizon=4)
+    brain = load_brain(str(random_checkpoint_dir), INSTRUCTION, mode="grad", iterations=3, horizon=4)
     assert isinstance(brain, PlannerBrain)
     assert set(brain.act(robot_observation)) == set(SO101.action_keys)
     assert isinstance(load_brain(str(random_checkpoint_dir), INSTRUCTION, mode="policy"), PolicyBrain)
