@@ -143,8 +143,10 @@ def main(cfg: DictConfig) -> int:
         for name in sweep_names:
             for value in cfg.sweep:
                 over = {**_planner_overrides(cfg, name), key: float(value) if key == "budget_ms" else int(value)}
-                if key == "iterations":
+                if key == "iterations":  # iterations alone bound the work
                     over["budget_ms"] = None
+                elif name != "policy":  # the budget alone bounds the work (grad may still converge first)
+                    over["iterations"] = 10**6
                 rec = evaluate_brain(f"{name}@{value}", make_brain(name, over), make_env, spec, cfg.task,
                                      int(cfg.sweep_episodes), int(cfg.seed), progress=bool(cfg.progress))  # fmt: skip
                 rec.update(planner=name, sweep_key=key, sweep_value=value)

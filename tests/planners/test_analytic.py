@@ -179,7 +179,7 @@ def test_policy_chunk_warm_starts_the_gradient_planner(problem) -> None:
     # with a policy prior the objective pulls toward the chunk; weight 0 keeps the LQ problem
     planner = GradientPlanner(pmodel, H, objective=TrajectoryObjective(), bounds=LOOSE, iterations=1)
     _, info = planner.plan(z0, goal)
-    task_only = float(TrajectoryObjective()(model, z0, torch.tensor(opt_plan)[None].float(), goal)[0][0])
+    task_only = float(TrajectoryObjective()(model, z0, torch.tensor(opt_plan)[None].float(), goal)[0][0].detach())
     assert info["iterations"] == 1
     assert info["cost"] == pytest.approx(task_only, rel=1e-3)
     no_pi = GradientPlanner(pmodel, H, objective=TrajectoryObjective(), bounds=LOOSE, iterations=1, use_policy=False)
