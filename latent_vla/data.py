@@ -90,8 +90,13 @@ class FrameCache:
         return Normalizer.from_arrays(self.state, self.action, image_size, self.camera_names)
 
 
-def open_lerobot_dataset(root: str | Path, repo_id: str | None = None, video_backend: str | None = None):
-    """Open a local LeRobotDataset with clear errors.
+def open_lerobot_dataset(
+    root: str | Path,
+    repo_id: str | None = None,
+    video_backend: str | None = None,
+    episodes: Sequence[int] | None = None,
+):
+    """Open a local LeRobotDataset (optionally only some ``episodes``) with clear errors.
 
     Raises:
         DatasetError: the folder does not exist, is not a LeRobotDataset, or is an old (v2.1) one.
@@ -108,7 +113,12 @@ def open_lerobot_dataset(root: str | Path, repo_id: str | None = None, video_bac
             "`latent-vla collect` or `lerobot-record` wrote)"
         )
     try:
-        return LeRobotDataset(repo_id or f"local/{root.name}", root=root, video_backend=video_backend)
+        return LeRobotDataset(
+            repo_id or f"local/{root.name}",
+            root=root,
+            video_backend=video_backend,
+            episodes=list(episodes) if episodes is not None else None,
+        )
     except BackwardCompatibilityError as exc:
         raise DatasetError(
             f"{root} is a LeRobotDataset in the old v2.1 layout; convert it with LeRobot's converter: {CONVERTER}"
@@ -154,6 +164,7 @@ def load_frames(
     repo_id: str | None = None,
     video_backend: str | None = None,
     progress: bool = True,
+    episodes: Sequence[int] | None = None,
 ) -> FrameCache:
     """Read a LeRobotDataset into a :class:`FrameCache`, decoding each episode's video once.
 
@@ -164,13 +175,14 @@ def load_frames(
         repo_id: LeRobot repo id (default ``local/<folder name>``; only used as a label offline).
         video_backend: ``"torchcodec"`` or ``"pyav"`` (LeRobot's default when None).
         progress: show a tqdm bar over episodes.
+        episodes: dataset episode indices to read (default all).
 
     Raises:
         DatasetError: not a LeRobotDataset, missing features, or unknown cameras.
     """
     from lerobot.datasets.video_utils import decode_video_frames
 
-    ds = open_lerobot_dataset(root, repo_id, video_backend)
+    ds = open_lerobot_dataset(root, repo_id, video_backend, episodes)
     features = ds.meta.features
     cam_keys, notes = check_features(features, root)
     available = [k[len(IMAGE_PREFIX) :] for k in cam_keys]

@@ -1,0 +1,157 @@
+"""Measuring a trained world model on recorded episodes (used by ``latent-vla inspect`` and benchmarks).
+
+Everything runs without autograd on whole episodes of a :class:`~latent_vla.data.FrameCache`:
+encoding frames, open-loop imagination with the recorded actions, prediction errors against a
+constant-latent baseline, cost-vs-distance rank correlation, and a 2-D PCA of latents.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from latent_vla.data import FrameCache
+from latent_vla.model import WorldModel
+from latent_vla.normalize import Normalizer
+from latent_vla.text import Tokenizer
+
+
+@dataclass
+class EncodedEpisodes:
+    """Latents of every frame of some episodes.
+
+    Attributes:
+        z: ``(N, Z)`` latents of the selected frames, in cache order.
+        task: ``(N, T)`` instruction embedding of each frame.
+        frames: ``(N,)`` cache indices of the frames.
+        episode: ``(N,)`` episode position (``0..E-1``) of each frame.
+    """
+
+    z: torch.Tensor
+    task: torch.Tensor
+    frames: np.ndarray
+    episode: np.ndarray
+
+
+@torch.no_grad()
+def encode_episodes(
+    model: WorldModel,
+    cache: FrameCache,
+    normalizer: Normalizer,
+    tokenizer: Tokenizer,
+    episodes: np.ndarray | list[int] | None = None,
+    batch_size: int = 256,
+) -> EncodedEpisodes:
+    """Encode every frame of ``episodes`` (positions in ``cache``; default all)."""
+    device = next(model.parameters()).device
+    eps = np.arange(cache.num_episodes) if episodes is None else np.asarray(episodes, dtype=np.int64)
+    frames = np.concatenate([np.arange(*cache.episode_bounds[e]) for e in eps])
+    episode = np.concatenate([np.full(np.diff(cache.episode_bounds[e])[0], e) for e in eps])
+    task_table = model.embed_task(torch.from_numpy(tokenizer.encode(cache.tasks)).to(device))  # (n_tasks, T)
+    task = task_table[torch.from_numpy(cache.task_index[frames]).to(device)]
+    state = torch.from_numpy(normalizer.state_to_model(cache.state[frames])).to(device)
+    zs = []
+    for s in range(0, len(frames), batch_size):
+        sl = slice(s, s + batch_size)
+        images = {
+            c: torch.from_numpy(cache.images[c][frames[sl]]).to(device).permute(0, 3, 1, 2).float() / 255.0
+            for c in model.camera_names
+        }
+        zs.append(model.encode(images, state[sl], task[sl]))
+    return EncodedEpisodes(torch.cat(zs), task, frames, episode)
+
+
+@torch.no_grad()
+def imagine(model: WorldModel, z0: torch.Tensor, actions_model: np.ndarray) -> torch.Tensor:
+    """Open-loop rollout ``(B, Z)``, normalized actions ``(B, H, A)`` -> ``(B, H, Z)``."""
+    device = z0.device
+    return model.rollout(z0, torch.from_numpy(np.asarray(actions_model, dtype=np.float32)).to(device))
+
+
+@torch.no_grad()
+def open_loop_errors(
+    model: WorldModel,
+    cache: FrameCache,
+    normalizer: Normalizer,
+    enc: EncodedEpisodes,
+    horizons: tuple[int, ...] = (1, 4, 8),
+) -> dict[str, dict[str, float]]:
+    """Latent prediction error after ``h`` recorded actions vs the constant-latent baseline.
+
+    For every frame ``t`` with ``t + h`` in the same episode: ``model`` error
+    ``mean ||rollout(z_t, a_t..a_{t+h-1})[-1] - z_{t+h}||^2`` and baseline ``mean ||z_t - z_{t+h}||^2``
+    (both over latent dimensions), plus their ratio (< 1: the dynamics beat "nothing moves").
+    """
+    out: dict[str, dict[str, float]] = {}
+    pos = {int(f): i for i, f in enumerate(enc.frames)}
+    actions = normalizer.action_to_model(cache.action)
+    for h in horizons:
+        starts = [i for i, f in enumerate(enc.frames) if (f + h) in pos and enc.episode[pos[f + h]] == enc.episode[i]]
+        if not starts:
+            continue
+        starts_t = torch.as_tensor(starts)
+        ends = torch.as_tensor([pos[int(enc.frames[i]) + h] for i in starts])
+        acts = np.stack([actions[enc.frames[i] : enc.frames[i] + h] for i in starts])  # (B, h, A)
+        pred = imagine(model, enc.z[starts_t], acts)[:, -1]
+        target = enc.z[ends]
+        model_err = float(((pred - target) ** 2).mean())
+        base_err = float(((enc.z[starts_t] - target) ** 2).mean())
+        out[str(h)] = {
+            "model_mse": model_err,
+            "constant_mse": base_err,
+            "ratio": model_err / max(base_err, 1e-12),
+            "windows": len(starts),
+        }
+    return out
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman rank correlation of two 1-D arrays (average ranks for ties)."""
+    a, b = np.asarray(a, dtype=np.float64).ravel(), np.asarray(b, dtype=np.float64).ravel()
+    if a.shape != b.shape or a.size < 2:
+        raise ValueError(f"need two equal-length arrays of >= 2 values, got {a.shape} and {b.shape}")
+
+    def ranks(x: np.ndarray) -> np.ndarray:
+        order = np.argsort(x, kind="mergesort")
+        r = np.empty_like(x)
+        r[order] = np.arange(len(x), dtype=np.float64)
+        _, inv, counts = np.unique(x, return_inverse=True, return_counts=True)
+        sums = np.bincount(inv, weights=r)
+        return (sums / counts)[inv]
+
+    ra, rb = ranks(a), ranks(b)
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    denom = np.sqrt((ra**2).sum() * (rb**2).sum())
+    return float((ra * rb).sum() / denom) if denom > 0 else float("nan")
+
+
+@torch.no_grad()
+def cost_vs_distance(model: WorldModel, cache: FrameCache, enc: EncodedEpisodes) -> dict[str, float]:
+    """Spearman correlation of ``cost(z_t)`` with the true distance of frame ``t`` (needs next.reward).
+
+    The distance of ``z_t`` is ``-next.reward`` of frame ``t - 1`` (the state reached after ``a_{t-1}``),
+    so every episode's first frame is skipped.
+    """
+    if cache.reward is None:
+        raise ValueError("the dataset has no next.reward, so there is no true distance to compare with")
+    keep = np.array([f > cache.episode_bounds[e][0] for f, e in zip(enc.frames, enc.episode, strict=True)])
+    pred = model.cost(enc.z[torch.from_numpy(keep)], enc.task[torch.from_numpy(keep)]).cpu().numpy()
+    true = -cache.reward[enc.frames[keep] - 1]
+    return {
+        "spearman": spearman(pred, true),
+        "mae_m": float(np.abs(pred - true).mean()),
+        "frames": int(keep.sum()),
+    }
+
+
+def pca_2d(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """PCA of ``(N, D)`` rows -> ``(projections (N, 2), mean (D,), components (2, D))``."""
+    x = np.asarray(x, dtype=np.float64)
+    mean = x.mean(0)
+    _, _, vt = np.linalg.svd(x - mean, full_matrices=False)
+    comps = vt[:2]
+    if comps.shape[0] < 2:
+        comps = np.vstack([comps, np.zeros((2 - comps.shape[0], x.shape[1]))])
+    return (x - mean) @ comps.T, mean, comps

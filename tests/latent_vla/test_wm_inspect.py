@@ -1,0 +1,72 @@
+"""latent-vla inspect and the analysis helpers it shares with benchmarks/world_model.py."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from latent_vla.analysis import cost_vs_distance, encode_episodes, open_loop_errors, pca_2d, spearman
+from latent_vla.checkpoint import load_checkpoint
+from latent_vla.cli import main as cli_main
+from latent_vla.data import load_frames
+
+
+def test_inspect_cli_writes_images_pca_and_json(tiny_checkpoint_dir, tiny_dataset_dir, tmp_path, capsys):
+    out = tmp_path / "inspect"
+    code = cli_main(
+        ["inspect", f"ckpt={tiny_checkpoint_dir}", f"data={tiny_dataset_dir}", f"out={out}", "episodes=2", "horizon=5"]
+    )
+    assert code == 0, capsys.readouterr().err
+    figures = json.loads((out / "inspect.json").read_text())
+    assert [e["episode"] for e in figures["episodes"]] == [0, 1]
+    for ep in figures["episodes"]:
+        assert len(ep["latent_mse_per_step"]) == 5 and len(ep["pixel_mse_per_step"]) == 5
+        assert all(np.isfinite(ep["latent_mse_per_step"]))
+        assert (out / f"episode_{ep['episode']}.png").stat().st_size > 5000
+    assert (out / "latent_pca.png").stat().st_size > 5000 and 0 < figures["pca_explained_variance"] <= 1.0
+    import matplotlib.image
+
+    img = matplotlib.image.imread(out / "episode_0.png")
+    assert img.ndim == 3 and img.shape[0] > 100 and img.shape[1] > img.shape[0]  # 3 rows x 6 columns
+
+
+def test_inspect_cli_errors(tiny_dataset_dir, tmp_path, capsys):
+    assert cli_main(["inspect", f"ckpt={tmp_path}", f"data={tiny_dataset_dir}", f"out={tmp_path / 'o'}"]) == 2
+    assert "checkpoint" in capsys.readouterr().err
+
+
+def test_open_loop_errors_and_cost_ranking(tiny_checkpoint_dir, tiny_dataset_dir):
+    ck = load_checkpoint(tiny_checkpoint_dir)
+    cache = load_frames(tiny_dataset_dir, ck.model.image_size, progress=False)
+    enc = encode_episodes(ck.model, cache, ck.normalizer, ck.tokenizer, episodes=[0, 1, 2])
+    assert enc.z.shape == (72, ck.model.latent_dim) and list(np.unique(enc.episode)) == [0, 1, 2]
+    errs = open_loop_errors(ck.model, cache, ck.normalizer, enc, horizons=(1, 4))
+    assert errs["1"]["windows"] == 3 * 23 and errs["4"]["windows"] == 3 * 20
+    assert errs["4"]["constant_mse"] > errs["1"]["constant_mse"] > 0  # latents move along episodes
+    # the 1-step error equals a direct re-computation over every in-episode pair (t, t+1)
+    t = np.concatenate([np.arange(e * 24, e * 24 + 23) for e in range(3)])
+    with torch.no_grad():
+        a = torch.from_numpy(ck.normalizer.action_to_model(cache.action[t]))
+        direct = float(((ck.model.step(enc.z[t], a) - enc.z[t + 1]) ** 2).mean())
+        still = float(((enc.z[t] - enc.z[t + 1]) ** 2).mean())
+    assert errs["1"]["model_mse"] == pytest.approx(direct, rel=1e-4)
+    assert errs["1"]["constant_mse"] == pytest.approx(still, rel=1e-4)
+    rank = cost_vs_distance(ck.model, cache, enc)
+    assert rank["frames"] == 3 * 23 and -1 <= rank["spearman"] <= 1 and rank["mae_m"] >= 0
+
+
+def test_spearman_and_pca():
+    x = np.arange(10.0)
+    assert spearman(x, x**3) == pytest.approx(1.0)
+    assert spearman(x, -x) == pytest.approx(-1.0)
+    assert spearman([1, 2, 2, 3], [1, 2, 3, 4]) == pytest.approx(0.9486832980505138)  # ties: average ranks
+    with pytest.raises(ValueError):
+        spearman([1.0], [2.0])
+    rng = np.random.default_rng(0)
+    pts = rng.normal(size=(200, 2)) @ np.array([[3.0, 0, 0, 0], [0, 1.0, 0, 0]])
+    proj, mean, comps = pca_2d(pts)
+    assert proj.shape == (200, 2) and comps.shape == (2, 4)
+    assert abs(comps[0, 0]) == pytest.approx(1.0, abs=1e-2)  # the widest direction first
