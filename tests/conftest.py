@@ -160,3 +160,13 @@ def tiny_checkpoint_dir(tiny_train_result):
     (copy it with ``shutil.copytree`` before changing anything).
     """
     return tiny_train_result.run_dir
+
+
+@pytest.fixture(scope="session")
+def sim_reach_dataset_dir(tmp_path_factory):
+    """A real MuJoCo SO-101 reach dataset from ``sim.collect``: 2 expert episodes x 20 control steps."""
+    from sim.collect import CollectConfig, collect
+
+    out = tmp_path_factory.mktemp("sim_datasets") / "reach"
+    collect(CollectConfig(task="reach", episodes=2, seed=0, out=out, max_episode_steps=20, progress=False))
+    return out
