@@ -109,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     console.print(
         f"ticks {report.ticks}, rate {report.fps_achieved:.2f} Hz, deadline misses {report.deadline_misses} "
         f"({100 * report.deadline_misses / max(report.ticks, 1):.2f} %), skipped {report.skipped_ticks}, "
-        f"brain late {report.brain_late}, safety interventions {report.safety.get('interventions')}; "
+        f"brain late {report.brain_late} (late answers used {report.brain_late_results_used}), "
+        f"safety interventions {report.safety.get('interventions')}; "
         f"load average {load_before[0]:.2f} -> {load_after[0]:.2f} on {os.cpu_count()} CPUs"
     )
     console.print(f"wrote {args.out}")

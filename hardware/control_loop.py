@@ -4,8 +4,10 @@ Every tick (period ``1 / fps`` seconds):
 
 1. read the robot's observation (a failure or a missing key makes this tick's observation stale);
 2. if the brain is idle, hand it the observation in a worker thread and wait at most
-   ``brain_deadline_s`` for its answer; a brain that is still thinking, or that raised, makes the safety layer
-   hold the last safe target (the late result is discarded when it arrives);
+   ``brain_deadline_s`` (and never past the end of the tick) for its answer. A brain that is still
+   thinking, or that raised, makes the safety layer hold the last safe target; an answer that
+   arrives after its tick may serve a later tick if no fresher one does and the safety layer finds
+   the observation it was computed from fresh enough (``max_observation_age_s``);
 3. filter the action through the :class:`~hardware.safety.SafetyLayer` and send what it allows;
 4. optionally record the tick to a LeRobotDataset; sleep until the next tick.
 
@@ -61,7 +63,10 @@ class LoopReport:
         tick_ms: work time per tick (observation + brain wait + safety + send).
         brain_ms: duration of each completed brain call (including late ones).
         observation_ms: duration of ``get_observation``.
-        brain_late / brain_errors / observation_errors / send_errors: fault counts.
+        brain_late: ticks that held because the brain had no answer in time.
+        brain_late_results_used: ticks that used an answer computed from an earlier observation
+            (a call that missed its tick but finished before the next; the safety layer checks its age).
+        brain_errors / observation_errors / send_errors: fault counts.
         stop_reason: why the loop ended (``"steps"``, ``"duration"``, ``"emergency_stop"``, ...).
         safety: :meth:`SafetyLayer.summary`.
         events: the first faults, as ``{"tick", "kind", "detail"}`` dicts.
@@ -80,6 +85,7 @@ class LoopReport:
     brain_ms: dict[str, float] = field(default_factory=dict)
     observation_ms: dict[str, float] = field(default_factory=dict)
     brain_late: int = 0
+    brain_late_results_used: int = 0
     brain_errors: int = 0
     observation_errors: int = 0
     send_errors: int = 0
@@ -103,6 +109,18 @@ class LoopReport:
         return clean(asdict(self))
 
 
+# Time kept free at the end of a tick for safety + send_action, and the least a brain is given.
+_SEND_MARGIN_S = 0.003
+_MIN_BRAIN_WAIT_S = 0.002
+
+
+@dataclass
+class _BrainResult:
+    action: dict[str, float] | None
+    error: str | None
+    obs_time: float  # perf_counter() when the observation it answers was read
+
+
 class _BrainRunner:
     """Runs ``brain.act`` in one worker thread so a slow brain cannot stall the loop."""
 
@@ -110,7 +128,7 @@ class _BrainRunner:
         self.brain = brain
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="brain")
         self.pending: Future | None = None
-        self.pending_t0 = 0.0
+        self.pending_obs_time = 0.0
         self.durations_ms: list[float] = []
 
     @property
@@ -124,14 +142,23 @@ class _BrainRunner:
         finally:
             self.durations_ms.append((time.perf_counter() - t0) * 1e3)
 
-    def submit(self, observation: dict[str, Any]) -> None:
+    def submit(self, observation: dict[str, Any], obs_time: float) -> None:
         self.pending = self._pool.submit(self._timed, observation)
-        self.pending_t0 = time.perf_counter()
+        self.pending_obs_time = obs_time
 
-    def collect_late(self) -> None:
-        """Forget a late call once it has finished (its result is stale)."""
-        if self.pending is not None and self.pending.done():
-            self.pending = None
+    def take(self, timeout: float = 0.0) -> _BrainResult | None:
+        """The finished call's result (waiting up to ``timeout`` s), or None if it is still running."""
+        if self.pending is None:
+            return None
+        try:
+            action = self.pending.result(timeout=timeout)
+            result = _BrainResult(action, None, self.pending_obs_time)
+        except TimeoutError:
+            return None
+        except Exception as exc:
+            result = _BrainResult(None, f"{type(exc).__name__}: {exc}", self.pending_obs_time)
+        self.pending = None
+        return result
 
     def shutdown(self) -> None:
         # Never wait for a hung brain: the worker thread is abandoned.
@@ -147,7 +174,9 @@ class ControlLoop:
         safety: the safety layer for this robot's spec.
         fps: control rate, Hz (default: the spec's).
         brain_deadline_s: how long a tick waits for the brain once it has the observation, seconds
-            (default: 80 % of a period); a longer call is late and the arm holds.
+            (default: 80 % of a period; never past the end of the tick, less a few ms to send).
+            A call that takes longer is late: the arm holds, and its answer, once it arrives, may
+            serve the next tick if the safety layer finds its observation fresh enough.
         max_consecutive_faults: stop after this many ticks in a row without a usable observation
             or without a successful send.
         recorder: optional :class:`~hardware.recorder.EpisodeRecorder`; closed at shutdown.
@@ -290,28 +319,38 @@ class ControlLoop:
                 obs = self._read(tick, obs_ms)
                 if obs is not None:
                     last_obs_time = time.perf_counter()
-                # -- think (with a watchdog)
+                # -- think (with a watchdog). A call that missed an earlier deadline and has
+                # finished since is a fallback; a fresh call on this tick's observation wins if it
+                # answers in time. The safety layer judges the age of whichever is used.
                 action, late, error = None, False, None
-                runner.collect_late()
-                if runner.busy:
+                action_obs_time = 0.0
+                fallback = runner.take()
+                if fallback is not None and fallback.error is not None:
+                    rep.brain_errors += 1
+                    self._event(tick, "brain_error", fallback.error)
+                    error, fallback = fallback.error, None
+                submitted = obs is not None and not runner.busy
+                if submitted:
+                    runner.submit(obs, last_obs_time)
+                    remaining = t0 + self.period - _SEND_MARGIN_S - time.perf_counter()
+                    wait = max(_MIN_BRAIN_WAIT_S, min(self.brain_deadline_s, remaining))
+                    fresh = runner.take(timeout=wait)
+                    if fresh is not None and fresh.error is not None:
+                        rep.brain_errors += 1
+                        self._event(tick, "brain_error", fresh.error)
+                        error = fresh.error
+                    elif fresh is not None:
+                        action, action_obs_time, error = fresh.action, fresh.obs_time, None
+                if action is None and fallback is not None:
+                    action, action_obs_time, error = fallback.action, fallback.obs_time, None
+                    rep.brain_late_results_used += 1
+                if action is None and error is None and obs is not None:
                     late = True
                     rep.brain_late += 1
-                elif obs is not None:
-                    runner.submit(obs)
-                    try:
-                        action = runner.pending.result(timeout=self.brain_deadline_s)
-                        runner.pending = None
-                    except TimeoutError:
-                        late = True
-                        rep.brain_late += 1
-                        self._event(tick, "brain_late", f"no action within {self.brain_deadline_s * 1e3:.0f} ms")
-                    except Exception as exc:
-                        runner.pending = None
-                        error = f"{type(exc).__name__}: {exc}"
-                        rep.brain_errors += 1
-                        self._event(tick, "brain_error", error)
+                    if submitted:  # log the tick it started thinking, not every tick it keeps thinking
+                        self._event(tick, "brain_late", f"no answer within {wait * 1e3:.0f} ms")
                 # -- make safe
-                age = None if obs is None else time.perf_counter() - last_obs_time
+                age = None if obs is None else time.perf_counter() - (action_obs_time or last_obs_time)
                 command = self.safety.filter(
                     action,
                     self.period,

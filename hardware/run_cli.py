@@ -114,7 +114,8 @@ def print_summary(report: LoopReport, extra: dict[str, Any]) -> None:
         ("deadline misses", str(report.deadline_misses)),
         ("tick start jitter p50 / p99 (ms)", f"{ms(report.jitter_ms, 'p50')} / {ms(report.jitter_ms, 'p99')}"),
         ("brain p50 / p99 (ms)", f"{ms(report.brain_ms, 'p50')} / {ms(report.brain_ms, 'p99')}"),
-        ("brain late / errors", f"{report.brain_late} / {report.brain_errors}"),
+        ("brain late (held) / late answers used / errors",
+         f"{report.brain_late} / {report.brain_late_results_used} / {report.brain_errors}"),
         ("observation / send errors", f"{report.observation_errors} / {report.send_errors}"),
         ("safety interventions", str(report.safety.get("interventions", 0))),
     ]

@@ -224,3 +224,17 @@ def test_runs_until_stopped_without_a_budget(tmp_path: Path) -> None:
     report = ctl.run()
     assert report.stop_reason == "operator done" and report.ticks == 10
     assert not robot.is_connected
+
+
+def test_consistently_slow_brain_still_drives_with_checked_late_answers(tmp_path: Path) -> None:
+    robot = twin(tmp_path)
+    commands = []
+    brain = SlowBrain(set(range(1000)), 0.045, fps=30.0)  # every call takes longer than a 33 ms tick
+    ctl = loop(robot, brain, fps=30.0, on_tick=lambda t, o, c: commands.append(c))
+    report = ctl.run(steps=30)
+    assert report.stop_reason == "steps"
+    assert report.brain_late_results_used >= 8  # answers one tick late still move the arm
+    assert report.brain_late >= 8  # and the ticks in between hold
+    distinct = {tuple(c.values()) for c in commands}
+    assert len(distinct) >= 8
+    assert report.safety["by_reason"].get("stale_observation", 0) == 0  # ~70 ms old < 200 ms
