@@ -305,6 +305,8 @@ class ControlLoop:
                 if duration_s is not None and time.perf_counter() - t_start >= duration_s:
                     rep.stop_reason = "duration"
                     break
+                if self.safety.estopped:
+                    raise EmergencyStopped(self.safety.estop_reason or "emergency stop")
                 if self._stop.is_set():
                     rep.stop_reason = self._stop_reason or "stop requested"
                     break
@@ -341,7 +343,7 @@ class ControlLoop:
                         error = fresh.error
                     elif fresh is not None:
                         action, action_obs_time, error = fresh.action, fresh.obs_time, None
-                if action is None and fallback is not None:
+                if action is None and fallback is not None and obs is not None:
                     action, action_obs_time, error = fallback.action, fallback.obs_time, None
                     rep.brain_late_results_used += 1
                 if action is None and error is None and obs is not None:
