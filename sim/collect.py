@@ -520,6 +520,10 @@ def collect(
     features = dataset_features(spec, tuple(cfg.image_hw), use_videos=True)
     out = Path(cfg.out).absolute()
     append = check_output_dir(out, cfg.mode, features, fps, spec.name)
+    previous: dict[str, Any] = {}
+    if append and (out / COLLECT_JSON).is_file():  # read now: the merged dataset replaces `out`
+        with open(out / COLLECT_JSON) as f:
+            previous = json.load(f)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = out.parent / f".{out.name}.collect-{os.getpid()}"
     if staging.exists():
@@ -533,117 +537,153 @@ def collect(
     records: dict[int, list[dict]] = {j.shard: [] for j in jobs}
     errors: list[str] = []
     bar = _Progress(cfg)
-    interrupted, shard_roots, ordered = False, [], []
+    ctx = _mp_context() if len(jobs) > 1 else None
+    stop_event = ctx.Event() if ctx is not None else (stop or threading.Event())
+    ordered: list[dict] = []
     try:
-        if len(jobs) == 1:
-            stop_event = stop or threading.Event()
+        with _StopFlag(stop_event):  # Ctrl-C / SIGTERM: finish cleanly; a second Ctrl-C aborts
+            if ctx is not None:
+                _run_workers(ctx, jobs, stop_event, records, errors, bar, on_episode, stop)
+            else:
 
-            def report(kind: str, payload: Any) -> None:
-                if kind == "episode":
-                    records[0].append(payload)
-                    bar.episode(payload)
-                    if on_episode is not None:
-                        on_episode(payload)
+                def report(kind: str, payload: Any) -> None:
+                    if kind == "episode":
+                        records[0].append(payload)
+                        bar.episode(payload)
+                        if on_episode is not None:
+                            on_episode(payload)
 
-            with _StopFlag(stop_event):
                 try:
                     run_shard(jobs[0], stop_event, report)
                 except Exception:
                     errors.append(traceback.format_exc())
-            interrupted = stop_event.is_set()
-        else:
-            interrupted = _run_workers(jobs, records, errors, bar, on_episode, stop)
-        result.collect_s = time.perf_counter() - t0
-        bar.close()
+            result.interrupted = stop_event.is_set()
+            result.collect_s = time.perf_counter() - t0
+            bar.close()
 
-        t1 = time.perf_counter()
-        shard_roots = [Path(j.root) for j in jobs if records[j.shard]]
-        ordered = [r for j in jobs for r in records[j.shard]]
-        if shard_roots:
-            _merge_and_swap(out, staging, shard_roots, append, cfg.repo_id)
-        result.merge_s = time.perf_counter() - t1
+            t1 = time.perf_counter()
+            sources = ([out] if append else []) + [Path(j.root) for j in jobs if records[j.shard]]
+            ordered = [r for j in jobs for r in records[j.shard]]
+            if ordered:
+                if len(sources) == 1:
+                    merged = sources[0]
+                elif ctx is not None:  # LeRobot is imported in the fork server, maybe not here
+                    merged = staging / "merged"
+                    _run_in_worker(ctx, merge_datasets, sources, merged, cfg.repo_id)
+                else:
+                    merged = staging / "merged"
+                    merge_datasets(sources, merged, cfg.repo_id)
+                _swap(out, merged, staging)
+            result.merge_s = time.perf_counter() - t1
     finally:
         bar.close()
         shutil.rmtree(staging, ignore_errors=True)
-    result.interrupted = interrupted
     result.wall_s = time.perf_counter() - t0
-    if shard_roots:
-        result.episodes = _write_collect_json(out, cfg, result, ordered, append)
+    if ordered:
+        result.episodes = _write_collect_json(out, cfg, result, ordered, previous)
     if errors:
         raise RuntimeError(f"collection worker failed ({len(ordered)} finished episodes kept):\n{errors[0]}")
     return result
 
 
-def _run_workers(jobs, records, errors, bar, on_episode, stop) -> bool:
-    # Import LeRobot once here (~4 s of CPU) and fork the workers, which inherit it; the merge
-    # needs it in this process anyway. Nothing here has started threads or a GL context yet.
-    import lerobot.datasets.aggregate  # noqa: F401
-    import lerobot.datasets.lerobot_dataset  # noqa: F401
+_PRELOAD = ["lerobot.datasets.lerobot_dataset", "lerobot.datasets.aggregate", "sim.env", "sim.experts", "sim.collect"]
 
-    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-    stop_event = ctx.Event()
+
+def _mp_context():
+    """Workers come from a fork server that imported LeRobot and the sim once.
+
+    Plain ``fork`` of the caller is unsafe (a process that has already run encoder threads or
+    holds a GL context deadlocked its children in testing); ``spawn`` re-imports LeRobot and
+    torch in every worker (~4 s of CPU each). A fork server pays that import once per process
+    and hands out clean single-threaded forks; later collections reuse it.
+    """
+    if "forkserver" in mp.get_all_start_methods():
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(_PRELOAD)
+        return ctx
+    return mp.get_context("spawn")
+
+
+def _run_workers(ctx, jobs, stop_event, records, errors, bar, on_episode, stop) -> None:
+    """Run one worker process per job; collect their reports until all are done."""
     q = ctx.Queue()
     procs = [ctx.Process(target=_worker_main, args=(j, stop_event, q), daemon=True) for j in jobs]
     pending = {j.shard for j in jobs}
     try:
-        with _StopFlag(stop_event):
-            for p in procs:
-                p.start()
-            while pending:
-                if stop is not None and stop.is_set():
-                    stop_event.set()
-                try:
-                    shard, kind, payload = q.get(timeout=0.2)
-                except queue.Empty:
-                    for j, p in zip(jobs, procs, strict=True):
-                        if j.shard in pending and not p.is_alive() and p.exitcode not in (0, None):
-                            errors.append(f"worker {j.shard} died with exit code {p.exitcode}")
-                            pending.discard(j.shard)
-                            stop_event.set()
-                    continue
-                if kind == "episode":
-                    records[shard].append(payload)
-                    bar.episode(payload)
-                    if on_episode is not None:
-                        on_episode(payload)
-                elif kind == "done":
-                    pending.discard(shard)
-                elif kind == "error":
-                    errors.append(payload)
-                    pending.discard(shard)
-                    stop_event.set()
-            for p in procs:
-                p.join()
-    except KeyboardInterrupt:  # second Ctrl-C: abort without touching `out`
+        for p in procs:
+            p.start()
+        while pending:
+            if stop is not None and stop.is_set():
+                stop_event.set()
+            try:
+                shard, kind, payload = q.get(timeout=0.2)
+            except queue.Empty:
+                for j, p in zip(jobs, procs, strict=True):
+                    if j.shard in pending and not p.is_alive():
+                        errors.append(f"worker {j.shard} exited (code {p.exitcode}) without reporting")
+                        pending.discard(j.shard)
+                        stop_event.set()
+                continue
+            if kind == "episode":
+                records[shard].append(payload)
+                bar.episode(payload)
+                if on_episode is not None:
+                    on_episode(payload)
+            elif kind == "done":
+                pending.discard(shard)
+            elif kind == "error":
+                errors.append(payload)
+                pending.discard(shard)
+                stop_event.set()
+        for p in procs:
+            p.join()
+    except KeyboardInterrupt:  # second Ctrl-C: abort at once; `out` is untouched
         for p in procs:
             if p.is_alive():
                 p.terminate()
         raise
-    return stop_event.is_set()
 
 
-def _merge_and_swap(out: Path, staging: Path, shards: list[Path], append: bool, repo_id: str) -> None:
-    """Merge ``shards`` (after the existing dataset when appending) and rename the result onto ``out``."""
-    sources = ([out] if append else []) + shards
-    if len(sources) == 1:
-        merged = sources[0]
-    else:
-        from lerobot.datasets.aggregate import aggregate_datasets
+def _call_and_report(q, fn, args) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the merge finishes even after a Ctrl-C
+    try:
+        fn(*args)
+        q.put(None)
+    except BaseException:
+        q.put(traceback.format_exc())
 
-        merged = staging / "merged"
-        aggregate_datasets([repo_id] * len(sources), repo_id, roots=sources, aggr_root=merged)
+
+def _run_in_worker(ctx, fn: Callable[..., None], *args: Any) -> None:
+    """Run ``fn(*args)`` in a child of ``ctx`` and wait; re-raise its failure here."""
+    q = ctx.Queue()
+    proc = ctx.Process(target=_call_and_report, args=(q, fn, args), daemon=True)
+    proc.start()
+    proc.join()
+    failure = q.get(timeout=5) if proc.exitcode == 0 else f"exit code {proc.exitcode}"
+    if failure is not None:
+        raise RuntimeError(f"{fn.__name__} failed in its worker:\n{failure}")
+
+
+def merge_datasets(sources: list[Path], root: Path, repo_id: str) -> None:
+    """Merge LeRobotDatasets ``sources`` (in order) into a new dataset at ``root`` (LeRobot's aggregation)."""
+    from lerobot.datasets.aggregate import aggregate_datasets
+
+    aggregate_datasets([repo_id] * len(sources), repo_id, roots=[Path(s) for s in sources], aggr_root=Path(root))
+
+
+def _swap(out: Path, merged: Path, staging: Path) -> None:
+    """Put the finished dataset ``merged`` at ``out``; an old ``out`` goes into the staging folder."""
+    if merged == out:
+        return
     if out.exists():
         out.rename(staging / "previous")  # same filesystem: atomic; deleted with the staging folder
     merged.rename(out)
 
 
 def _write_collect_json(
-    out: Path, cfg: CollectConfig, result: CollectResult, ordered: list[dict], append: bool
+    out: Path, cfg: CollectConfig, result: CollectResult, ordered: list[dict], previous: dict[str, Any]
 ) -> list[EpisodeRecord]:
-    previous: dict[str, Any] = {}
-    if append and (out / COLLECT_JSON).is_file():
-        with open(out / COLLECT_JSON) as f:
-            previous = json.load(f)
+    """Write ``out/collect.json``: this run's figures, every run so far and the per-episode table."""
     info = _read_info(out) or {}
     total_eps = int(info.get("total_episodes", 0))
     first = total_eps - len(ordered)
@@ -653,7 +693,7 @@ def _write_collect_json(
     result.episodes = episodes
     summary = result.summary()
     run_no = len(previous.get("runs", []))
-    table = list(previous.get("per_episode", [])) if append else []
+    table = list(previous.get("per_episode", []))
     table += [{**asdict(e), "run": run_no} for e in episodes]
     doc = {
         "schema_version": SCHEMA_VERSION,

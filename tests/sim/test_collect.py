@@ -1,0 +1,274 @@
+"""Collection into a LeRobotDataset: real MuJoCo episodes, real files, reopened with LeRobot."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from latent_vla.robot_spec import SO101
+from sim.collect import CollectConfig, CollectError, check_output_dir, collect, split_seeds
+from sim.dataset_features import dataset_features, features_mismatch, make_frame
+
+REPO = "test/so101_reach"
+STEPS = 8  # control steps per episode: tiny but real
+
+
+def _cfg(out: Path, **kw) -> CollectConfig:
+    base = dict(
+        task="reach",
+        episodes=3,
+        seed=7,
+        out=out,
+        repo_id=REPO,
+        workers=1,
+        max_episode_steps=STEPS,
+        progress=False,
+    )
+    base.update(kw)
+    return CollectConfig(**base)
+
+
+def _open(root: Path):
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    return LeRobotDataset(REPO, root=root, video_backend="pyav")
+
+
+def _columns(ds) -> dict[str, np.ndarray]:
+    """Non-video columns of a reopened dataset as numpy arrays, in frame order."""
+    hf = ds.hf_dataset.with_format("numpy")
+    keys = ["episode_index", "frame_index", "observation.state", "action", "next.success", "next.done"]
+    return {k: np.asarray(hf[k]) for k in keys + ["task_index"]}
+
+
+@pytest.fixture(scope="module")
+def collected(tmp_path_factory) -> tuple[Path, object]:
+    out = tmp_path_factory.mktemp("collect") / "reach"
+    result = collect(_cfg(out))
+    return out, result
+
+
+# ----------------------------------------------------------------------------------------------
+# features
+# ----------------------------------------------------------------------------------------------
+def test_dataset_features_follow_the_robot_spec():
+    ft = dataset_features(SO101, (48, 80))
+    assert list(ft) == [
+        "observation.images.front",
+        "observation.images.wrist",
+        "observation.state",
+        "action",
+        "next.reward",
+        "next.success",
+        "next.done",
+    ]
+    assert ft["observation.images.front"] == {
+        "dtype": "video",
+        "shape": (48, 80, 3),
+        "names": ["height", "width", "channels"],
+    }
+    assert ft["observation.state"]["names"] == SO101.action_keys
+    assert ft["action"]["shape"] == (6,)
+    plain = dataset_features(SO101, use_videos=False, task_signals=False)
+    assert plain["observation.images.wrist"]["dtype"] == "image"
+    assert plain["observation.images.wrist"]["shape"] == (64, 64, 3)  # the spec's size
+    assert "next.reward" not in plain
+    with pytest.raises(ValueError, match="unknown cameras"):
+        dataset_features(SO101, {"top": (64, 64)})
+
+
+def test_make_frame_checks_shapes_and_features_mismatch_reports_differences():
+    ft = dataset_features(SO101, (16, 16))
+    imgs = {"front": np.zeros((16, 16, 3), np.uint8), "wrist": np.zeros((16, 16, 3), np.uint8)}
+    frame = make_frame(ft, imgs, np.zeros(6), np.ones(6), "reach it", reward=-0.5, success=True, done=False)
+    assert frame["next.success"].dtype == np.bool_ and frame["next.success"].shape == (1,)
+    assert frame["action"].dtype == np.float32 and frame["task"] == "reach it"
+    with pytest.raises(ValueError, match="wrist"):
+        make_frame(ft, {"front": imgs["front"]}, np.zeros(6), np.ones(6), "x", -1.0, False, False)
+    with pytest.raises(ValueError, match="next.reward"):
+        make_frame(ft, imgs, np.zeros(6), np.ones(6), "x")
+    with pytest.raises(ValueError, match="6 joint values"):
+        make_frame(ft, imgs, np.zeros(5), np.ones(6), "x", -1.0, False, False)
+    assert features_mismatch(ft, ft) == []
+    problems = features_mismatch(ft, dataset_features(SO101, (32, 32)))
+    assert any("observation.images.front" in p for p in problems)
+
+
+def test_split_seeds_is_contiguous_and_complete():
+    blocks = split_seeds(10, 7, 3)
+    assert [s for b in blocks for s in b] == list(range(10, 17))
+    assert len(blocks) == 3 and all(blocks)
+    assert split_seeds(0, 2, 8) == [(0,), (1,)]
+
+
+# ----------------------------------------------------------------------------------------------
+# collect -> reopen round trip
+# ----------------------------------------------------------------------------------------------
+def test_round_trip_reopens_with_lerobot(collected):
+    out, result = collected
+    ds = _open(out)
+    assert ds.num_episodes == 3 and ds.num_frames == 3 * STEPS
+    assert ds.fps == int(SO101.fps) == result.fps
+    assert ds.meta.robot_type == "so101"
+    assert set(ds.meta.video_keys) == {"observation.images.front", "observation.images.wrist"}
+    item = ds[STEPS + 2]  # a frame of the second episode, decoded from video
+    assert item["observation.images.front"].shape == (3, 64, 64)
+    assert str(item["observation.images.wrist"].dtype) == "torch.float32"
+    assert float(item["observation.images.front"].max()) > 0.05  # a rendered scene, not black
+    assert item["observation.state"].shape == (6,) and item["action"].shape == (6,)
+    assert str(item["next.success"].dtype) == "torch.bool"
+    assert int(item["episode_index"]) == 1 and int(item["frame_index"]) == 2
+
+    doc = json.loads((out / "collect.json").read_text())
+    assert doc["episodes"] == 3 and doc["frames"] == 3 * STEPS and doc["fps"] == 30
+    assert [e["seed"] for e in doc["per_episode"]] == [7, 8, 9]
+    assert [e["episode_index"] for e in doc["per_episode"]] == [0, 1, 2]
+    # The instruction is each frame's LeRobot task; it is the one collect.json recorded.
+    assert item["task"] == doc["per_episode"][1]["instruction"]
+    assert item["task"].startswith("reach")
+
+    cols = _columns(ds)
+    for rec in doc["per_episode"]:
+        rows = cols["episode_index"] == rec["episode_index"]
+        success = cols["next.success"][rows].reshape(-1)
+        done = cols["next.done"][rows].reshape(-1)
+        assert rec["frames"] == rows.sum() == STEPS
+        assert rec["success"] == bool(success.any())
+        assert rec["final_success"] == bool(success[-1])
+        assert done.tolist() == [False] * (STEPS - 1) + [True]
+    assert doc["pc_success"] == pytest.approx(100 * np.mean([r["success"] for r in doc["per_episode"]]))
+    # actions are joint targets inside the limits, states are measured joints
+    assert np.all(cols["action"] >= SO101.lower - 1e-4) and np.all(cols["action"] <= SO101.upper + 1e-4)
+    assert not np.allclose(cols["observation.state"][0], cols["observation.state"][STEPS - 1])
+
+
+def test_output_checks_refuse_clearly(collected, tmp_path):
+    out, _ = collected
+    with pytest.raises(CollectError, match="mode=append"):
+        collect(_cfg(out))  # mode=fail on an existing dataset
+    ft = dataset_features(SO101, (32, 32))
+    with pytest.raises(CollectError, match="different dataset"):
+        check_output_dir(out, "append", ft, 30, "so101")
+    with pytest.raises(CollectError, match="fps"):
+        check_output_dir(out, "append", dataset_features(SO101, (64, 64)), 15, "so101")
+    junk = tmp_path / "notes"
+    junk.mkdir()
+    (junk / "todo.txt").write_text("mine")
+    for mode in ("fail", "append", "overwrite"):
+        with pytest.raises(CollectError, match="holds no LeRobotDataset"):
+            collect(_cfg(junk, mode=mode))
+    assert (junk / "todo.txt").read_text() == "mine"
+    with pytest.raises(CollectError, match=r"valid tasks: reach, push, pick"):
+        collect(_cfg(tmp_path / "x", task="stack"))
+    with pytest.raises(CollectError, match="policy"):
+        collect(_cfg(tmp_path / "x", policy="telepathy"))
+    assert not (tmp_path / "x").exists()
+
+
+def test_interrupt_mid_episode_keeps_finished_episodes(tmp_path):
+    class StopMidThirdEpisode:
+        """Reads like a Ctrl-C that lands in the middle of the third episode."""
+
+        def __init__(self) -> None:
+            self.calls, self.flag = 0, False
+
+        def is_set(self) -> bool:
+            self.calls += 1
+            return self.flag or self.calls > 2 * STEPS + STEPS // 2
+
+        def set(self) -> None:
+            self.flag = True
+
+    out = tmp_path / "interrupted"
+    result = collect(_cfg(out, episodes=4, seed=3), stop=StopMidThirdEpisode())
+    assert result.interrupted and len(result.episodes) == 2
+    ds = _open(out)
+    assert ds.num_episodes == 2 and ds.num_frames == 2 * STEPS
+    ds[2 * STEPS - 1]  # the last kept frame decodes
+    doc = json.loads((out / "collect.json").read_text())
+    assert doc["interrupted"] is True and doc["episodes_requested"] == 4
+    assert [e["seed"] for e in doc["per_episode"]] == [3, 4]
+    assert not list(tmp_path.glob(".interrupted.collect-*"))  # staging cleaned up
+
+
+def test_append_then_workers_reproduce_the_same_episodes(collected, tmp_path):
+    """Episode i uses seed S+i whatever the worker count; append extends the dataset in order."""
+    out, _ = collected
+    two = tmp_path / "two_workers"
+    collect(_cfg(two, episodes=2, workers=2))  # seeds 7, 8 in two forked workers, merged
+    collect(_cfg(two, episodes=1, seed=9, mode="append"))  # seed 9 appended
+    a, b = _columns(_open(out)), _columns(_open(two))
+    assert b["episode_index"].max() == 2
+    np.testing.assert_allclose(a["observation.state"], b["observation.state"], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(a["action"], b["action"], rtol=0, atol=1e-5)
+    doc = json.loads((two / "collect.json").read_text())
+    assert [e["seed"] for e in doc["per_episode"]] == [7, 8, 9]
+    assert [e["run"] for e in doc["per_episode"]] == [0, 0, 1]
+    assert doc["dataset_total_episodes"] == 3 and len(doc["runs"]) == 2
+
+
+def test_overwrite_replaces_the_dataset(collected, tmp_path):
+    out = tmp_path / "ow"
+    collect(_cfg(out, episodes=2, policy="random", noise=0.05))
+    collect(_cfg(out, episodes=1, mode="overwrite"))
+    ds = _open(out)
+    assert ds.num_episodes == 1
+    assert json.loads((out / "collect.json").read_text())["config"]["policy"] == "expert"
+
+
+# ----------------------------------------------------------------------------------------------
+# the `latent-vla collect` subcommand
+# ----------------------------------------------------------------------------------------------
+def test_cli_tiny_budget(tmp_path, capsys):
+    from latent_vla.cli import main
+
+    out = tmp_path / "cli"
+    args = ["collect", "task=reach", "episodes=2", f"max_episode_steps={STEPS}", f"out={out}"]
+    args += ["workers=1", "progress=false", f"repo_id={REPO}", "seed=1"]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "pc_success" in text and "frames/s" in text and "2 / 2" in text
+    assert _open(out).num_episodes == 2
+    assert main(args) == 2  # mode=fail: the dataset now exists
+    assert "mode=append" in capsys.readouterr().err
+    assert main(["collect", "task=stack", f"out={tmp_path / 'y'}"]) == 2
+    assert "valid tasks" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_sigint_to_the_cli_leaves_a_readable_dataset(tmp_path):
+    """Ctrl-C on a real `latent-vla collect` with two workers: finished episodes survive."""
+    out = tmp_path / "sig"
+    cmd = [sys.executable, "-m", "latent_vla.cli", "collect", "task=reach", "episodes=400"]
+    cmd += [f"max_episode_steps={STEPS}", f"out={out}", "workers=2", "progress=false", f"repo_id={REPO}"]
+    env = {**os.environ, "MUJOCO_GL": "egl", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        staging = tmp_path / f".sig.collect-{proc.pid}"
+        deadline = time.monotonic() + 120
+        while not all((staging / f"shard-{k}" / "videos").is_dir() for k in (0, 1)):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "workers saved no episode in time"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr
+    doc = json.loads((out / "collect.json").read_text())
+    assert doc["interrupted"] is True and 2 <= doc["episodes"] < 400
+    ds = _open(out)
+    assert ds.num_episodes == doc["episodes"] and ds.num_frames == doc["episodes"] * STEPS
+    seeds = [e["seed"] for e in doc["per_episode"]]
+    assert seeds == sorted(seeds) and seeds[0] == 0 and 200 in seeds  # both workers' blocks
+    ds[ds.num_frames - 1]
+    assert not staging.exists()
