@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from conftest import make_synthetic_dataset
+from synthetic_data import make_synthetic_dataset
 
 from latent_vla.data import DatasetError, WindowSampler, load_frames, split_episodes
 from latent_vla.text import Tokenizer

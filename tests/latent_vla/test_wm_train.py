@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import make_synthetic_dataset, tiny_run_settings
+from synthetic_data import make_synthetic_dataset, tiny_run_settings
 
 from latent_vla.checkpoint import CheckpointError, load_checkpoint, read_manifest
 from latent_vla.cli import main as cli_main
