@@ -172,6 +172,15 @@ def main(cfg: DictConfig) -> int:
         print(f"latent-vla run: could not connect to {where}: {type(exc).__name__}: {exc}", file=sys.stderr)
         safe_disconnect(robot)
         return 1
+    instruction = cfg.task
+    if instruction is None:  # the twin's sim task says what to do; a real arm needs task="..."
+        instruction = getattr(robot, "instruction", None) or None
+        if instruction is None:
+            print("latent-vla run: task= (the instruction) is required for this robot", file=sys.stderr)
+            safe_disconnect(robot)
+            return 2
+        brain.reset(instruction)
+        print(f"  instruction from the twin's scene: {instruction!r}")
     recorder = None
     loop: ControlLoop | None = None
     previous: dict[int, Any] = {}
@@ -188,7 +197,7 @@ def main(cfg: DictConfig) -> int:
             brain_deadline_s=deadline_s,
             max_consecutive_faults=int(cfg.max_consecutive_faults),
             recorder=recorder,
-            task=str(cfg.task),
+            task=str(instruction),
         )
         previous = _install_signals(safety, loop)
         if not is_twin:
@@ -216,7 +225,7 @@ def main(cfg: DictConfig) -> int:
         "robot": robot_node | {"cameras": [k for k in robot.observation_features if k not in spec.action_keys]},
         "brain": str(cfg.brain),
         "brain_mode": cfg.brain_mode,
-        "task": str(cfg.task),
+        "task": str(instruction),
         "safety_config": OmegaConf.to_container(cfg.safety, resolve=True),
         "loop": report.to_dict(),
         "safety_records": [r.to_dict() for r in safety.records[:500]],
