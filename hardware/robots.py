@@ -89,6 +89,8 @@ def make_robot_config(node: Mapping[str, Any]) -> Any:
         cls = RobotConfig.get_choice_class(kind)
     except KeyError:
         raise ValueError(f"unknown robot type {kind!r}; known: {sorted(RobotConfig.get_known_choices())}") from None
+    if fields.get("cameras", ...) is None:
+        del fields["cameras"]  # null in YAML: no cameras (the twin: the spec's cameras)
     if "cameras" in fields and kind != "latent_vla_twin":
         fields["cameras"] = make_camera_configs(fields["cameras"])
     if fields.get("calibration_dir"):

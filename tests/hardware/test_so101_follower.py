@@ -164,3 +164,21 @@ def test_koch_follower_with_mocked_dynamixel_bus(calibration_dir: Path, mock_bus
     assert np.all(np.abs(np.diff(goals, axis=0)) <= 5.0 + 0.2)
     assert np.all(goals[:, :5] >= -100.0) and np.all(goals[:, :5] <= 100.0)
     assert not bus.is_connected and not any(bus.torque.values())
+
+
+def test_hydra_overrides_reach_lerobot_camera_configs() -> None:
+    from latent_vla.cli import compose
+
+    cfg = compose(
+        "run",
+        [
+            "robot=so101",
+            "robot.port=/dev/ttyACM3",
+            "robot.id=lab_arm",
+            "robot.cameras={front: {type: opencv, index_or_path: 0, width: 640, height: 480, fps: 30}}",
+        ],
+    )
+    lr = make_robot_config(cfg.robot)
+    assert lr.port == "/dev/ttyACM3" and lr.id == "lab_arm" and lr.use_degrees is True
+    assert lr.cameras["front"].height == 480 and lr.cameras["front"].index_or_path == 0
+    assert spec_for(cfg.robot) is SO101
