@@ -81,3 +81,13 @@ def test_goal_latent_objective_exposes_the_policy_with_its_task() -> None:
     inner = DoubleIntegrator(dims=2, policy_plan=chunk)
     wrapped = GoalLatentObjective(inner, policy_task=torch.zeros(1, 3))
     assert torch.equal(wrapped.policy(torch.zeros(2, 4), torch.zeros(1, 4)), chunk.expand(2, 4, 2))
+
+
+def test_package_re_exports_lazily() -> None:
+    import planners
+    from planners.gradient import GradientPlanner
+
+    assert planners.GradientPlanner is GradientPlanner
+    assert set(planners.PLANNERS) >= {"grad", "cem", "mppi", "random", "policy"}
+    with pytest.raises(AttributeError, match="no attribute"):
+        _ = planners.NoSuchThing
