@@ -153,6 +153,9 @@ def main(cfg: DictConfig) -> int:
     except (FileNotFoundError, ValueError, RuntimeError) as exc:  # incl. BrainNotAvailable, bundle errors
         print(f"latent-vla run: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
+    if cfg.task is None and not is_twin:  # only the twin's sim task can supply the instruction
+        print("latent-vla run: task= (the instruction) is required for a real arm", file=sys.stderr)
+        return 2
     plan = describe(cfg, robot_node, safety_cfg, fps)
     print(plan)
     if cfg_budget:

@@ -113,3 +113,12 @@ def test_missing_serial_port_is_reported(tmp_path: Path, calibration_dir: Path, 
     args = ["robot=so101", f"robot.port={tmp_path / 'ttyNOPE'}", f"robot.calibration_dir={calibration_dir}", "yes=true"]
     assert run(tmp_path, *args) == 1
     assert "could not connect to so101_follower" in capsys.readouterr().err
+
+
+def test_task_null_takes_the_twin_instruction_and_is_refused_on_a_real_arm(tmp_path: Path, capsys) -> None:
+    code = run(tmp_path, "robot=twin", "robot.task=reach", "task=null", "steps=3", f"robot.calibration_dir={tmp_path}")
+    assert code == 0
+    report = json.loads((tmp_path / "out" / "run_report.json").read_text())
+    assert report["task"] not in ("None", "") and "instruction from the twin" in capsys.readouterr().out
+    assert run(tmp_path, "robot=so101", "task=null", "yes=true") == 2
+    assert "required for a real arm" in capsys.readouterr().err
