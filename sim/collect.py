@@ -78,6 +78,13 @@ class CollectConfig:
         robot: robot spec name (``so101``).
         vcodec: video codec for the camera streams (h264 is the fastest here).
         image_writer_threads: LeRobot's asynchronous PNG writer threads per worker (0 = inline).
+        streaming_encoding: encode video while stepping (LeRobot's streaming encoder) instead of
+            writing PNGs and encoding at the end of each episode; faster here.
+        encoder_threads: threads per camera encoder (None = the codec's choice).
+        video_file_mb: size at which LeRobot starts a new MP4 file; 0 (default) writes one file
+            per episode and camera. LeRobot 0.4.4 appends an episode to a file by re-muxing the
+            whole file (~21 us a frame here: 0.6 s per episode and camera once a file holds
+            30 000 frames), so size-based files make long collections quadratic.
         progress: show a tqdm progress bar.
     """
 
@@ -97,6 +104,7 @@ class CollectConfig:
     image_writer_threads: int = 0
     streaming_encoding: bool = True
     encoder_threads: int | None = 1
+    video_file_mb: float = 0.0
     progress: bool = True
 
     def validate(self) -> None:
@@ -118,6 +126,8 @@ class CollectConfig:
             raise CollectError(f"noise is a fraction of the joint range in [0, 1), got {self.noise}")
         if len(self.image_hw) != 2 or min(self.image_hw) < 8:
             raise CollectError(f"image_hw must be (height, width) >= 8 pixels, got {self.image_hw}")
+        if float(self.video_file_mb) < 0:
+            raise CollectError(f"video_file_mb must be >= 0 (0 = one file per episode), got {self.video_file_mb}")
         if self.max_episode_steps is not None and int(self.max_episode_steps) < 1:
             raise CollectError(f"max_episode_steps must be >= 1 or None, got {self.max_episode_steps}")
         try:
@@ -413,6 +423,7 @@ def run_shard(job: ShardJob, stop, report: Callable[[str, Any], None]) -> list[d
         encoder_threads=cfg.encoder_threads,
         encoder_queue_maxsize=max_len + 1,  # a whole episode fits: the streaming encoder never drops frames
     )
+    ds.meta.update_chunk_settings(video_files_size_in_mb=_video_file_limit(cfg))
     try:
         with _lean_lerobot_writer(job.features):
             for seed in job.seeds:
@@ -569,10 +580,10 @@ def collect(
                     merged = sources[0]
                 elif ctx is not None:  # LeRobot is imported in the fork server, maybe not here
                     merged = staging / "merged"
-                    _run_in_worker(ctx, merge_datasets, sources, merged, cfg.repo_id)
+                    _run_in_worker(ctx, merge_datasets, sources, merged, cfg.repo_id, _video_file_limit(cfg))
                 else:
                     merged = staging / "merged"
-                    merge_datasets(sources, merged, cfg.repo_id)
+                    merge_datasets(sources, merged, cfg.repo_id, _video_file_limit(cfg))
                 _swap(out, merged, staging)
             result.merge_s = time.perf_counter() - t1
     finally:
@@ -664,11 +675,26 @@ def _run_in_worker(ctx, fn: Callable[..., None], *args: Any) -> None:
         raise RuntimeError(f"{fn.__name__} failed in its worker:\n{failure}")
 
 
-def merge_datasets(sources: list[Path], root: Path, repo_id: str) -> None:
-    """Merge LeRobotDatasets ``sources`` (in order) into a new dataset at ``root`` (LeRobot's aggregation)."""
+def _video_file_limit(cfg: CollectConfig) -> float:
+    """LeRobot's ``video_files_size_in_mb``: tiny (one MP4 per episode) unless ``cfg.video_file_mb``."""
+    return float(cfg.video_file_mb) if cfg.video_file_mb > 0 else 1e-6
+
+
+def merge_datasets(sources: list[Path], root: Path, repo_id: str, video_files_size_in_mb: float = 1e-6) -> None:
+    """Merge LeRobotDatasets ``sources`` (in order) into a new dataset at ``root`` (LeRobot's aggregation).
+
+    ``video_files_size_in_mb`` as in LeRobot; the tiny default copies each source MP4 as it is
+    instead of re-muxing a growing file once per source file.
+    """
     from lerobot.datasets.aggregate import aggregate_datasets
 
-    aggregate_datasets([repo_id] * len(sources), repo_id, roots=[Path(s) for s in sources], aggr_root=Path(root))
+    aggregate_datasets(
+        [repo_id] * len(sources),
+        repo_id,
+        roots=[Path(s) for s in sources],
+        aggr_root=Path(root),
+        video_files_size_in_mb=video_files_size_in_mb,
+    )
 
 
 def _swap(out: Path, merged: Path, staging: Path) -> None:

@@ -49,6 +49,8 @@ def config_from_hydra(cfg: DictConfig) -> CollectConfig:
             robot=str(cfg.robot),
             vcodec=str(cfg.vcodec),
             image_writer_threads=int(cfg.image_writer_threads),
+            streaming_encoding=bool(cfg.streaming_encoding),
+            video_file_mb=float(cfg.video_file_mb),
             progress=bool(cfg.progress),
         )
     except (TypeError, ValueError) as exc:

@@ -119,6 +119,8 @@ def test_round_trip_reopens_with_lerobot(collected):
     assert ds.fps == int(SO101.fps) == result.fps
     assert ds.meta.robot_type == "so101"
     assert set(ds.meta.video_keys) == {"observation.images.front", "observation.images.wrist"}
+    # one MP4 per episode and camera (no quadratic re-muxing of a growing file)
+    assert len(list((out / "videos" / "observation.images.front").rglob("*.mp4"))) == 3
     item = ds[STEPS + 2]  # a frame of the second episode, decoded from video
     assert item["observation.images.front"].shape == (3, 64, 64)
     assert str(item["observation.images.wrist"].dtype) == "torch.float32"
