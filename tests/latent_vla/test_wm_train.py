@@ -172,3 +172,25 @@ def test_trains_on_a_real_sim_collection(sim_reach_dataset_dir, tmp_path):
     cache = load_frames(sim_reach_dataset_dir, (64, 64), progress=False)
     assert cache.reward is not None and (cache.reward <= 0).all()  # reward = -distance, metres
     np.testing.assert_allclose(ck.normalizer.state_mean, cache.state.mean(0), rtol=1e-5, atol=1e-4)
+
+
+def test_hydra_configs_compose_and_validate():
+    from hydra.errors import ConfigCompositionException
+
+    from latent_vla.cli import compose
+    from latent_vla.train import LossWeights, ModelSettings, TrainSettings, settings_from_config
+
+    cfg = compose("train", ["data=/x", "train=planning", "model.norm=layernorm", "train.minutes=1"])
+    s = settings_from_config(cfg)
+    assert s.train.loss.adversarial == 1.0 and s.train.loss.straightness == 0.1 and s.train.minutes == 1.0
+    assert s.model.norm == "layernorm" and s.train.batch_size == 64
+    # the YAML defaults are the dataclass defaults (one schema, no drift)
+    default = settings_from_config(compose("train", ["data=/x"]))
+    assert default.model == ModelSettings() and default.train.loss == LossWeights()
+    assert {k: v for k, v in vars(default.train).items() if k != "loss"} == {
+        k: v for k, v in vars(TrainSettings()).items() if k != "loss"
+    }
+    with pytest.raises(ConfigCompositionException):
+        compose("train", ["data=/x", "train.loss.nonsense=1"])
+    with pytest.raises(Exception, match="batch_size"):
+        settings_from_config({"data": "/x", "train": {"batch_size": "many"}})
