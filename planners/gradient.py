@@ -146,7 +146,8 @@ class GradientPlanner(BasePlanner):
             opt.step()
             if self.langevin_std > 0:
                 scale = self.langevin_std * math.sqrt(self.lr) * (1.0 - it / self.iterations)
-                u.data.add_(scale * self._randn(*u.shape, like=u))
+                with torch.no_grad():
+                    u.add_(scale * self._randn(*u.shape, like=u))
             step_ms = max(step_ms, deadline.elapsed_ms() - t0)
             if self.patience and stalled >= self.patience:
                 stopped = "converged"
