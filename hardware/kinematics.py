@@ -107,9 +107,7 @@ class SerialChain:
             rotations.append(_quat_to_mat(model.body_quat[body].copy()))
             axes.append(model.jnt_axis[j] / np.linalg.norm(model.jnt_axis[j]))
         # Walk from the tip site's body up to the last joint's body (fixed bodies in between).
-        tip = model.site_pos[site].copy()
-        tip_rot = _quat_to_mat(model.site_quat[site].copy())
-        del tip_rot  # a point has no orientation
+        tip = model.site_pos[site].copy()  # a point: the site's orientation does not matter
         body = int(model.site_bodyid[site])
         while body != bodies[-1]:
             if body == 0:
