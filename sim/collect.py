@@ -29,6 +29,7 @@ import signal
 import threading
 import time
 import traceback
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -157,7 +158,8 @@ class CollectResult:
     config: dict[str, Any]
     episodes: list[EpisodeRecord] = field(default_factory=list)
     wall_s: float = 0.0
-    collect_s: float = 0.0  # simulation + writing, before the merge
+    collect_s: float = 0.0  # start-up + simulation + writing, before the merge
+    steady_frames_per_s: float = float("nan")  # between the first and last saved episode
     merge_s: float = 0.0
     interrupted: bool = False
     dataset_total_episodes: int = 0
@@ -188,6 +190,7 @@ class CollectResult:
             "avg_max_reward": float(np.mean([e.max_reward for e in eps])) if eps else float("nan"),
             "frames_per_s": self.frames / self.wall_s if self.wall_s > 0 else 0.0,
             "collect_frames_per_s": self.frames / self.collect_s if self.collect_s > 0 else 0.0,
+            "steady_frames_per_s": self.steady_frames_per_s,
             "wall_s": self.wall_s,
             "collect_s": self.collect_s,
             "merge_s": self.merge_s,
@@ -318,6 +321,13 @@ def _lean_lerobot_writer(features: dict[str, dict]) -> Iterator[None]:
         lds.embed_images, cs.RunningQuantileStats = originals
 
 
+def _quiet_writer_logs() -> None:
+    """Keep FFmpeg's per-file encoder and muxer chatter (INFO level) off the terminal; errors still show."""
+    import av
+
+    av.logging.set_libav_level(av.logging.ERROR)
+
+
 def _make_env_and_policy(cfg: CollectConfig, spec: RobotSpec):
     import sim
 
@@ -424,8 +434,11 @@ def run_shard(job: ShardJob, stop, report: Callable[[str, Any], None]) -> list[d
         encoder_queue_maxsize=max_len + 1,  # a whole episode fits: the streaming encoder never drops frames
     )
     ds.meta.update_chunk_settings(video_files_size_in_mb=_video_file_limit(cfg))
+    _quiet_writer_logs()
     try:
-        with _lean_lerobot_writer(job.features):
+        with _lean_lerobot_writer(job.features), warnings.catch_warnings():
+            # LeRobot's statistics cast our bool columns (next.success/done) to uint8 and say so per episode.
+            warnings.filterwarnings("ignore", message="Converting input from bool", category=RuntimeWarning)
             for seed in job.seeds:
                 rec = _episode(env, expert, cfg, spec, seed, ds, job.features, stop)
                 if rec is None:
@@ -514,9 +527,13 @@ def collect(
 
     Args:
         cfg: what to collect.
-        on_episode: called in this process with each saved episode's record (tests use it to
-            request a stop after ``k`` episodes).
+        on_episode: called in this process with each saved episode's record. A
+            ``KeyboardInterrupt`` it raises stops the collection like Ctrl-C does.
         stop: an event that, when set, stops the collection like Ctrl-C does (created if None).
+
+    Interrupts: the first Ctrl-C or SIGTERM (or a ``KeyboardInterrupt`` raised by ``on_episode``)
+    drops the episode in progress, keeps and merges the finished ones, and returns with
+    ``result.interrupted`` set. A second Ctrl-C aborts at once and leaves ``out`` untouched.
 
     Returns:
         The run's figures; ``out/collect.json`` holds them plus the per-episode table.
@@ -566,10 +583,13 @@ def collect(
 
                 try:
                     run_shard(jobs[0], stop_event, report)
+                except KeyboardInterrupt:  # raised in this thread: the shard is finalized, keep it
+                    stop_event.set()
                 except Exception:
                     errors.append(traceback.format_exc())
             result.interrupted = stop_event.is_set()
             result.collect_s = time.perf_counter() - t0
+            result.steady_frames_per_s = bar.steady_frames_per_s()
             bar.close()
 
             t1 = time.perf_counter()
@@ -639,7 +659,10 @@ def _run_workers(ctx, jobs, stop_event, records, errors, bar, on_episode, stop) 
                 records[shard].append(payload)
                 bar.episode(payload)
                 if on_episode is not None:
-                    on_episode(payload)
+                    try:
+                        on_episode(payload)
+                    except KeyboardInterrupt:  # a callback's interrupt stops like Ctrl-C does
+                        stop_event.set()
             elif kind == "done":
                 pending.discard(shard)
             elif kind == "error":
@@ -688,6 +711,7 @@ def merge_datasets(sources: list[Path], root: Path, repo_id: str, video_files_si
     """
     from lerobot.datasets.aggregate import aggregate_datasets
 
+    _quiet_writer_logs()
     aggregate_datasets(
         [repo_id] * len(sources),
         repo_id,
@@ -752,6 +776,8 @@ class _Progress:
         self.bar = None
         self.frames = 0
         self.successes = 0
+        self.first: tuple[float, int] | None = None  # (time, frames) when the first episode arrived
+        self.last = 0.0
         if cfg.progress:
             from tqdm.auto import tqdm
 
@@ -760,6 +786,9 @@ class _Progress:
     def episode(self, record: dict) -> None:
         """Count one saved episode."""
         self.frames += record["frames"]
+        self.last = time.perf_counter()
+        if self.first is None:
+            self.first = (self.last, self.frames)
         self.successes += int(record["success"])
         if self.bar is not None:
             self.bar.update(1)
@@ -767,6 +796,12 @@ class _Progress:
             self.bar.set_postfix(
                 frames=self.frames, fps=f"{self.frames / elapsed:.0f}", success=f"{self.successes}/{self.bar.n}"
             )
+
+    def steady_frames_per_s(self) -> float:
+        """Frames/s between the first and the last saved episode: start-up and merge excluded."""
+        if self.first is None or self.last <= self.first[0]:
+            return float("nan")
+        return (self.frames - self.first[1]) / (self.last - self.first[0])
 
     def close(self) -> None:
         """Close the bar (idempotent)."""

@@ -75,6 +75,7 @@ def summary_table(result: CollectResult, out: Path) -> str:
         ("pc_success (expert, %)", s["pc_success"]),
         ("avg_sum_reward", s["avg_sum_reward"]),
         ("frames/s (end to end)", s["frames_per_s"]),
+        ("frames/s (steady, no start-up)", s["steady_frames_per_s"]),
         ("wall time (s)", s["wall_s"]),
         ("  of which merge (s)", s["merge_s"]),
         ("workers", s["workers"]),

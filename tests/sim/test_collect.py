@@ -201,6 +201,23 @@ def test_interrupt_mid_episode_keeps_finished_episodes(tmp_path):
     assert not list(tmp_path.glob(".interrupted.collect-*"))  # staging cleaned up
 
 
+@pytest.mark.parametrize("how", ["keyboard_interrupt", "sigterm"])
+def test_interrupt_between_episodes_keeps_finished_episodes(tmp_path, how):
+    def after_two(record: dict) -> None:
+        if record["seed"] == 1:
+            if how == "sigterm":
+                os.kill(os.getpid(), signal.SIGTERM)  # handled: sets the stop flag
+            else:
+                raise KeyboardInterrupt
+
+    out = tmp_path / how
+    handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    result = collect(_cfg(out, episodes=4, seed=0), on_episode=after_two)
+    assert result.interrupted and [e.seed for e in result.episodes] == [0, 1]
+    assert _open(out).num_episodes == 2
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers  # restored
+
+
 def test_append_then_workers_reproduce_the_same_episodes(collected, tmp_path):
     """Episode i uses seed S+i whatever the worker count; append extends the dataset in order."""
     out, _ = collected
