@@ -112,6 +112,11 @@ class SerialChain:
         while body != bodies[-1]:
             if body == 0:
                 raise ValueError(f"{xml_path}: site {tip_site!r} is not below joint {joint_names[-1]!r}")
+            if model.body_jntnum[body] > 0:
+                raise ValueError(
+                    f"{xml_path}: body {model.body(body).name!r} between site {tip_site!r} and joint "
+                    f"{joint_names[-1]!r} has joints the chain does not list"
+                )
             tip = model.body_pos[body] + _quat_to_mat(model.body_quat[body]) @ tip
             body = int(model.body_parentid[body])
         # And from the first joint's parent down from the world.
