@@ -130,11 +130,13 @@ class Bundle:
             data = read_verified_bytes(self.path, graph, f"{name}@{graph.precision}")
             self.sessions[name] = GraphSession(name, data, graph, self.providers, threads)
         active = self.sessions["encoder"].providers[0]
+        fallback = [n for n in ("encoder", "policy") if self.sessions[n].spec.precision != precision]
         log.info(
-            "onnxruntime %s: bundle %s (%s) runs on %s (available: %s)",
+            "onnxruntime %s: bundle %s (%s%s) runs on %s (available: %s)",
             ort.__version__,
             self.path.name,
             precision,
+            f"; {', '.join(fallback)} in fp32, no {precision} variant" if fallback else "",
             active,
             ", ".join(ort.get_available_providers()),
         )

@@ -134,12 +134,15 @@ class GraphSpec:
         precision = data.get("precision", "fp32")
         if precision not in PRECISIONS:
             raise ManifestError(f"manifest {where}: precision {precision!r} is not one of {PRECISIONS}")
+        size = data["bytes"]
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise ManifestError(f"manifest {where}: bytes must be a non-negative int, got {size!r}")
         if not isinstance(data["inputs"], list) or not isinstance(data["outputs"], list):
             raise ManifestError(f"manifest {where}: inputs and outputs must be lists")
         return cls(
             file=file,
             sha256=sha,
-            bytes=int(data["bytes"]),
+            bytes=size,
             inputs=tuple(TensorSpec.from_dict(t, f"{where}.inputs") for t in data["inputs"]),
             outputs=tuple(TensorSpec.from_dict(t, f"{where}.outputs") for t in data["outputs"]),
             precision=precision,
