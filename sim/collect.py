@@ -19,7 +19,6 @@ half-written. A second Ctrl-C aborts at once and leaves ``out`` untouched.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import multiprocessing as mp
 import os
@@ -29,8 +28,7 @@ import signal
 import threading
 import time
 import traceback
-import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +36,8 @@ from typing import Any
 import numpy as np
 
 from latent_vla.robot_spec import RobotSpec, get_robot_spec
-from sim.dataset_features import dataset_features, features_mismatch, make_frame
+from sim.collect_worker import ShardJob, quiet_writer_logs, run_shard, video_file_limit, worker_main
+from sim.dataset_features import dataset_features, features_mismatch
 
 POLICIES = ("expert", "random")
 MODES = ("fail", "append", "overwrite")
@@ -261,224 +260,6 @@ def check_output_dir(out: Path, mode: str, features: dict[str, dict], fps: int, 
 
 
 # ------------------------------------------------------------------------------------------------
-# one worker: simulate episodes and write them to a shard
-# ------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class ShardJob:
-    """The work of one worker: contiguous seeds written to the dataset shard at ``root``."""
-
-    shard: int
-    root: str
-    seeds: tuple[int, ...]
-    config: CollectConfig
-    fps: int
-    features: dict[str, dict]
-
-
-STATS_FRAME_STRIDE = 4
-"""The streaming encoder updates per-camera image statistics from every 4th frame (see below)."""
-
-
-@contextlib.contextmanager
-def _lean_lerobot_writer(features: dict[str, dict]) -> Iterator[None]:
-    """Trim two per-frame costs of LeRobot 0.4.4's writer that buy nothing for our datasets.
-
-    Measured on this project's 2-core machine, one worker, two 64x64 cameras:
-
-    * ``embed_images`` pushes every row of an episode through ``datasets.map`` to inline PNG
-      bytes; with video-only cameras there is nothing to inline, yet it cost ~1.4 ms a frame.
-      Skipped when no feature has dtype ``image``; the parquet written is identical.
-    * the streaming encoder updates ``RunningQuantileStats`` (5000-bin histograms) on every
-      frame of every camera: ~0.7 ms per camera-frame, more than the h264 encoding itself
-      (~0.2 ms). Here it sees every ``STATS_FRAME_STRIDE``-th frame (at least 2 per episode),
-      the same idea as LeRobot's non-streaming path, which samples frames for image statistics.
-
-    The patches live only inside this context (the worker's own process, or restored after an
-    in-process run).
-    """
-    import lerobot.datasets.compute_stats as cs
-    import lerobot.datasets.lerobot_dataset as lds
-
-    base = cs.RunningQuantileStats
-
-    class _StridedQuantileStats(base):  # type: ignore[misc, valid-type]
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            self._calls = 0
-
-        def update(self, batch: np.ndarray) -> None:
-            self._calls += 1
-            if self._calls <= 2 or self._calls % STATS_FRAME_STRIDE == 1:
-                super().update(batch)
-
-    originals = (lds.embed_images, cs.RunningQuantileStats)
-    if not any(ft["dtype"] == "image" for ft in features.values()):
-        lds.embed_images = lambda dataset: dataset
-    cs.RunningQuantileStats = _StridedQuantileStats
-    try:
-        yield
-    finally:
-        lds.embed_images, cs.RunningQuantileStats = originals
-
-
-def _quiet_writer_logs() -> None:
-    """Keep FFmpeg's per-file encoder and muxer chatter (INFO level) off the terminal; errors still show."""
-    import av
-
-    av.logging.set_libav_level(av.logging.ERROR)
-
-
-def _make_env_and_policy(cfg: CollectConfig, spec: RobotSpec):
-    import sim
-
-    kwargs: dict[str, Any] = {"image_height": int(cfg.image_hw[0]), "image_width": int(cfg.image_hw[1])}
-    if cfg.max_episode_steps is not None:
-        kwargs["episode_length"] = int(cfg.max_episode_steps)
-    env = sim.make_env(cfg.task, **kwargs)
-    expert = None
-    if cfg.policy == "expert":
-        from sim.experts import make_expert
-
-        expert = make_expert(env)
-    return env, expert
-
-
-def _episode(env, expert, cfg: CollectConfig, spec: RobotSpec, seed: int, ds, features, stop) -> dict | None:
-    """Run and buffer one episode; returns its record, or None when stopped mid-episode."""
-    rng = np.random.default_rng(seed)
-    lower, upper = spec.lower, spec.upper
-    span = upper - lower
-    hold = max(1, int(round(spec.fps / 2)))
-    obs, info = env.reset(seed=seed)
-    if expert is not None:
-        expert.reset(seed)
-    target = None
-    rewards, successes = [], []
-    instruction = str(obs["instruction"])
-    t = 0
-    while True:
-        if stop.is_set():
-            return None
-        if expert is not None:
-            action = np.asarray(expert.act(obs), dtype=np.float64)
-        else:
-            if target is None or t % hold == 0:
-                target = rng.uniform(lower, upper)
-            action = target
-        if cfg.noise > 0:
-            action = action + rng.normal(0.0, cfg.noise, size=action.shape) * span
-        action = np.clip(action, lower, upper).astype(np.float32)
-        next_obs, reward, terminated, truncated, info = env.step(action)
-        done = bool(terminated or truncated)
-        success = bool(info.get("is_success", False))
-        ds.add_frame(
-            make_frame(
-                features,
-                obs["images"],
-                obs["state"],
-                action,
-                str(obs["instruction"]),
-                reward=float(reward),
-                success=success,
-                done=done,
-            )
-        )
-        rewards.append(float(reward))
-        successes.append(success)
-        obs = next_obs
-        t += 1
-        if done:
-            break
-    return {
-        "episode_index": -1,
-        "seed": int(seed),
-        "frames": t,
-        "success": any(successes),
-        "final_success": successes[-1],
-        "sum_reward": float(np.sum(rewards)),
-        "max_reward": float(np.max(rewards)),
-        "instruction": instruction,
-    }
-
-
-def run_shard(job: ShardJob, stop, report: Callable[[str, Any], None]) -> list[dict]:
-    """Collect ``job.seeds`` into a new LeRobotDataset at ``job.root``; always finalizes it.
-
-    Args:
-        job: seeds, shard folder, config.
-        stop: an object with ``is_set()``; when set, the episode in progress is dropped.
-        report: ``report(kind, payload)`` called with ``("episode", record)`` after each saved
-            episode and ``("frames", n)`` every few frames.
-
-    Returns:
-        The records of the saved episodes, in seed order.
-    """
-    from lerobot.datasets.lerobot_dataset import LeRobotDataset
-
-    cfg = job.config
-    spec = get_robot_spec(cfg.robot)
-    env, expert = _make_env_and_policy(cfg, spec)
-    max_len = int(getattr(env.unwrapped, "episode_length", None) or cfg.max_episode_steps or 10_000)
-    records: list[dict] = []
-    ds = LeRobotDataset.create(
-        repo_id=cfg.repo_id,
-        fps=job.fps,
-        root=job.root,
-        features=job.features,
-        robot_type=spec.name,
-        use_videos=True,
-        vcodec=cfg.vcodec,
-        image_writer_threads=int(cfg.image_writer_threads),
-        streaming_encoding=bool(cfg.streaming_encoding),
-        encoder_threads=cfg.encoder_threads,
-        encoder_queue_maxsize=max_len + 1,  # a whole episode fits: the streaming encoder never drops frames
-    )
-    ds.meta.update_chunk_settings(video_files_size_in_mb=_video_file_limit(cfg))
-    _quiet_writer_logs()
-    try:
-        with _lean_lerobot_writer(job.features), warnings.catch_warnings():
-            # LeRobot's statistics cast our bool columns (next.success/done) to uint8 and say so per episode.
-            warnings.filterwarnings("ignore", message="Converting input from bool", category=RuntimeWarning)
-            for seed in job.seeds:
-                rec = _episode(env, expert, cfg, spec, seed, ds, job.features, stop)
-                if rec is None:
-                    if ds.episode_buffer is not None and ds.episode_buffer["size"] > 0:
-                        ds.clear_episode_buffer(delete_images=True)
-                    break
-                ds.save_episode()
-                records.append(rec)
-                report("episode", rec)
-    finally:
-        if ds.image_writer is not None:
-            ds.stop_image_writer()
-        ds.finalize()
-        env.close()
-    return records
-
-
-class _QueueReporter:
-    def __init__(self, q, shard: int) -> None:
-        self.q, self.shard = q, shard
-
-    def __call__(self, kind: str, payload: Any) -> None:
-        self.q.put((self.shard, kind, payload))
-
-
-def _worker_main(job: ShardJob, stop, q) -> None:
-    """Entry point of a worker process (spawned): ignore Ctrl-C, obey ``stop``, report on ``q``."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    try:
-        import torch
-
-        torch.set_num_threads(1)
-        records = run_shard(job, stop, _QueueReporter(q, job.shard))
-        q.put((job.shard, "done", len(records)))
-    except BaseException:  # reported to the parent, which re-raises it
-        q.put((job.shard, "error", traceback.format_exc()))
-
-
-# ------------------------------------------------------------------------------------------------
 # the driver
 # ------------------------------------------------------------------------------------------------
 def split_seeds(seed: int, episodes: int, workers: int) -> list[tuple[int, ...]]:
@@ -600,10 +381,10 @@ def collect(
                     merged = sources[0]
                 elif ctx is not None:  # LeRobot is imported in the fork server, maybe not here
                     merged = staging / "merged"
-                    _run_in_worker(ctx, merge_datasets, sources, merged, cfg.repo_id, _video_file_limit(cfg))
+                    _run_in_worker(ctx, merge_datasets, sources, merged, cfg.repo_id, video_file_limit(cfg))
                 else:
                     merged = staging / "merged"
-                    merge_datasets(sources, merged, cfg.repo_id, _video_file_limit(cfg))
+                    merge_datasets(sources, merged, cfg.repo_id, video_file_limit(cfg))
                 _swap(out, merged, staging)
             result.merge_s = time.perf_counter() - t1
     finally:
@@ -617,7 +398,13 @@ def collect(
     return result
 
 
-_PRELOAD = ["lerobot.datasets.lerobot_dataset", "lerobot.datasets.aggregate", "sim.env", "sim.experts", "sim.collect"]
+_PRELOAD = [
+    "lerobot.datasets.lerobot_dataset",
+    "lerobot.datasets.aggregate",
+    "sim.env",
+    "sim.experts",
+    "sim.collect_worker",
+]
 
 
 def _mp_context():
@@ -638,7 +425,7 @@ def _mp_context():
 def _run_workers(ctx, jobs, stop_event, records, errors, bar, on_episode, stop) -> None:
     """Run one worker process per job; collect their reports until all are done."""
     q = ctx.Queue()
-    procs = [ctx.Process(target=_worker_main, args=(j, stop_event, q), daemon=True) for j in jobs]
+    procs = [ctx.Process(target=worker_main, args=(j, stop_event, q), daemon=True) for j in jobs]
     pending = {j.shard for j in jobs}
     try:
         for p in procs:
@@ -698,11 +485,6 @@ def _run_in_worker(ctx, fn: Callable[..., None], *args: Any) -> None:
         raise RuntimeError(f"{fn.__name__} failed in its worker:\n{failure}")
 
 
-def _video_file_limit(cfg: CollectConfig) -> float:
-    """LeRobot's ``video_files_size_in_mb``: tiny (one MP4 per episode) unless ``cfg.video_file_mb``."""
-    return float(cfg.video_file_mb) if cfg.video_file_mb > 0 else 1e-6
-
-
 def merge_datasets(sources: list[Path], root: Path, repo_id: str, video_files_size_in_mb: float = 1e-6) -> None:
     """Merge LeRobotDatasets ``sources`` (in order) into a new dataset at ``root`` (LeRobot's aggregation).
 
@@ -711,7 +493,7 @@ def merge_datasets(sources: list[Path], root: Path, repo_id: str, video_files_si
     """
     from lerobot.datasets.aggregate import aggregate_datasets
 
-    _quiet_writer_logs()
+    quiet_writer_logs()
     aggregate_datasets(
         [repo_id] * len(sources),
         repo_id,
