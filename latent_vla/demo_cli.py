@@ -55,20 +55,28 @@ def plan_stages(cfg: DictConfig) -> list[StagePlan]:
     argv: dict[str, list[str] | None] = {
         "collect": ["collect", *common, f"episodes={cfg.episodes}", f"out={data}", "mode=overwrite"],
         "train": ["train", f"data={data}", f"out={run}", f"train.minutes={cfg.train_minutes}",
-                  f"train.seed={cfg.seed}", "resume=false", *list(cfg.train_overrides)],
+                  f"train.seed={cfg.seed}", "resume=false"],
         "inspect": ["inspect", f"ckpt={run}", f"data={data}", f"out={out / 'inspect'}"],
         "eval": ["eval", f"ckpt={run}", *common, f"planners={_list(cfg.planners)}",
                  f"episodes={cfg.eval_episodes}", f"out={out / 'eval'}",
-                 *([f"sweep={_list(cfg.sweep)}"] if cfg.sweep else []), *list(cfg.eval_overrides)],
+                 *([f"sweep={_list(cfg.sweep)}"] if cfg.sweep else [])],
         "export": ["export", f"ckpt={run}", f"out={bundle}"],
         "eval_bundle": ["eval", f"bundle={bundle}", *common, f"planners={_list(cfg.bundle_planners)}",
-                        f"episodes={cfg.eval_episodes}", f"out={out / 'eval_bundle'}", *list(cfg.eval_overrides)],
+                        f"episodes={cfg.eval_episodes}", f"out={out / 'eval_bundle'}"],
         "run": ["run", "robot=twin", f"robot.task={cfg.task}", f"robot.seed={cfg.seed}", f"brain={bundle}",
                 "task=null", f"steps={cfg.run_steps}",
                 f"out={out / 'twin'}", "yes=true"],
         "report": None,
     }
-    return [StagePlan(name, argv[name]) for name in STAGES if name in selected]
+    extra = cfg.get("overrides") or {}
+    unknown = [k for k in extra if k not in STAGES or k == "report"]
+    if unknown:
+        raise ValueError(f"overrides for unknown stage(s) {unknown}; valid: {', '.join(STAGES[:-1])}")
+    return [
+        StagePlan(name, None if argv[name] is None else [*argv[name], *[str(o) for o in extra.get(name, [])]])
+        for name in STAGES
+        if name in selected
+    ]
 
 
 def run_stage(plan: StagePlan, runner: Callable[[list[str]], int]) -> float:
@@ -119,5 +127,12 @@ def main(cfg: DictConfig) -> int:
         timings["report"] = time.perf_counter() - t0
         timings_path.write_text(json.dumps(timings, indent=2))
         print(f"\nreport: {report.resolve()}")
+        if cfg.screenshot:
+            from latent_vla.screenshot import find_chromium, screenshot
+
+            if find_chromium() is None:
+                print("report screenshot skipped: headless Chromium is not installed (apt-get install chromium)")
+            else:
+                print(f"report screenshot: {screenshot(report, report.parent / 'report.png')}")
     print(f"demo finished in {time.perf_counter() - t_start:.0f} s (stages: {', '.join(p.name for p in plans)})")
     return 0

@@ -27,16 +27,26 @@ EVAL_COLUMNS = ("planner", "task", "episodes", "success_rate", "avg_episode_leng
                 "plan_ms_p95", "iterations_mean", "success_delta_vs_best_baseline")
 
 
-def _scalars(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Flatten nested dicts to ``a.b`` keys, keeping only numbers, strings and booleans."""
-    flat: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, Mapping):
-            flat.update(_scalars(v, key + "."))
-        elif isinstance(v, int | float | str | bool) and not (isinstance(v, str) and len(v) > 80):
-            flat[key] = v
-    return flat
+def _pick(d: Mapping[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    return {k: d[k] for k in keys if k in d}
+
+
+def _twin_row(run: Mapping[str, Any]) -> dict[str, Any]:
+    loop = run.get("loop", {})
+    safety = loop.get("safety", {})
+    return {
+        "instruction": run.get("task"),
+        "ticks": loop.get("ticks"),
+        "fps_achieved": loop.get("fps_achieved"),
+        "deadline_misses": loop.get("deadline_misses"),
+        "jitter_ms_p50": loop.get("jitter_ms", {}).get("p50"),
+        "jitter_ms_p99": loop.get("jitter_ms", {}).get("p99"),
+        "brain_ms_p50": loop.get("brain_ms", {}).get("p50"),
+        "brain_ms_p99": loop.get("brain_ms", {}).get("p99"),
+        "safety_interventions": safety.get("interventions"),
+        "is_success": run.get("is_success"),
+        "task_distance_m": run.get("task_distance"),
+    }
 
 
 def _eval_rows(records: list[dict[str, Any]] | None, source: str) -> list[dict[str, Any]]:
@@ -71,7 +81,8 @@ def collect_sections(out: Path, fig_dir: Path) -> tuple[list[ReportSection], dic
 
     collect = read_json(out / "data" / "collect.json")
     summary["collect"] = collect
-    sec = ReportSection("Expert demonstrations", table=[_scalars(collect)] if collect else [])
+    collect_keys = ("task", "episodes", "frames", "pc_success", "avg_sum_reward", "workers", "frames_per_s", "wall_s")
+    sec = ReportSection("Expert demonstrations", table=[_pick(collect, collect_keys)] if collect else [])
     if not collect:
         sec.notes.append("missing: no data/collect.json")
     sections.append(sec)
@@ -99,14 +110,17 @@ def collect_sections(out: Path, fig_dir: Path) -> tuple[list[ReportSection], dic
 
     export = read_json(out / "bundle" / "export_report.json")
     summary["export"] = export
-    sec = ReportSection("Export (ONNX bundle)", table=[_scalars(export)] if export else [])
+    export_keys = ("graph", "precision", "file", "bytes", "max_abs_err", "tol", "ok")
+    files = export.get("files", []) if export else []
+    sec = ReportSection("Export (ONNX bundle): size and error against PyTorch",
+                        table=[_pick(f, export_keys) for f in files])
     if not export:
         sec.notes.append("missing: no bundle/export_report.json")
     sections.append(sec)
 
     run = read_json(out / "twin" / "run_report.json")
     summary["twin_run"] = run
-    sec = ReportSection("MuJoCo twin through the control loop and safety layer", table=[_scalars(run)] if run else [])
+    sec = ReportSection("MuJoCo twin through the control loop and safety layer", table=[_twin_row(run)] if run else [])
     if not run:
         sec.notes.append("missing: no twin/run_report.json")
     sections.append(sec)
