@@ -18,6 +18,9 @@ from sim.scene import SO101Scene
 
 
 class Expert(ABC):
+    yaw_period: float = np.pi
+    """Jaw yaws this far apart count as the same grip (pi: the jaw line; pi/2 for a square pusher)."""
+
     """A scripted controller for one task: ``reset(seed)`` then ``act(obs)`` each control tick.
 
     Motion model: a commanded gripper point moves toward the current waypoint at most
@@ -54,6 +57,7 @@ class Expert(ABC):
         self.speed = float(np.mean(speed_range))
         self._command: np.ndarray | None = None  # commanded site position, metres (3,)
         self._q_arm: np.ndarray | None = None  # last IK solution, radians (5,)
+        self._yaw_prev: float | None = None  # last commanded jaw yaw, radians
         self.phase = ""
         self.phase_steps = 0
 
@@ -63,6 +67,7 @@ class Expert(ABC):
         self.speed = float(self.rng.uniform(*self.speed_range))
         self._command = None
         self._q_arm = None
+        self._yaw_prev = None
         self.phase = ""
         self.phase_steps = 0
         self._reset_task()
@@ -123,15 +128,23 @@ class Expert(ABC):
         return np.clip(action, self.spec.lower, self.spec.upper).astype(np.float32)
 
     def _closest_yaw(self, yaw: float) -> float:
-        """``yaw`` or ``yaw + pi`` (the same jaw line), whichever needs less wrist roll."""
+        """The equivalent of ``yaw`` (modulo ``yaw_period``) to command, radians.
+
+        Continuity first: the candidate nearest the previously commanded yaw, among those that
+        keep the wrist roll within +-150 degrees; the first choice of an episode needs the least
+        roll. With the jaws down, opening yaw = pan + pi/2 - roll (checked numerically).
+        """
         pan = float(self.scene.data.qpos[self.scene.qpos_ids[0]])
-        # With the jaws down, opening yaw = pan + pi/2 - roll (sign checked numerically).
-        best = yaw
-        best_roll = np.inf
-        for cand in (yaw, yaw + np.pi):
-            roll = np.angle(np.exp(1j * (pan + np.pi / 2 - cand)))
-            if abs(roll) < best_roll:
-                best, best_roll = cand, abs(roll)
+        cands = yaw + self.yaw_period * np.arange(-4, 5)
+        rolls = np.abs(np.angle(np.exp(1j * (pan + np.pi / 2 - cands))))
+        valid = rolls < np.radians(150.0)
+        if self._yaw_prev is None or not np.any(valid):
+            best = float(cands[int(np.argmin(rolls))])
+        else:
+            jumps = np.abs(cands - self._yaw_prev)
+            jumps[~valid] = np.inf
+            best = float(cands[int(np.argmin(jumps))])
+        self._yaw_prev = best
         return best
 
     def hold(self, gripper: float) -> np.ndarray:

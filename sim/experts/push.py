@@ -21,14 +21,17 @@ PUSHER_HALF = 0.011  # metres: half the width of the closed jaws
 class PushExpert(Expert):
     """Phases ``above`` -> ``descend`` -> ``push`` (-> ``retreat`` and again) -> ``done``."""
 
+    yaw_period = np.pi / 2  # the closed jaws are a near-square pusher
     push_height = 0.012  # tip height while pushing, metres
     travel_height = 0.05  # tip height while moving over the table, metres
     push_speed = 0.09  # metres per second
+    done_distance = 0.018  # stop pushing once the cube centre is this close to the zone centre, metres
 
     def _reset_task(self) -> None:
         self.standoff = float(self.rng.uniform(0.035, 0.045))  # behind the cube face, metres
         self.lateral = float(self.rng.uniform(-0.003, 0.003))
         self.bite = float(self.rng.uniform(0.012, 0.018))  # how far ahead of contact the pusher aims
+        self._u: np.ndarray | None = None
 
     def _line(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         task = self.env.task
@@ -44,6 +47,10 @@ class PushExpert(Expert):
         task = self.env.task
         assert isinstance(task, PushTask)
         cube, zone, u = self._line()
+        if self.phase == "push" and task.zone_distance() < 0.04 and self._u is not None:
+            u = self._u  # near the zone the cube -> zone direction is ill-conditioned: keep the last one
+        else:
+            self._u = u
         n = np.array([-u[1], u[0]])
         yaw = float(np.arctan2(u[1], u[0]) + np.pi / 2)  # jaws across the push direction
         contact = CUBE_HALF + PUSHER_HALF
@@ -53,7 +60,7 @@ class PushExpert(Expert):
 
         if self.phase == "":
             self.set_phase("above")
-        if self.phase != "done" and task.zone_distance() < 0.012:
+        if self.phase != "done" and task.zone_distance() < self.done_distance:
             self.set_phase("done")
 
         if self.phase == "above":
@@ -77,11 +84,15 @@ class PushExpert(Expert):
             else:
                 # chase a point just inside the cube on the current cube -> zone line: the pusher
                 # slides sideways back onto the line as the cube drifts
-                goal = cube - u * (contact - self.bite)
+                # off the line: mostly slide sideways, advance less; near the zone: slow down
+                advance = self.bite * max(0.0, 1.0 - abs(across) / 0.012)
+                goal = cube - u * (contact - advance)
                 target = np.array([*goal, self.push_height])
-                return self.move_toward(target, yaw, closed, speed=self.push_speed)
+                speed = self.push_speed * float(np.clip(task.zone_distance() / 0.04, 0.4, 1.0))
+                return self.move_toward(target, yaw, closed, speed=speed)
         if self.phase == "retreat":
-            target = np.array([tip[0], tip[1], self.travel_height])
+            back = self._command[:2] if self._command is not None else tip[:2]
+            target = np.array([back[0], back[1], self.travel_height])
             if self.command_error(target) < 2e-3:
                 self.set_phase("above")
             return self.move_toward(target, yaw, closed)

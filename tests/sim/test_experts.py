@@ -8,9 +8,9 @@ import pytest
 import sim
 from sim.experts import EXPERTS, make_expert
 
-# Lower bounds for 10 seeded episodes, set below the rates measured over 100 episodes by
-# benchmarks/expert_success.py (docs in the report) to leave room for a few unlucky seeds.
-MIN_SUCCESSES = {"reach": 9, "push": 7, "pick": 7}
+# Lower bounds for 10 seeded episodes (seeds 1000-1009), below the rates measured over 100
+# episodes by benchmarks/expert_success.py (reach 100 %, push 95 %, pick 100 %, seeds 0-99).
+MIN_SUCCESSES = {"reach": 9, "push": 8, "pick": 9}
 
 
 def run_episodes(task: str, seeds: range) -> list[bool]:
