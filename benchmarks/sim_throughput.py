@@ -127,7 +127,16 @@ def bench_collect(task: str, size: int, episodes: int, workers: int, steps: int 
         s = result.summary()
         return {
             k: s[k]
-            for k in ("episodes", "frames", "frames_per_s", "steady_frames_per_s", "wall_s", "merge_s", "pc_success")
+            for k in (
+                "episodes",
+                "frames",
+                "frames_per_s",
+                "steady_frames_per_s",
+                "cpu_ms_per_frame",
+                "wall_s",
+                "merge_s",
+                "pc_success",
+            )
         }
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -155,8 +164,9 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(
             (
                 f"collected frames/s, {c['workers']} worker(s)",
-                f"{c['frames_per_s']:,.0f} end to end, {c['steady_frames_per_s']:,.0f} steady "
-                f"({c['frames']} frames in {c['wall_s']:.1f} s, merge {c['merge_s']:.1f} s)",
+                f"{c['frames_per_s']:,.0f} end to end, {c['steady_frames_per_s']:,.0f} steady, "
+                f"{c['cpu_ms_per_frame']:.2f} CPU ms/frame ({c['frames']} frames in {c['wall_s']:.1f} s, "
+                f"merge {c['merge_s']:.1f} s)",
             )
         )
     width = max(len(k) for k, _ in rows)

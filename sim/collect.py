@@ -148,6 +148,7 @@ class EpisodeRecord:
     sum_reward: float
     max_reward: float
     instruction: str
+    cpu_s: float = 0.0  # CPU seconds to simulate and write it (all threads of its worker)
 
 
 @dataclass
@@ -190,6 +191,7 @@ class CollectResult:
             "frames_per_s": self.frames / self.wall_s if self.wall_s > 0 else 0.0,
             "collect_frames_per_s": self.frames / self.collect_s if self.collect_s > 0 else 0.0,
             "steady_frames_per_s": self.steady_frames_per_s,
+            "cpu_ms_per_frame": 1e3 * sum(e.cpu_s for e in eps) / self.frames if self.frames else float("nan"),
             "wall_s": self.wall_s,
             "collect_s": self.collect_s,
             "merge_s": self.merge_s,

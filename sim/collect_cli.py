@@ -76,6 +76,7 @@ def summary_table(result: CollectResult, out: Path) -> str:
         ("avg_sum_reward", s["avg_sum_reward"]),
         ("frames/s (end to end)", s["frames_per_s"]),
         ("frames/s (steady, no start-up)", s["steady_frames_per_s"]),
+        ("CPU ms per frame (sim + write)", s["cpu_ms_per_frame"]),
         ("wall time (s)", s["wall_s"]),
         ("  of which merge (s)", s["merge_s"]),
         ("workers", s["workers"]),
