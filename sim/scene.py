@@ -28,6 +28,9 @@ ZONE_NAMES: tuple[str, ...] = ("zone_a", "zone_b")
 TABLE_HEIGHT = 0.0
 """Height of the table top, metres (the robot base frame is on it)."""
 
+VIDEO_ONLY_GROUP = 3
+"""Geom group drawn by :meth:`SO101Scene.render_pretty` only (the floor)."""
+
 PHYSICS_SUBSTEPS = 15
 """MuJoCo steps per control tick; the timestep is set to ``1 / (fps * PHYSICS_SUBSTEPS)``."""
 
@@ -120,6 +123,10 @@ class SO101Scene:
         self.default_mat_rgba = m.mat_rgba.copy()
 
         self._renderers: dict[tuple[int, int], mujoco.Renderer] = {}
+        self._data_option = mujoco.MjvOption()
+        self._data_option.geomgroup[VIDEO_ONLY_GROUP] = 0
+        self._pretty_option = mujoco.MjvOption()
+        self._pretty_option.geomgroup[VIDEO_ONLY_GROUP] = 1
         self._pretty_model: mujoco.MjModel | None = None
         self._pretty_renderer: mujoco.Renderer | None = None
         self.reset()
@@ -269,14 +276,15 @@ class SO101Scene:
     def render(self, camera: str, height: int | None = None, width: int | None = None) -> np.ndarray:
         """Render a named camera (``front``, ``wrist``, ``overview``) fast: uint8 ``(H, W, 3)``.
 
-        Shadow- and multisample-free; one renderer per image size is created once and reused.
+        Shadow- and multisample-free, low-poly, video-only geoms hidden; one renderer per image
+        size is created once and reused.
         """
         if camera not in self.camera_ids:
             raise ValueError(f"unknown camera {camera!r}; valid: {sorted(self.camera_ids)}")
         h = self.image_height if height is None else int(height)
         w = self.image_width if width is None else int(width)
         renderer = self._renderer(h, w)
-        renderer.update_scene(self.data, camera=self.camera_ids[camera])
+        renderer.update_scene(self.data, camera=self.camera_ids[camera], scene_option=self._data_option)
         return renderer.render()
 
     def render_pretty(self, camera: str = "overview", height: int = 480, width: int = 640) -> np.ndarray:
@@ -302,7 +310,9 @@ class SO101Scene:
         pm.cam_quat[:] = self.model.cam_quat
         pm.light_pos[:] = self.model.light_pos
         pm.light_diffuse[:] = self.model.light_diffuse
-        self._pretty_renderer.update_scene(self.data, camera=self.camera_ids[camera])
+        self._pretty_renderer.update_scene(
+            self.data, camera=self.camera_ids[camera], scene_option=self._pretty_option
+        )
         return self._pretty_renderer.render()
 
     def close(self) -> None:

@@ -152,3 +152,55 @@ def test_scene_twin_api():
     with pytest.raises(ValueError, match="finite"):
         scene.set_targets(np.full(6, np.inf))
     scene.close()
+
+
+def test_task_success_semantics():
+    """Success and distance follow the physical state: teleport objects / the arm and re-evaluate."""
+    from sim.experts.ik import DLSIK, down_rotation
+
+    # push: the cube on the zone centre succeeds, 10 cm away it does not
+    env = sim.make_env("push")
+    env.reset(seed=1)
+    u = env.unwrapped
+    scene, task = u.scene, u.task
+    ev = task.evaluate()
+    assert not ev.success and ev.distance > 0.03
+    zone = scene.zone_position(task.zone)[:2]
+    scene.set_object_pose(task.target, zone)
+    scene.forward()
+    ev = task.evaluate()
+    assert ev.success and ev.distance == 0.0
+    scene.set_object_pose(task.target, zone + np.array([0.1, 0.0]))
+    scene.forward()
+    ev = task.evaluate()
+    assert not ev.success and ev.distance == pytest.approx(0.1 - task.goal_radius, abs=1e-6)
+    env.close()
+
+    # pick: a cube in the air but not in the hand is not picked
+    env = sim.make_env("pick")
+    env.reset(seed=2)
+    u = env.unwrapped
+    adr = u.scene.object_qpos[u.task.target]
+    u.scene.data.qpos[adr + 2] = 0.1
+    u.scene.forward()
+    ev = u.task.evaluate()
+    assert not ev.success and ev.reward_terms["lift"] == 0.0 and ev.reward_terms["grasp_to_object"] < 0.0
+    env.close()
+
+    # reach: put the tip on top of the target with IK
+    env = sim.make_env("reach")
+    env.reset(seed=3)
+    u = env.unwrapped
+    scene, task = u.scene, u.task
+    assert not task.evaluate().success
+    centre = scene.object_position(task.target)
+    goal = centre + np.array([0.0, 0.0, scene.object_half_height(task.target) + 0.005])
+    q_arm, err = DLSIK(scene, iterations=200).solve(
+        scene.data.qpos[scene.qpos_ids[:5]], goal, down_rotation(float(np.arctan2(goal[1], goal[0])) + np.pi / 2)
+    )
+    assert err < 2e-3
+    scene.data.qpos[scene.qpos_ids[:5]] = q_arm
+    scene.forward()
+    ev = task.evaluate()
+    assert ev.success and ev.distance == 0.0 and ev.reward == 0.0
+    env.close()
