@@ -149,6 +149,7 @@ def summarize(planner: str, task: str, results: Sequence[EpisodeResult]) -> dict
     """The ``eval.json`` record of one planner over its episodes (LeRobot names where they apply)."""
     plan_ms = [m for r in results for m in r.plan_ms]
     act_ms = [m for r in results for m in r.act_ms]
+    costs = [c for r in results for c in r.costs]
     n = len(results)
     success = float(np.mean([r.success for r in results])) if n else float("nan")
     return {
@@ -167,6 +168,7 @@ def summarize(planner: str, task: str, results: Sequence[EpisodeResult]) -> dict
         "act_ms_p50": _pct(act_ms, 50),
         "act_ms_p95": _pct(act_ms, 95),
         "iterations_mean": float(np.mean([i for r in results for i in r.iterations])) if plan_ms else float("nan"),
+        "plan_cost_mean": float(np.nanmean(costs)) if costs else float("nan"),
         "plans": len(plan_ms),
         "seeds": [r.seed for r in results],
         "per_episode": [
