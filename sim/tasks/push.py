@@ -20,8 +20,9 @@ def _segment_distance(p: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
 class PushTask(Task):
     """Push a cube until its centre lies within ``goal_radius`` of the zone centre (table plane).
 
-    Layouts put the cube 7-15 cm from its zone, leave room behind the cube for the gripper
-    (``approach`` metres, inside the reachable sector) and keep distractors off the path.
+    Layouts put the cube 7-15 cm from its zone, the zone at most 20 cm from the base axis, leave
+    room behind the cube for the gripper (``approach`` metres, inside the reachable sector) and
+    keep distractors off the path.
     Reward terms: ``object_to_zone`` (minus the remaining distance, metres) and ``tip_to_object``
     (minus 0.2 x the gripper's distance to the cube beyond contact). 150 steps (5 s at 30 Hz).
     """
@@ -51,6 +52,8 @@ class PushTask(Task):
         zone = layout.zone_xy[self.zone]
         d = float(np.linalg.norm(zone - cube))
         if not 0.07 <= d <= 0.15:
+            return False
+        if not in_workspace(zone, (0.12, 0.20)):  # the pusher must be able to get past the zone
             return False
         start = cube - (zone - cube) / d * self.approach
         if not in_workspace(start, (0.1, 0.23)):
