@@ -42,9 +42,14 @@ def _trained_pieces(seed: int = 0):
     return model, opt, norm, Tokenizer(num_buckets=100)
 
 
+@pytest.fixture(scope="module")
+def pieces():
+    return _trained_pieces()
+
+
 @pytest.fixture
-def saved(tmp_path):
-    model, opt, norm, tok = _trained_pieces()
+def saved(tmp_path, pieces):
+    model, opt, norm, tok = pieces
     run = tmp_path / "run"
     save_checkpoint(
         run, model, norm, tok, SO101, {"train": {"lr": 1e-3}}, 42, opt, train_state={"ema.x": torch.ones(3)}
