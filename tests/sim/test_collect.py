@@ -218,6 +218,24 @@ def test_interrupt_between_episodes_keeps_finished_episodes(tmp_path, how):
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers  # restored
 
 
+def test_a_failing_episode_keeps_the_finished_ones_and_raises(tmp_path, monkeypatch):
+    import sim.collect_worker as cw
+
+    real = cw._episode
+
+    def flaky(env, expert, cfg, spec, seed, *args):
+        if seed == 1:
+            raise FloatingPointError("simulated blow-up")
+        return real(env, expert, cfg, spec, seed, *args)
+
+    monkeypatch.setattr(cw, "_episode", flaky)
+    out = tmp_path / "flaky"
+    with pytest.raises(RuntimeError, match=r"1 finished episodes kept(.|\n)*simulated blow-up"):
+        collect(_cfg(out, episodes=3, seed=0))
+    assert _open(out).num_episodes == 1
+    assert [e["seed"] for e in json.loads((out / "collect.json").read_text())["per_episode"]] == [0]
+
+
 def test_append_then_workers_reproduce_the_same_episodes(collected, tmp_path):
     """Episode i uses seed S+i whatever the worker count; append extends the dataset in order."""
     out, _ = collected
