@@ -109,17 +109,3 @@ def test_torch_run_brains_drive_the_twin(tmp_path: Path, run_dir: Path, mode: st
 def test_run_for_another_arm_is_refused(run_dir: Path) -> None:
     with pytest.raises(ValueError, match="units"):
         load_brain(str(run_dir), INSTRUCTION, robot_spec=KOCH, mode="policy")
-
-
-@pytest.mark.slow
-def test_onnx_bundle_brain_drives_the_twin(tmp_path: Path, run_dir: Path) -> None:
-    from export.exporter import ExportSettings, export_bundle
-
-    bundle = tmp_path / "bundle"
-    export_bundle(run_dir, bundle, ExportSettings(horizon=4, precisions=("fp32",)), progress=False)
-    brain = load_brain(str(bundle), INSTRUCTION, mode="policy")
-    assert type(brain).__name__ == "BundleBrain"
-    report, commands = drive(tmp_path, brain)
-    assert report.stop_reason == "steps" and report.brain_errors == 0 and len(commands) == 12
-    with pytest.raises(Exception, match="differ from the robot"):
-        load_brain(str(bundle), INSTRUCTION, robot_spec=KOCH, mode="policy")
