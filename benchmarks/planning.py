@@ -187,7 +187,7 @@ def main() -> int:
         _print(result["analytic"], cols, f"A. analytic LQ, H={args.horizon} (cost / closed-form optimum)")
     rows, what = part_b(args.ckpt, args.horizon, args.ticks, args.budget_ms)
     result["timing"], result["timing_model"] = rows, what
-    _print(rows, ["planner", "plan_ms_p50", "plan_ms_p95", "plan_ms_max", "iterations_mean"],
+    _print(rows, ["planner", "plan_ms_p50", "plan_ms_p95", "plan_ms_max", "iterations_mean", "cost_mean"],
            f"B. per-tick planning time, {what}, H={args.horizon}, {args.threads} thread(s)")  # fmt: skip
     if args.ckpt:
         recs = part_c(args.ckpt, args.task, args.episodes, args.seed, args.horizon)

@@ -72,7 +72,7 @@ def print_table(records: list[dict[str, Any]], title: str) -> None:
             f"{r['mean_episode_length']:.1f}", f"{r['plan_ms_p50']:.1f}", f"{r['plan_ms_p95']:.1f}",
             f"{r['act_ms_p95']:.1f}", f"{r['iterations_mean']:.1f}",
         )  # fmt: skip
-    Console().print(table)
+    Console(width=max(110, Console().width)).print(table)
 
 
 def _plot_sweep(sweep: list[dict[str, Any]], key: str, path: Path) -> None:
