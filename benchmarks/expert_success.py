@@ -2,12 +2,14 @@
 
 Usage::
 
-    MUJOCO_GL=egl python benchmarks/expert_success.py --episodes 100 --out outputs/expert_success.json
+    MUJOCO_GL=egl python benchmarks/expert_success.py --episodes 100   # -> benchmarks/results/expert_success.json
     MUJOCO_GL=egl python benchmarks/expert_success.py --tasks reach push --episodes 10
 
 Prints a table (task, episodes, pc_success, mean steps to first success, avg_sum_reward,
-ms per env step incl. two 64x64 renders, ms per expert action) and writes the same figures as JSON.
-Episode ``i`` uses env seed ``seed + i`` and expert seed ``seed + i``.
+wall-clock ms per env step incl. two 64x64 renders, ms per expert action) and writes the same
+figures as JSON, with the load average before and after (the machine is shared: timings are
+only comparable at a similar load). Episode ``i`` uses env seed ``seed + i`` and expert seed
+``seed + i``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import sys
 import time
 from pathlib import Path
@@ -79,9 +82,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tasks", nargs="+", default=sorted(EXPERTS), choices=sorted(EXPERTS))
     parser.add_argument("--episodes", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path("outputs/expert_success.json"))
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "expert_success.json")
     args = parser.parse_args(argv)
+    load_before = os.getloadavg()
     results = {task: evaluate(task, args.episodes, args.seed) for task in args.tasks}
+    load_after = os.getloadavg()
     header = f"{'task':<6} {'episodes':>8} {'pc_success':>10} {'steps_to_succ':>13} {'sum_reward':>10} " \
              f"{'ms/step':>8} {'ms/act':>7}"
     print(header)
@@ -92,7 +97,14 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['avg_sum_reward']:>10.2f} {r['ms_per_env_step']:>8.2f} {r['ms_per_expert_act']:>7.2f}"
         )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"seed": args.seed, "results": results}, indent=2))
+    report = {
+        "seed": args.seed,
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "loadavg_before": load_before,
+        "loadavg_after": load_after,
+        "results": results,
+    }
+    args.out.write_text(json.dumps(report, indent=2))
     print(f"wrote {args.out}")
     return 0
 

@@ -18,7 +18,7 @@ from gymnasium import spaces
 
 from latent_vla.robot_spec import RobotSpec, get_robot_spec
 from sim.scene import SO101Scene
-from sim.tasks import TASKS, Task
+from sim.tasks import TASKS, Evaluation, Task
 
 INSTRUCTION_CHARSET = string.ascii_lowercase + string.digits + " ,.'-"
 """Characters instructions may contain (the ``instruction`` Text space's charset)."""
@@ -43,6 +43,12 @@ class SO101Env(gym.Env):
         reset_noise: uniform noise on the home pose at reset, robot units (degrees / percent).
         visual_jitter: scale of light / camera / table jitter at reset (0 disables it).
         render_size: ``(height, width)`` of ``render()`` frames, pixels.
+
+    Attributes:
+        scene: the :class:`sim.scene.SO101Scene` (experts may read its true state).
+        task: the :class:`sim.tasks.Task` (target, zone, layout, instruction).
+        spec_robot: the robot spec (``spec`` is Gymnasium's ``EnvSpec``).
+        episode_length: control steps per episode.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 30}
@@ -170,7 +176,7 @@ class SO101Env(gym.Env):
             "instruction": self.task.instruction,
         }
 
-    def _info(self, evaluation: Any) -> dict[str, Any]:
+    def _info(self, evaluation: Evaluation) -> dict[str, Any]:
         return {
             "is_success": bool(evaluation.success),
             "task_distance": float(evaluation.distance),

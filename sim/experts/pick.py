@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 
 from sim.experts.base import Expert
@@ -27,8 +28,8 @@ class PickExpert(Expert):
     open_percent = 90.0
     closed_percent = 0.0
 
-    def __init__(self, env, **kwargs: Any) -> None:  # noqa: ANN001 - same signature as Expert
-        kwargs.setdefault("site", "grasp")
+    def __init__(self, env: gym.Env, **kwargs: Any) -> None:
+        kwargs.setdefault("site", "grasp")  # waypoints are for the grasp point between the jaws
         super().__init__(env, **kwargs)
 
     def _reset_task(self) -> None:

@@ -125,6 +125,7 @@ def test_custom_image_size_and_render():
     assert obs["images"]["front"].shape == (48, 80, 3)
     frame = env.render()
     assert frame.shape == (120, 160, 3) and frame.dtype == np.uint8 and frame.std() > 5.0
+    check_env(env.unwrapped)  # including Gymnasium's render checks
     env.close()
 
 
