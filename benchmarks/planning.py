@@ -148,12 +148,12 @@ def _print(rows: list[dict[str, Any]], cols: list[str], title: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(title=title)
+    t = Table(title=title, width=120)
     for c in cols:
         t.add_column(c, justify="right")
     for r in rows:
         t.add_row(*[f"{r[c]:.4g}" if isinstance(r[c], float) else str(r[c]) for c in cols])
-    Console().print(t)
+    Console(width=120).print(t)
 
 
 def main() -> int:
@@ -189,7 +189,7 @@ def main() -> int:
     result["timing"], result["timing_model"] = rows, what
     _print(rows, ["planner", "plan_ms_p50", "plan_ms_p95", "plan_ms_max", "iterations_mean", "cost_mean"],
            f"B. per-tick planning time, {what}, H={args.horizon}, {args.threads} thread(s)")  # fmt: skip
-    if args.ckpt:
+    if args.ckpt and args.episodes > 0:
         recs = part_c(args.ckpt, args.task, args.episodes, args.seed, args.horizon)
         by = {r["planner"]: r for r in recs}
         for r in recs:
