@@ -116,8 +116,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     # One planning tick: encode the observation + plan (fixed iterations).
     it, restarts = args.grad_iterations, args.restarts
+    elites = max(1, min(32, args.samples // 8))
     torch_grad = GradientPlanner(model, horizon=horizon, restarts=restarts, iterations=it, patience=0, use_policy=True)
-    torch_cem = CEMPlanner(model, horizon=horizon, samples=args.samples, elites=32, iterations=4, use_policy=True)
+    torch_cem = CEMPlanner(model, horizon=horizon, samples=args.samples, elites=elites, iterations=4, use_policy=True)
 
     def torch_tick(planner: Any) -> Callable[[], Any]:
         def tick() -> Any:
@@ -136,7 +137,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )  # fmt: skip
         cem_brain = load_bundle_brain(
             bundle_dir, mode="cem", instruction=instruction, precision=p, threads=args.threads,
-            planner={"samples": args.samples, "elites": 32, "iterations": 4},
+            planner={"samples": args.samples, "elites": elites, "iterations": 4},
         )  # fmt: skip
         for name, brain in (("grad_tick", grad_brain), ("cem_tick", cem_brain)):
             brain.act(obs)
@@ -157,7 +158,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "sizes_bytes": sizes,
         "settings": {
             "threads": args.threads, "repeats": r, "horizon": horizon, "grad_iterations": it, "restarts": restarts,
-            "cem_samples": args.samples, "cem_iterations": 4, "batch": 1,
+            "cem_samples": args.samples, "cem_elites": elites, "cem_iterations": 4, "batch": 1,
         },
         "machine": {
             "platform": platform.platform(), "processor": platform.processor(), "torch": torch.__version__,
