@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from planners.analytic import DoubleIntegrator, lq_optimum  # noqa: E402
 from planners.common import Bounds  # noqa: E402
 from planners.gradient import GradientPlanner  # noqa: E402
-from planners.mpc import MPC  # noqa: E402
+from planners.mpc import MPC, summarize_ticks  # noqa: E402
 from planners.objectives import TrajectoryObjective  # noqa: E402
 from planners.policy import PolicyPlanner  # noqa: E402
 from planners.sampling import CEMPlanner, MPPIPlanner, RandomShootingPlanner  # noqa: E402
@@ -72,40 +72,46 @@ def part_a(horizon: int, seeds: int = 3) -> list[dict[str, Any]]:
     return rows
 
 
-def _world_model(ckpt: str | None) -> tuple[Any, torch.Tensor, torch.Tensor, str]:
-    """(model, first latent (1, Z), task (1, T), description)."""
+def _world_model(ckpt: str | None, starts: int) -> tuple[Any, list[tuple[torch.Tensor, torch.Tensor]], str]:
+    """(model, [(first latent (1, Z), task (1, T))] * starts, description)."""
     if ckpt:
-        from latent_vla.checkpoint import load_checkpoint
-
-        c = load_checkpoint(ckpt)
         import sim
+        from latent_vla.checkpoint import load_checkpoint
         from sim.observation import robot_observation
 
+        c = load_checkpoint(ckpt)
         env = sim.make_env(str(c.config.get("task", "reach")) if isinstance(c.config, dict) else "reach")
-        obs, _ = env.reset(seed=0)
+        out = []
+        for s in range(starts):  # encoded real observations (env seeds 100, 101, ...)
+            obs, _ = env.reset(seed=100 + s)
+            task = c.embed_instruction([str(obs["instruction"])])
+            out.append((c.encode_observation(robot_observation(obs, c.spec), task), task))
         env.close()
-        task = c.embed_instruction([str(obs["instruction"])])
-        z0 = c.encode_observation(robot_observation(obs, c.spec), task)
-        return c.model, z0, task, f"checkpoint {ckpt}"
+        return c.model, out, f"checkpoint {ckpt}"
     from latent_vla.model import ModelConfig, WorldModel
 
     torch.manual_seed(0)
     model = WorldModel(ModelConfig(camera_names=("front", "wrist"), state_dim=6, action_dim=6)).eval()
     with torch.no_grad():
         task = model.embed_task(torch.randint(1, 100, (1, 8)))
-        z0 = model.normalize_latent(torch.randn(1, model.latent_dim))
+        out = [(model.normalize_latent(torch.randn(1, model.latent_dim)), task) for _ in range(starts)]
     n = sum(p.numel() for p in model.parameters())
-    return model, z0, task, f"random-init default ModelConfig ({n / 1e6:.2f} M params, Z={model.latent_dim})"
+    return model, out, f"random-init default ModelConfig ({n / 1e6:.2f} M params, Z={model.latent_dim})"
 
 
-def part_b(ckpt: str | None, horizon: int, ticks: int, budget_ms: float) -> tuple[list[dict[str, Any]], str]:
-    """Per-tick planning time in an imagined MPC loop (warm starts on), all planners at horizon H."""
-    model, z_start, task, what = _world_model(ckpt)
+def part_b(
+    ckpt: str | None, horizon: int, ticks: int, budget_ms: float, starts: int
+) -> tuple[list[dict[str, Any]], str]:
+    """Per-tick planning time and the model's predicted cost of the chosen plans in an imagined MPC
+    loop (warm starts on) from ``starts`` start latents, ``ticks`` ticks each, all planners at H."""
+    model, start_list, what = _world_model(ckpt, starts)
     model.requires_grad_(False)
     planners = {
-        f"grad (budget {budget_ms:g} ms)": GradientPlanner(model, horizon, budget_ms=budget_ms),
-        "grad (30 it, no budget)": GradientPlanner(model, horizon, iterations=30),
-        "grad (10 it, no budget)": GradientPlanner(model, horizon, iterations=10),
+        f"grad (budget {budget_ms:g} ms)": GradientPlanner(model, horizon, lr=0.2, budget_ms=budget_ms),
+        "grad (30 it, lr 0.2)": GradientPlanner(model, horizon, iterations=30, lr=0.2),
+        "grad (10 it, lr 0.2)": GradientPlanner(model, horizon, iterations=10, lr=0.2, patience=0),
+        "grad (10 it, lr 0.1)": GradientPlanner(model, horizon, iterations=10, lr=0.1, patience=0),
+        "grad (10 it, lr 0.2, R=1)": GradientPlanner(model, horizon, iterations=10, lr=0.2, patience=0, restarts=1),
         "cem 256x6": CEMPlanner(model, horizon),
         "mppi 256x6": MPPIPlanner(model, horizon),
         "random 512": RandomShootingPlanner(model, horizon),
@@ -113,13 +119,15 @@ def part_b(ckpt: str | None, horizon: int, ticks: int, budget_ms: float) -> tupl
     }
     rows = []
     for name, planner in planners.items():
-        mpc, z = MPC(planner), z_start
-        for _ in range(ticks):
-            a = mpc.act(z, task)
-            with torch.no_grad():
-                z = model.step(z, a[None])
-        s = mpc.stats()
-        rows.append({"planner": name, "horizon": horizon, "ticks": ticks, **s})
+        records = []
+        for z, task in start_list:
+            mpc = MPC(planner)
+            for _ in range(ticks):
+                a = mpc.act(z, task)
+                with torch.no_grad():
+                    z = model.step(z, a[None])
+            records += mpc.records
+        rows.append({"planner": name, "horizon": horizon, "ticks": ticks * len(start_list), **summarize_ticks(records)})
     return rows, what
 
 
@@ -164,7 +172,8 @@ def main() -> int:
     p.add_argument("--episodes", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--horizon", type=int, default=16)
-    p.add_argument("--ticks", type=int, default=60)
+    p.add_argument("--ticks", type=int, default=20, help="imagined MPC ticks per start (part B)")
+    p.add_argument("--starts", type=int, default=3, help="start latents (part B)")
     p.add_argument("--budget-ms", type=float, default=40.0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--skip-a", action="store_true")
@@ -185,7 +194,7 @@ def main() -> int:
         result["analytic"] = part_a(args.horizon)
         cols = ["planner", "cost_over_optimum", "worst_cost_over_optimum", "iterations", "plan_ms"]
         _print(result["analytic"], cols, f"A. analytic LQ, H={args.horizon} (cost / closed-form optimum)")
-    rows, what = part_b(args.ckpt, args.horizon, args.ticks, args.budget_ms)
+    rows, what = part_b(args.ckpt, args.horizon, args.ticks, args.budget_ms, args.starts)
     result["timing"], result["timing_model"] = rows, what
     _print(rows, ["planner", "plan_ms_p50", "plan_ms_p95", "plan_ms_max", "iterations_mean", "cost_mean"],
            f"B. per-tick planning time, {what}, H={args.horizon}, {args.threads} thread(s)")  # fmt: skip

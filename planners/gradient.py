@@ -32,7 +32,8 @@ class GradientPlanner(BasePlanner):
         horizon: plan length ``H``.
         restarts: parallel restarts ``R`` (a tensor dimension).
         iterations: maximum optimizer steps per ``plan`` call.
-        lr: learning rate (in ``u`` units, the pre-tanh parameter).
+        lr: learning rate in ``u`` units (the pre-tanh parameter): near the box centre one step moves an
+            action by about ``lr * half-width``. ``configs/planner/grad.yaml`` uses 0.2 for the ``[-1, 1]`` box.
         optimizer: ``"adam"`` (default) or ``"sgd"`` (Nesterov momentum 0.9).
         init_std: spread of the perturbed restarts, fraction of the box half-width.
         init: ``"none"``, ``"cem"`` or ``"mppi"``: seed the restarts with the elites of a sampler.
