@@ -112,7 +112,8 @@ class GradientPlanner(BasePlanner):
     ) -> tuple[Tensor, dict[str, Any]]:
         """Optimize ``R`` restarts from ``z0 (1, Z)``; returns the best plan ``(H, A)`` and ``info``.
 
-        ``info`` holds ``iterations`` (optimizer steps), ``cost`` (objective of the returned plan),
+        ``info`` holds ``iterations`` (evaluations of the restarts, each followed by an Adam step except
+        a last one cut short by the budget), ``cost`` (objective of the returned plan),
         ``plan_ms``, ``terms`` (its named cost terms), ``init_rounds`` (sampler rounds), ``stopped``
         (``"converged"``, ``"budget"`` or ``"iterations"``) and ``cost_curve`` (best cost per step).
         """
@@ -136,7 +137,6 @@ class GradientPlanner(BasePlanner):
             t0 = deadline.elapsed_ms()
             a = mid + half * torch.tanh(u)  # (R, H, A), strictly inside the box
             total, terms = self.objective(self.model, z0, a, task, pi)  # (R,)
-            (u.grad,) = torch.autograd.grad(total.sum(), u)
             c, r = total.detach().min(0)
             improved = best_cost - float(c)
             if improved > 0:
@@ -144,6 +144,10 @@ class GradientPlanner(BasePlanner):
                 best_terms = {k: v[r].detach() for k, v in terms.items()}
             stalled = stalled + 1 if improved <= self.tol * abs(best_cost) else 0
             curve.append(best_cost)
+            if deadline.expired():  # out of time after the evaluation: skip the backward pass
+                stopped = "budget"
+                break
+            (u.grad,) = torch.autograd.grad(total.sum(), u)
             opt.step()
             if self.langevin_std > 0:
                 scale = self.langevin_std * math.sqrt(self.lr) * (1.0 - it / self.iterations)

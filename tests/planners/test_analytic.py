@@ -159,6 +159,16 @@ def test_budget_ms_is_honoured_and_anytime(problem, cls) -> None:
         assert long["cost"] <= short["cost"]
 
 
+def test_an_expired_budget_returns_the_best_evaluated_start(problem) -> None:
+    model, z0, goal, obj = problem
+    warm = torch.linspace(-1, 1, H * 2).reshape(H, 2)
+    planner = GradientPlanner(model, H, objective=obj, bounds=LOOSE, restarts=1, iterations=100)
+    plan, info = planner.plan(z0, goal, warm_start=warm, budget_ms=1e-3)
+    assert info["iterations"] == 1 and info["stopped"] == "budget"
+    torch.testing.assert_close(plan, warm, atol=1e-5, rtol=1e-5)  # evaluated, no gradient step
+    assert info["cost"] == pytest.approx(float(obj(model, z0, warm[None], goal)[0][0].detach()), rel=1e-5)
+
+
 def test_policy_only_returns_the_policy_chunk(problem) -> None:
     model, z0, goal, obj = problem
     chunk = torch.linspace(-1, 1, 10 * 2).reshape(10, 2)
