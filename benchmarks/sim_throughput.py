@@ -175,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {k:<{width}}  {v}")
 
     doc = {
+        "command": " ".join(["python", "benchmarks/sim_throughput.py", *(sys.argv[1:] if argv is None else argv)]),
         "task": args.task,
         "image_size": args.image_size,
         "episodes": args.episodes,
