@@ -45,6 +45,7 @@ class Layout:
     object_color: dict[str, str] = field(default_factory=dict)
     zone_xy: dict[str, np.ndarray] = field(default_factory=dict)
     zone_color: dict[str, str] = field(default_factory=dict)
+    parked: list[str] = field(default_factory=list)  # objects off the table this episode
 
     def describe(self, name: str) -> str:
         """Instruction phrase for an object or zone, e.g. ``"red cube"`` or ``"green zone"``."""
@@ -69,25 +70,40 @@ def in_workspace(xy: np.ndarray, radius: tuple[float, float] = ARM_REACH, margin
 
 def sample_layout(
     rng: np.random.Generator,
+    required: Sequence[str] = (),
+    min_distractors: int = 1,
     min_separation: float = 0.07,
     constraint: Callable[[Layout], bool] | None = None,
     max_tries: int = 1000,
 ) -> Layout:
-    """Draw colours and non-overlapping positions for all objects and zones.
+    """Draw colours and non-overlapping table positions for objects and both zones.
+
+    The ``required`` objects (the task's target) are always on the table, plus a uniformly
+    random number (``min_distractors`` .. all the others) of distractor objects; the rest are
+    parked off the table (``Layout.parked``).
 
     Args:
         rng: the random generator.
+        required: objects that must be on the table.
+        min_distractors: fewest distractor objects on the table.
         min_separation: minimum centre distance between any two objects/zones, metres.
         constraint: extra task condition on the layout (e.g. the cube not too far from its zone).
         max_tries: rejection-sampling budget.
 
     Raises:
+        ValueError: on an unknown required object.
         RuntimeError: when no layout satisfies the constraints within ``max_tries``.
     """
-    names: Sequence[str] = (*OBJECT_NAMES, *ZONE_NAMES)
+    unknown = [n for n in required if n not in OBJECT_NAMES]
+    if unknown:
+        raise ValueError(f"unknown objects {unknown}; valid: {list(OBJECT_NAMES)}")
+    others = [n for n in OBJECT_NAMES if n not in required]
     for _ in range(max_tries):
+        count = int(rng.integers(min(min_distractors, len(others)), len(others) + 1))
+        chosen = [others[i] for i in sorted(rng.choice(len(others), size=count, replace=False))]
+        names: Sequence[str] = (*required, *chosen, *ZONE_NAMES)
         colors = rng.permutation(list(COLORS))[: len(names)]
-        layout = Layout()
+        layout = Layout(parked=[n for n in OBJECT_NAMES if n not in names])
         placed: list[np.ndarray] = []
         ok = True
         for name, color in zip(names, colors, strict=True):
@@ -117,6 +133,8 @@ def apply_layout(scene: SO101Scene, layout: Layout) -> None:
     for name, xy in layout.object_xy.items():
         scene.set_object_pose(name, xy, layout.object_yaw.get(name, 0.0))
         m.geom_rgba[scene.object_geom[name], :3] = COLORS[layout.object_color[name]]
+    for slot, name in enumerate(layout.parked):
+        scene.park_object(name, slot)
     for name, xy in layout.zone_xy.items():
         scene.set_zone_position(name, xy)
         m.geom_rgba[scene.zone_geom[name], :3] = COLORS[layout.zone_color[name]]
@@ -143,11 +161,13 @@ def jitter_visuals(scene: SO101Scene, rng: np.random.Generator, amount: float = 
 def randomize_scene(
     scene: SO101Scene,
     rng: np.random.Generator,
+    required: Sequence[str] = (),
     constraint: Callable[[Layout], bool] | None = None,
     visual_jitter: float = 1.0,
 ) -> Layout:
-    """Sample a layout under ``constraint``, apply it and jitter lights/cameras; returns the layout."""
-    layout = sample_layout(rng, constraint=constraint)
+    """Sample a layout (``required`` objects on the table, under ``constraint``), apply it and
+    jitter lights/cameras; returns the layout."""
+    layout = sample_layout(rng, required=required, constraint=constraint)
     apply_layout(scene, layout)
     jitter_visuals(scene, rng, visual_jitter)
     scene.forward()

@@ -28,6 +28,9 @@ ZONE_NAMES: tuple[str, ...] = ("zone_a", "zone_b")
 TABLE_HEIGHT = 0.0
 """Height of the table top, metres (the robot base frame is on it)."""
 
+FLOOR_HEIGHT = -0.76
+"""Height of the floor under the table, metres."""
+
 VIDEO_ONLY_GROUP = 3
 """Geom group drawn by :meth:`SO101Scene.render_pretty` only (the floor)."""
 
@@ -232,6 +235,21 @@ class SO101Scene:
         self.data.qpos[adr + 3 : adr + 7] = (np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2))
         dadr = self.object_qvel[name]
         self.data.qvel[dadr : dadr + 6] = 0.0
+
+    def park_object(self, name: str, slot: int = 0) -> None:
+        """Put an unused object at rest on the floor behind the robot, out of the cameras' view.
+
+        ``slot`` (0..3) spaces parked objects 10 cm apart.
+        """
+        adr = self.object_qpos[name]
+        self.data.qpos[adr : adr + 3] = (-0.7, -0.15 + 0.1 * slot, FLOOR_HEIGHT + self.object_half_height(name))
+        self.data.qpos[adr + 3 : adr + 7] = (1.0, 0.0, 0.0, 0.0)
+        dadr = self.object_qvel[name]
+        self.data.qvel[dadr : dadr + 6] = 0.0
+
+    def on_table(self, name: str) -> bool:
+        """Whether an object is on (or above) the table rather than parked or fallen."""
+        return bool(self.object_position(name)[2] > TABLE_HEIGHT - 0.005)
 
     def zone_position(self, name: str) -> np.ndarray:
         """Centre of a goal zone on the table, metres, ``(3,)``."""

@@ -26,6 +26,7 @@ class PickExpert(Expert):
     """Phases ``above`` -> ``descend`` -> ``close`` -> ``lift`` (-> ``regrasp``)."""
 
     open_percent = 90.0
+    carry_radius = (0.15, 0.19)  # metres from the base axis the cube is carried within while lifting
     closed_percent = 0.0
 
     def __init__(self, env: gym.Env, **kwargs: Any) -> None:
@@ -83,6 +84,9 @@ class PickExpert(Expert):
             else:
                 target = self._command.copy() if self._command is not None else self.scene.grasp_position()
                 target[2] = self.lift_to
+                # carry it to mid-reach, where the jaws-down arm can lift highest
+                radius = float(np.hypot(target[0], target[1]))
+                target[:2] *= float(np.clip(radius, *self.carry_radius)) / max(radius, 1e-9)
                 return self.move_toward(target, yaw, self.closed_percent, speed=0.12)
         # regrasp: open, rise and start over
         target = self.scene.grasp_position()

@@ -34,7 +34,7 @@ class PickTask(Task):
         """New layout; the target is one of the cubes."""
         self.target = CUBES[int(rng.integers(len(CUBES)))]
         self.zone = None
-        self.layout = randomize_scene(self.scene, rng, visual_jitter=visual_jitter)
+        self.layout = randomize_scene(self.scene, rng, required=(self.target,), visual_jitter=visual_jitter)
         self.instruction = self._instruction(rng)
         return self.instruction
 

@@ -43,7 +43,9 @@ class PushTask(Task):
         """New layout with a feasible push; target is one of the cubes, zone one of the zones."""
         self.target = CUBES[int(rng.integers(len(CUBES)))]
         self.zone = ZONE_NAMES[int(rng.integers(len(ZONE_NAMES)))]
-        self.layout = randomize_scene(self.scene, rng, constraint=self._feasible, visual_jitter=visual_jitter)
+        self.layout = randomize_scene(
+            self.scene, rng, required=(self.target,), constraint=self._feasible, visual_jitter=visual_jitter
+        )
         self.instruction = self._instruction(rng)
         return self.instruction
 

@@ -28,8 +28,8 @@ class ReachTask(Task):
 
     def reset(self, rng: np.random.Generator, visual_jitter: float = 1.0) -> str:
         """New layout; the target is any one of the four objects."""
-        self.layout = randomize_scene(self.scene, rng, visual_jitter=visual_jitter)
         self.target = OBJECT_NAMES[int(rng.integers(len(OBJECT_NAMES)))]
+        self.layout = randomize_scene(self.scene, rng, required=(self.target,), visual_jitter=visual_jitter)
         self.zone = None
         self.instruction = self._instruction(rng)
         return self.instruction

@@ -204,3 +204,23 @@ def test_task_success_semantics():
     ev = task.evaluate()
     assert ev.success and ev.distance == 0.0 and ev.reward == 0.0
     env.close()
+
+
+def test_distractor_count_varies_and_parked_objects_rest():
+    env = sim.make_env("pick")
+    counts = set()
+    for seed in range(12):
+        env.reset(seed=seed)
+        u = env.unwrapped
+        layout = u.task.layout
+        assert u.task.target in layout.object_xy and u.task.target not in layout.parked
+        on_table = [n for n in u.scene.object_body if u.scene.on_table(n)]
+        assert sorted(on_table) == sorted(layout.object_xy)
+        counts.add(len(on_table))
+    assert len(counts) >= 2 and min(counts) >= 2  # target + 1..3 distractors
+    for _ in range(30):
+        env.step(SO101.home_vector.astype(np.float32))
+    for name in layout.parked:  # parked objects stay put on the floor
+        assert u.scene.object_position(name)[2] < -0.7
+        assert np.abs(u.scene.data.qvel[u.scene.object_qvel[name] : u.scene.object_qvel[name] + 6]).max() < 1e-3
+    env.close()

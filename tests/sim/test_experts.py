@@ -9,7 +9,7 @@ import sim
 from sim.experts import EXPERTS, make_expert
 
 # Lower bounds for 10 seeded episodes (seeds 1000-1009), below the rates measured over 100
-# episodes by benchmarks/expert_success.py (reach 100 %, push 95 %, pick 100 %, seeds 0-99).
+# episodes by benchmarks/expert_success.py (reach 100 %, push 99 %, pick 100 %, seeds 0-99).
 MIN_SUCCESSES = {"reach": 9, "push": 8, "pick": 9}
 
 
