@@ -365,6 +365,8 @@ def collect(
             else:
 
                 def report(kind: str, payload: Any) -> None:
+                    if kind == "corrupt":
+                        records[0].clear()
                     if kind == "episode":
                         records[0].append(payload)
                         bar.episode(payload)
@@ -461,6 +463,8 @@ def _run_workers(ctx, jobs, stop_event, records, errors, bar, on_episode, stop) 
                         on_episode(payload)
                     except KeyboardInterrupt:  # a callback's interrupt stops like Ctrl-C does
                         stop_event.set()
+            elif kind == "corrupt":  # its shard holds a damaged episode: leave it out of the merge
+                records[shard].clear()
             elif kind == "done":
                 pending.discard(shard)
             elif kind == "error":

@@ -180,7 +180,8 @@ def run_shard(job: ShardJob, stop, report: Callable[[str, Any], None]) -> list[d
         stop: an object with ``is_set()``; when set, the episode in progress is dropped.
         report: ``report("episode", record)`` is called after each saved episode; the record
             includes ``cpu_s``, the CPU seconds (all threads of this process) the episode took to
-            simulate and write.
+            simulate and write. ``report("corrupt", shard)`` says the shard must be discarded
+            (an episode's video came out short); an exception follows.
 
     Returns:
         The records of the saved episodes, in seed order.
@@ -219,6 +220,11 @@ def run_shard(job: ShardJob, stop, report: Callable[[str, Any], None]) -> list[d
                         ds.clear_episode_buffer(delete_images=True)
                     break
                 ds.save_episode()
+                try:
+                    _check_video_lengths(ds, rec["frames"], job.fps)
+                except RuntimeError:
+                    report("corrupt", job.shard)  # the driver drops this whole shard
+                    raise
                 rec["cpu_s"] = time.process_time() - cpu0
                 records.append(rec)
                 report("episode", rec)
@@ -228,6 +234,25 @@ def run_shard(job: ShardJob, stop, report: Callable[[str, Any], None]) -> list[d
         ds.finalize()
         env.close()
     return records
+
+
+def _check_video_lengths(ds, frames: int, fps: int) -> None:
+    """Refuse to go on if a camera's MP4 of the episode just saved lacks frames (an encoder dropped some).
+
+    Raises:
+        RuntimeError: naming the camera and both lengths in seconds.
+    """
+    ep = ds.meta.latest_episode or {}
+    for key in ds.meta.video_keys:
+        to_ts, from_ts = ep.get(f"videos/{key}/to_timestamp"), ep.get(f"videos/{key}/from_timestamp")
+        if to_ts is None or from_ts is None:
+            continue
+        seconds = float(to_ts[0]) - float(from_ts[0])
+        if abs(seconds - frames / fps) > 1.5 / fps:
+            raise RuntimeError(
+                f"{key}: the encoded video lasts {seconds:.3f} s but the episode has {frames} frames "
+                f"({frames / fps:.3f} s at {fps} fps); the video encoder dropped frames"
+            )
 
 
 class _QueueReporter:

@@ -242,6 +242,24 @@ def test_a_failing_episode_keeps_the_finished_ones_and_raises(tmp_path, monkeypa
     assert [e["seed"] for e in json.loads((out / "collect.json").read_text())["per_episode"]] == [0]
 
 
+def test_a_short_video_discards_its_shard(tmp_path, monkeypatch):
+    import sim.collect_worker as cw
+
+    real, seen = cw._check_video_lengths, []
+
+    def second_is_short(ds, frames, fps):
+        seen.append(frames)
+        real(ds, frames, fps)  # the real check passes on real episodes...
+        if len(seen) == 2:
+            real(ds, frames + 3, fps)  # ...and fails when the lengths disagree
+
+    monkeypatch.setattr(cw, "_check_video_lengths", second_is_short)
+    out = tmp_path / "short"
+    with pytest.raises(RuntimeError, match="0 finished episodes kept(.|\n)*dropped frames"):
+        collect(_cfg(out, episodes=3, seed=0))
+    assert not out.exists() and seen == [STEPS, STEPS]
+
+
 def test_append_then_workers_reproduce_the_same_episodes(collected, tmp_path):
     """Episode i uses seed S+i whatever the worker count; append extends the dataset in order."""
     out, _ = collected
