@@ -228,3 +228,23 @@ def test_bad_inputs_are_refused_with_clear_messages(problem) -> None:
         planner.plan(z0, goal, budget_ms=0.0)
     with pytest.raises(TypeError, match="missing"):
         GradientPlanner(object(), H)
+
+
+@pytest.mark.parametrize("kind", ["adam", "sgd"])
+def test_inline_optimizer_matches_torch_optim(kind: str) -> None:
+    from planners.gradient import _Optimizer
+
+    gen = torch.Generator().manual_seed(0)
+    u_ref = torch.randn(4, 3, generator=gen).requires_grad_(True)
+    u = u_ref.detach().clone()
+    if kind == "adam":
+        ref = torch.optim.Adam([u_ref], lr=0.1)
+    else:
+        ref = torch.optim.SGD([u_ref], lr=0.1, momentum=0.9, nesterov=True)
+    mine = _Optimizer(u, kind, 0.1)
+    for _ in range(25):
+        g = torch.randn(4, 3, generator=gen)
+        u_ref.grad = g.clone()
+        ref.step()
+        mine.step(g)
+    torch.testing.assert_close(u, u_ref.detach(), atol=1e-5, rtol=1e-5)
