@@ -56,3 +56,28 @@ def test_unknown_expert():
 
     with pytest.raises(ValueError, match="no scripted expert"):
         make_expert(Fake())  # type: ignore[arg-type]
+
+
+def test_pick_holds_the_cube_between_both_jaws():
+    """A picked cube is squeezed by the fixed and the moving jaw, not balanced or penetrating."""
+    env = sim.make_env("pick")
+    expert = make_expert(env)
+    obs, _ = env.reset(seed=1001)
+    expert.reset(1001)
+    for _ in range(100):
+        obs, _, _, _, info = env.step(expert.act(obs))
+    assert info["is_success"]
+    scene = env.unwrapped.scene
+    model, data = scene.model, scene.data
+    cube = scene.object_geom[env.unwrapped.task.target]
+    fixed = {model.geom(n).id for n in ("fixed_jaw", "fixed_pad")}
+    moving = {model.geom(n).id for n in ("moving_jaw", "moving_pad")}
+    touching = set()
+    for c in data.contact[: data.ncon]:
+        other = c.geom2 if c.geom1 == cube else c.geom1 if c.geom2 == cube else None
+        if other is not None:
+            touching.add("fixed" if other in fixed else "moving" if other in moving else "other")
+            assert c.dist > -0.003  # no deep penetration
+    assert {"fixed", "moving"} <= touching
+    assert scene.gripper_contacts(env.unwrapped.task.target) >= 2
+    env.close()
