@@ -72,10 +72,10 @@ class PushTask(Task):
     def evaluate(self) -> Evaluation:
         """Distance = max(0, cube-to-zone distance - goal_radius), metres; the cube must be on the table."""
         cube = self.scene.object_position(self.target)
-        on_table = cube[2] < 0.03
+        on_table = -0.005 < cube[2] < 0.03  # resting on the table top, not lifted or fallen
         distance = max(0.0, self.zone_distance() - self.goal_radius)
         success = distance == 0.0 and on_table
         if not on_table and distance == 0.0:
-            distance = float(cube[2] - 0.015)
+            distance = abs(float(cube[2]) - 0.015)
         tip_gap = max(0.0, float(np.linalg.norm(self.scene.tip_position() - cube)) - 0.03)
         return Evaluation(distance, success, {"object_to_zone": -distance, "tip_to_object": -0.2 * tip_gap})
