@@ -103,3 +103,17 @@ def test_eval_cli_runs_an_onnx_bundle(random_checkpoint_dir, tmp_path) -> None:
     assert [r["planner"] for r in records] == ["policy", "grad"]
     assert all(r["episodes"] == 1 and r["per_episode"][0]["steps"] == 2 for r in records)
     assert records[1]["plans"] == 2 and records[1]["plan_ms_p50"] > 0
+
+
+def test_budget_sweep_is_bounded_by_the_budget(random_checkpoint_dir, tmp_path) -> None:
+    out = tmp_path / "sweep"
+    code = main(["eval", f"ckpt={random_checkpoint_dir}", "planners=[cem]", "task=reach", "episodes=1",
+                 "max_steps=2", "videos=0", "threads=1", "progress=false", f"out={out}", "horizon=4",
+                 "sweep=[5,60]", "sweep_key=budget_ms", "sweep_episodes=1"])  # fmt: skip
+    assert code == 0
+    sweep = json.loads((out / "sweep.json").read_text())
+    assert [(s["planner"], s["sweep_key"], s["sweep_value"]) for s in sweep] == [
+        ("cem", "budget_ms", 5), ("cem", "budget_ms", 60),
+    ]  # fmt: skip
+    # iterations are unbounded in a budget sweep: a 12x larger budget runs more CEM rounds
+    assert sweep[1]["iterations_mean"] > sweep[0]["iterations_mean"] >= 1
