@@ -104,8 +104,12 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+# training-log columns that are bookkeeping or diagnostics rather than loss terms
+NOT_LOSSES = frozenset({"step", "seconds", "lr", "grad_norm", "latent_std", "consistency_rel", "curvature"})
+
+
 def plot_training_curves(rows: Sequence[Mapping[str, str]], out_png: Path) -> bool:
-    """Plot every numeric ``loss*`` column of a training CSV against ``step``; True when written."""
+    """Plot every loss column of a training CSV (``train_log.csv``) against ``step``; True when written."""
     if not rows or "step" not in rows[0]:
         return False
     import matplotlib
@@ -113,7 +117,7 @@ def plot_training_curves(rows: Sequence[Mapping[str, str]], out_png: Path) -> bo
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = [k for k in rows[0] if k != "step" and ("loss" in k or k.startswith("train/"))]
+    keys = [k for k in rows[0] if k not in NOT_LOSSES]
     if not keys:
         return False
     steps = [float(r["step"]) for r in rows]
