@@ -59,7 +59,7 @@ def plan_stages(cfg: DictConfig) -> list[StagePlan]:
         "inspect": ["inspect", f"ckpt={run}", f"data={data}", f"out={out / 'inspect'}"],
         "eval": ["eval", f"ckpt={run}", *common, f"planners={_list(cfg.planners)}",
                  f"episodes={cfg.eval_episodes}", f"out={out / 'eval'}",
-                 *([f"sweep={_list(cfg.sweep)}", f"sweep_episodes={cfg.eval_episodes}"] if cfg.sweep else [])],
+                 *([f"sweep={_list(cfg.sweep)}", f"sweep_episodes={cfg.sweep_episodes}"] if cfg.sweep else [])],
         "export": ["export", f"ckpt={run}", f"out={bundle}"],
         "eval_bundle": ["eval", f"bundle={bundle}", *common, f"planners={_list(cfg.bundle_planners)}",
                         f"episodes={cfg.eval_episodes}", f"out={out / 'eval_bundle'}"],

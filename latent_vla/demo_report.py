@@ -27,6 +27,13 @@ EVAL_COLUMNS = ("planner", "task", "episodes", "success_rate", "avg_episode_leng
                 "plan_ms_p95", "iterations_mean", "success_delta_vs_best_baseline")
 
 
+def _number(text: str) -> float | str:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return text
+
+
 def _pick(d: Mapping[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
     return {k: d[k] for k in keys if k in d}
 
@@ -92,7 +99,7 @@ def collect_sections(out: Path, fig_dir: Path) -> tuple[list[ReportSection], dic
     rows_csv = read_csv(log) if log else []
     if rows_csv:
         last = rows_csv[-1]
-        sec.table = [{k: v for k, v in last.items()}]
+        sec.table = [{k: _number(v) for k, v in last.items()}]
         summary["train_last"] = last
         if plot_training_curves(rows_csv, fig_dir / "training_curves.png"):
             sec.figures.append(f"{fig_dir.name}/training_curves.png")
