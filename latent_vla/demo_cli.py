@@ -24,6 +24,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+# collection seeds start this far above the evaluation seeds, so every evaluated layout is unseen in training
+HELD_OUT_SEED_OFFSET = 100_000
+
 STAGES: tuple[str, ...] = ("collect", "train", "inspect", "eval", "export", "eval_bundle", "run", "report")
 
 
@@ -53,7 +56,9 @@ def plan_stages(cfg: DictConfig) -> list[StagePlan]:
     data, run, bundle = out / "data", out / "run", out / "bundle"
     common = [f"task={cfg.task}", f"seed={cfg.seed}"]
     argv: dict[str, list[str] | None] = {
-        "collect": ["collect", *common, f"episodes={cfg.episodes}", f"out={data}", "mode=overwrite"],
+        # demonstrations come from other layouts than the evaluation episodes (seed .. seed+episodes-1)
+        "collect": ["collect", f"task={cfg.task}", f"seed={cfg.seed + HELD_OUT_SEED_OFFSET}",
+                    f"episodes={cfg.episodes}", f"out={data}", "mode=overwrite"],
         "train": ["train", f"data={data}", f"out={run}", f"train.minutes={cfg.train_minutes}",
                   f"train.seed={cfg.seed}", "resume=false"],
         "inspect": ["inspect", f"ckpt={run}", f"data={data}", f"out={out / 'inspect'}"],

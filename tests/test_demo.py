@@ -27,6 +27,14 @@ def test_stage_plan_passes_per_stage_overrides(tmp_path: Path) -> None:
     assert f"data={tmp_path / 'data'}" in plans[0].argv
 
 
+def test_demonstrations_and_evaluation_use_different_seeds(tmp_path: Path) -> None:
+    cfg = compose("demo", [f"out={tmp_path}", "seed=3", "episodes=50", "eval_episodes=20"])
+    argv = {p.name: p.argv for p in plan_stages(cfg)}
+    collect_seed = int(next(a for a in argv["collect"] if a.startswith("seed=")).split("=")[1])
+    eval_seed = int(next(a for a in argv["eval"] if a.startswith("seed=")).split("=")[1])
+    assert collect_seed >= eval_seed + 20  # no evaluated layout was a training episode
+
+
 def test_failing_stage_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # training without collected data must fail in the train stage, and say so
     assert main(["demo", f"out={tmp_path}", "stages=[train]"]) == 1
