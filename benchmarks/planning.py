@@ -3,6 +3,8 @@ and (with a trained checkpoint) closed-loop success, gradient planner vs CEM, MP
 
     python benchmarks/planning.py                          # parts A and B (no trained model needed)
     python benchmarks/planning.py --ckpt runs/push --task push --episodes 20   # + part C
+    python benchmarks/planning.py --ckpt runs/reach --task reach --episodes 100 --budget-ms 10 \
+        --workers 2 --sweep 2 5 10 20 40 --skip-a        # grad at 10 ms vs CEM/MPPI at 40 ms, + sweep
 
 A. Double integrator with a closed-form optimum (planners.analytic): cost / optimum and iterations for
    Adam vs SGD-Nesterov at several learning rates and restart counts, CEM / MPPI / random shooting.
@@ -131,25 +133,94 @@ def part_b(
     return rows, what
 
 
-def part_c(ckpt: str, task: str, episodes: int, seed: int, horizon: int) -> list[dict[str, Any]]:
-    """Closed-loop success on the same seeded episodes for grad, CEM, MPPI and the policy."""
+def _closed_loop_one(job: dict[str, Any]) -> dict[str, Any]:
+    """One planner's closed-loop evaluation in its own process (one torch thread, one core)."""
+    torch.set_num_threads(1)
     import sim
     from latent_vla.checkpoint import load_checkpoint
     from planners.brains import PlannerBrain, planner_config
-    from planners.evaluate import add_baseline_deltas, evaluate_brain
+    from planners.evaluate import evaluate_brain
 
-    c = load_checkpoint(ckpt)
-    records = []
-    for name in ("grad", "cem", "mppi", "policy"):
-        cfg = planner_config(name)
-        if name != "policy":
-            cfg["horizon"] = horizon
-        brain = PlannerBrain(c, cfg)
-        records.append(evaluate_brain(name, brain, lambda: sim.make_env(task), c.spec, task, episodes, seed))
+    c = load_checkpoint(job["ckpt"])
+    cfg = planner_config(job["name"])
+    if job["name"] != "policy":
+        cfg["horizon"] = job["horizon"]
+        cfg["budget_ms"] = job["budget_ms"]
+        cfg.update(job.get("overrides", {}))
+    brain = PlannerBrain(c, cfg)
+    task = job["task"]
+    rec = evaluate_brain(
+        job["label"], brain, lambda: sim.make_env(task), c.spec, task, job["episodes"], job["seed"], progress=False
+    )
+    rec["budget_ms"] = job["budget_ms"] if job["name"] != "policy" else None
+    rec.pop("per_episode", None)
+    return rec
+
+
+def part_c(
+    ckpt: str,
+    task: str,
+    episodes: int,
+    seed: int,
+    horizon: int,
+    grad_budget_ms: float,
+    baseline_budget_ms: float,
+    workers: int = 1,
+    sweep: tuple[float, ...] = (),
+    sweep_episodes: int = 20,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Closed-loop success on the same seeded episodes for grad, CEM, MPPI and the policy, and an
+    optional budget sweep (success vs ms per tick) of grad, CEM and MPPI on the first episodes.
+
+    Planners run in ``workers`` processes with one torch thread each; with ``workers`` no larger than
+    the cores, each measures its planning time on a core of its own.
+    """
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    from planners.evaluate import add_baseline_deltas
+
+    base = {"ckpt": ckpt, "task": task, "seed": seed, "horizon": horizon}
+    budgets = {"grad": grad_budget_ms, "cem": baseline_budget_ms, "mppi": baseline_budget_ms, "policy": None}
+    jobs = [{**base, "name": n, "label": n, "budget_ms": b, "episodes": episodes} for n, b in budgets.items()]
+    sweep_jobs = [
+        {**base, "name": n, "label": f"{n}@{ms:g}ms", "budget_ms": ms, "episodes": sweep_episodes, "sweep": True}
+        for ms in sweep
+        for n in ("grad", "cem", "mppi")
+    ]
+    order = sorted(jobs + sweep_jobs, key=lambda j: -j["episodes"] * (j["budget_ms"] or 2.0))  # longest first
+    with ProcessPoolExecutor(max_workers=max(1, workers), mp_context=get_context("spawn")) as pool:
+        results = dict(zip([j["label"] for j in order], pool.map(_closed_loop_one, order), strict=True))
+    records = [results[j["label"]] for j in jobs]
     add_baseline_deltas(records)
-    for r in records:
-        r.pop("per_episode", None)
-    return records
+    sweep_rows = []
+    for j in sweep_jobs:
+        r = results[j["label"]]
+        sweep_rows.append({"planner": j["name"], "budget_ms": j["budget_ms"], "episodes": j["episodes"],
+                           "pc_success": r["pc_success"], "plan_ms_p50": r["plan_ms_p50"],
+                           "plan_ms_p95": r["plan_ms_p95"], "iterations_mean": r.get("iterations_mean")})  # fmt: skip
+    return records, sweep_rows
+
+
+def _plot_sweep(rows: list[dict[str, Any]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for name in sorted({r["planner"] for r in rows}):
+        pts = sorted((r["plan_ms_p50"], r["pc_success"]) for r in rows if r["planner"] == name)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name)
+    ax.set_xscale("log")
+    ax.set_xlabel("planning ms per tick (p50)")
+    ax.set_ylabel("success (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def _print(rows: list[dict[str, Any]], cols: list[str], title: str) -> None:
@@ -174,7 +245,16 @@ def main() -> int:
     p.add_argument("--horizon", type=int, default=16)
     p.add_argument("--ticks", type=int, default=20, help="imagined MPC ticks per start (part B)")
     p.add_argument("--starts", type=int, default=3, help="start latents (part B)")
-    p.add_argument("--budget-ms", type=float, default=40.0)
+    p.add_argument("--budget-ms", type=float, default=40.0, help="gradient planner's budget per tick (parts B, C)")
+    p.add_argument(
+        "--baseline-budget-ms",
+        type=float,
+        default=None,
+        help="CEM / MPPI budget per tick in part C (default: 4x --budget-ms, the target ratio)",
+    )
+    p.add_argument("--workers", type=int, default=1, help="processes for part C (one planner each, 1 thread)")
+    p.add_argument("--sweep", type=float, nargs="*", default=[], help="part C budget sweep, ms per tick")
+    p.add_argument("--sweep-episodes", type=int, default=20)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--skip-a", action="store_true")
     p.add_argument("--out", default="outputs/bench/planning.json")
@@ -199,7 +279,9 @@ def main() -> int:
     _print(rows, ["planner", "plan_ms_p50", "plan_ms_p95", "plan_ms_max", "iterations_mean", "cost_mean"],
            f"B. per-tick planning time, {what}, H={args.horizon}, {args.threads} thread(s)")  # fmt: skip
     if args.ckpt and args.episodes > 0:
-        recs = part_c(args.ckpt, args.task, args.episodes, args.seed, args.horizon)
+        baseline_ms = args.baseline_budget_ms if args.baseline_budget_ms is not None else 4 * args.budget_ms
+        recs, sweep_rows = part_c(args.ckpt, args.task, args.episodes, args.seed, args.horizon, args.budget_ms,
+                                  baseline_ms, args.workers, tuple(args.sweep), args.sweep_episodes)  # fmt: skip
         by = {r["planner"]: r for r in recs}
         for r in recs:
             r["plan_ms_p95_over_cem"] = r["plan_ms_p95"] / by["cem"]["plan_ms_p95"]
@@ -207,7 +289,16 @@ def main() -> int:
         result["closed_loop"] = recs
         _print(recs, ["planner", "pc_success", "success_vs_best_other", "plan_ms_p50", "plan_ms_p95",
                       "plan_ms_p95_over_cem", "mean_episode_length"],
-               f"C. closed loop, task={args.task}, {args.episodes} episodes")  # fmt: skip
+               f"C. closed loop, task={args.task}, {args.episodes} episodes, budget per tick: grad "
+               f"{args.budget_ms:g} ms, cem/mppi {baseline_ms:g} ms")  # fmt: skip
+        if sweep_rows:
+            result["budget_sweep"] = sweep_rows
+            _print(sweep_rows, ["planner", "budget_ms", "episodes", "pc_success", "plan_ms_p50", "plan_ms_p95",
+                                "iterations_mean"], f"C'. success vs planning budget, task={args.task}")  # fmt: skip
+            plot = Path(args.out).with_suffix(".sweep.png")
+            plot.parent.mkdir(parents=True, exist_ok=True)
+            _plot_sweep(sweep_rows, plot, f"{args.task}: success vs planning time")
+            print(f"wrote {plot}")
     result["machine"]["load_avg_1m_end"] = os.getloadavg()[0]
     result["seconds"] = time.perf_counter() - t0
     out = Path(args.out)

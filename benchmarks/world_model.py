@@ -150,8 +150,18 @@ def print_table(result: dict[str, Any]) -> None:
             f"latent mse after {h} steps (model / constant)",
             f"{r['model_mse']:.3g} / {r['constant_mse']:.3g} = {r['ratio']:.2f}",
         )
+        if "learned_ratio" in r:
+            table.add_row(
+                f"  learned block only, {h} steps",
+                f"{r['learned_model_mse']:.3g} / {r['learned_constant_mse']:.3g} = {r['learned_ratio']:.2f}",
+            )
     if "cost_rank" in result:
         table.add_row("Spearman(cost, true distance)", f"{result['cost_rank']['spearman']:.3f}")
+        if "spearman_unsolved" in result["cost_rank"]:
+            table.add_row(
+                "  on frames short of success",
+                f"{result['cost_rank']['spearman_unsolved']:.3f} ({result['cost_rank']['frames_unsolved']} frames)",
+            )
         table.add_row("cost MAE (m)", f"{result['cost_rank']['mae_m']:.4f}")
     if "policy" in result:
         pol = result["policy"]

@@ -4,7 +4,8 @@
   runtime feeds every variant the same arrays.
 * int8 dynamic: weights int8, activations quantized on the fly; for MLP graphs (the policy).
 * int8 static QDQ: weights and activations int8 with scales from a calibration set; for the CNN
-  encoder. Only Conv / MatMul / Gemm are quantized, so normalizations and softmaxes stay float.
+  encoder. Only Conv / MatMul / Gemm are quantized, so normalizations and softmaxes stay float, and
+  so do the small layers that read the state / task inputs or a softmax map (:func:`float_kept_nodes`).
 
 On a plain x86 CPU int8 is usually not faster for models this small (NOTES.md); it pays off in size
 and on TensorRT / edge accelerators. ``benchmarks/export_latency.py`` measures it.
@@ -65,6 +66,26 @@ class _Reader:
         return next(self._it, None)
 
 
+def float_kept_nodes(model: onnx.ModelProto) -> list[str]:
+    """Names of the MatMul / Gemm nodes that stay float in static int8 quantization.
+
+    * Those that read a graph input directly (the joint state, the task embedding): uint8 activations
+      would clip any value outside the calibration frames' range, and an arm's joints or an unseen
+      instruction easily leave it; these layers are tiny, the convolutions are where int8 pays.
+    * Those that read a Softmax output (spatial-softmax keypoints): a probability map of ~1/1000 per
+      pixel would mostly round to zero and move the keypoints by whole cells.
+    """
+    inputs = {i.name for i in model.graph.input}
+    producer = {out: node for node in model.graph.node for out in node.output}
+
+    def keep(node: onnx.NodeProto) -> bool:
+        if node.op_type not in ("MatMul", "Gemm"):
+            return False
+        return any(i in inputs or (i in producer and producer[i].op_type == "Softmax") for i in node.input)
+
+    return [node.name for node in model.graph.node if keep(node)]
+
+
 def to_int8_static(
     src: str | os.PathLike[str], dst: str | os.PathLike[str], calibration: Iterable[Mapping[str, np.ndarray]]
 ) -> Path:
@@ -82,6 +103,7 @@ def to_int8_static(
         raise ValueError("static int8 quantization needs at least one calibration input")
     with tempfile.TemporaryDirectory() as tmp:
         pre = _preprocess(src, tmp)
+        exclude = float_kept_nodes(onnx.load(pre))
         quantize_static(
             pre,
             str(dst),
@@ -92,5 +114,6 @@ def to_int8_static(
             per_channel=True,
             op_types_to_quantize=QUANT_OPS,
             calibrate_method=CalibrationMethod.MinMax,
+            nodes_to_exclude=exclude,
         )
     return Path(dst)

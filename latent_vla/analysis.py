@@ -82,7 +82,8 @@ def open_loop_errors(
 
     For every frame ``t`` with ``t + h`` in the same episode: ``model`` error
     ``mean ||rollout(z_t, a_t..a_{t+h-1})[-1] - z_{t+h}||^2`` and baseline ``mean ||z_t - z_{t+h}||^2``
-    (both over latent dimensions), plus their ratio (< 1: the dynamics beat "nothing moves").
+    (both over latent dimensions), plus their ratio (< 1: the dynamics beat "nothing moves"). With a
+    joint block in the latent the same three numbers for the learned block alone (``learned_*``).
     """
     out: dict[str, dict[str, float]] = {}
     pos = {int(f): i for i, f in enumerate(enc.frames)}
@@ -98,12 +99,18 @@ def open_loop_errors(
         target = enc.z[ends]
         model_err = float(((pred - target) ** 2).mean())
         base_err = float(((enc.z[starts_t] - target) ** 2).mean())
-        out[str(h)] = {
+        row = {
             "model_mse": model_err,
             "constant_mse": base_err,
             "ratio": model_err / max(base_err, 1e-12),
             "windows": len(starts),
         }
+        if getattr(model, "proprio_latent", False):  # the learned block alone (the joint block is measured)
+            lp, lt, l0 = (model.learned_part(x) for x in (pred, target, enc.z[starts_t]))
+            row["learned_model_mse"] = float(((lp - lt) ** 2).mean())
+            row["learned_constant_mse"] = float(((l0 - lt) ** 2).mean())
+            row["learned_ratio"] = row["learned_model_mse"] / max(row["learned_constant_mse"], 1e-12)
+        out[str(h)] = row
     return out
 
 
@@ -132,18 +139,26 @@ def cost_vs_distance(model: WorldModel, cache: FrameCache, enc: EncodedEpisodes)
     """Spearman correlation of ``cost(z_t)`` with the true distance of frame ``t`` (needs next.reward).
 
     The distance of ``z_t`` is ``-next.reward`` of frame ``t - 1`` (the state reached after ``a_{t-1}``),
-    so every episode's first frame is skipped.
+    so every episode's first frame is skipped. ``spearman_unsolved`` is the same on the frames whose
+    true distance is above zero (the solved frames tie at zero).
     """
     if cache.reward is None:
         raise ValueError("the dataset has no next.reward, so there is no true distance to compare with")
     keep = np.array([f > cache.episode_bounds[e][0] for f, e in zip(enc.frames, enc.episode, strict=True)])
     pred = model.cost(enc.z[torch.from_numpy(keep)], enc.task[torch.from_numpy(keep)]).cpu().numpy()
     true = -cache.reward[enc.frames[keep] - 1]
-    return {
+    out = {
         "spearman": spearman(pred, true),
         "mae_m": float(np.abs(pred - true).mean()),
         "frames": int(keep.sum()),
     }
+    # Frames already at success all have distance 0: a large tied group whose order is arbitrary, so
+    # the same correlation on the frames still short of success is reported beside it.
+    open_ = true > 0
+    if open_.sum() >= 2:
+        out["spearman_unsolved"] = spearman(pred[open_], true[open_])
+        out["frames_unsolved"] = int(open_.sum())
+    return out
 
 
 def pca_2d(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -49,6 +49,8 @@ class LossWeights:
         policy: weight of behaviour cloning.
         decoder: weight of image reconstruction.
         decoder_grad: let the reconstruction gradient reach the encoder.
+        decoder_batch: windows of the batch whose first and last frames are reconstructed (0 = all);
+            the decoder is for inspection, so a subset keeps it from dominating a CPU step.
         variance: weight of the variance hinge (anti-collapse).
         std_target: per-dimension std the hinge asks for (latent units).
         covariance: weight of the off-diagonal covariance penalty.
@@ -69,6 +71,7 @@ class LossWeights:
     policy: float = 1.0
     decoder: float = 1.0
     decoder_grad: bool = False
+    decoder_batch: int = 16
     variance: float = 1.0
     std_target: float = 0.1
     covariance: float = 0.04
@@ -147,6 +150,10 @@ class WorldModelLoss(nn.Module):
         with torch.no_grad():  # prediction error relative to predicting "nothing changes"
             still = self._consistency(z_tgt[:, :1].expand_as(z_pred), z_tgt[:, 1:])
             terms["consistency_rel"] = terms["consistency"] / still.clamp(min=1e-12)
+            if m.proprio_latent:  # the same ratio on the learned block alone
+                zp, zt = m.learned_part(z_pred), m.learned_part(z_tgt)
+                still_l = self._consistency(zt[:, :1].expand_as(zp), zt[:, 1:])
+                terms["consistency_rel_learned"] = self._consistency(zp, zt[:, 1:]) / still_l.clamp(min=1e-12)
         if batch.cost is not None:
             add("cost", w.cost, 0.5 * (self._cost(z_pred, task, batch.cost) + self._cost(z[:, 1:], task, batch.cost)))
         if batch.success is not None:
@@ -161,13 +168,15 @@ class WorldModelLoss(nn.Module):
         add("policy", w.policy, bc)
 
         first = m.camera_names[0]
-        z_dec = z[:, [0, -1]].flatten(0, 1)  # (2B, Z)
+        n_dec = B if w.decoder_batch <= 0 else min(B, w.decoder_batch)
+        z_dec = z[:n_dec, [0, -1]].flatten(0, 1)  # (2n, Z)
         if not w.decoder_grad:
             z_dec = z_dec.detach()
-        add("decoder", w.decoder, F.mse_loss(m.decode(z_dec), batch.images[first][:, [0, -1]].flatten(0, 1)))
+        frames = batch.images[first][:n_dec, [0, -1]].flatten(0, 1)  # (2n, 3, h, w)
+        add("decoder", w.decoder, F.mse_loss(m.decode(z_dec), frames))
 
-        z0 = z[:, 0]  # (B, Z)
-        std = torch.sqrt(z0.var(dim=0) + 1e-4)  # (Z,)
+        z0 = m.learned_part(z[:, 0])  # (B, latent_dim): the joint block is measured, not learned
+        std = torch.sqrt(z0.var(dim=0) + 1e-4)  # (latent_dim,)
         add("variance", w.variance, F.relu(w.std_target - std).mean())
         zc = z0 - z0.mean(dim=0)
         cov = (zc.T @ zc) / max(B - 1, 1)  # (Z, Z)

@@ -68,6 +68,9 @@ class ModelSettings:
     bigrams: bool = True
     channels: list[int] = field(default_factory=lambda: [16, 32, 64, 64])
     image_feat: int = 128
+    keypoints: int = 8
+    film: bool = True
+    proprio_latent: bool = True
     state_feat: int = 64
     hidden: int = 256
     head_hidden: int = 128
@@ -203,6 +206,9 @@ def build_model_config(ms: ModelSettings, cache: FrameCache, tokenizer: Tokenize
         word_dim=ms.word_dim,
         channels=tuple(ms.channels),
         image_feat=ms.image_feat,
+        keypoints=ms.keypoints,
+        film=ms.film,
+        proprio_latent=ms.proprio_latent,
         state_feat=ms.state_feat,
         hidden=ms.hidden,
         head_hidden=ms.head_hidden,
@@ -344,6 +350,7 @@ def train(settings: RunSettings, full_config: dict[str, Any] | None = None) -> T
         start_step = int(manifest["step"])
     else:
         normalizer = cache.normalizer(image_size)
+    model.set_proprio_map(normalizer.state_mean, normalizer.state_std, normalizer.action_min, normalizer.action_max)
     model.to(device).train()
     target = None
     if ts.target == "ema":

@@ -42,7 +42,7 @@ def test_manifest_describes_the_bundle(bundle_dir, export_ckpt):
     assert RobotSpec.from_dict(m.robot_spec) == SO101
     assert Normalizer.from_dict(m.normalization).to_dict() == export_ckpt.normalizer.to_dict()
     assert m.tokenizer == export_ckpt.tokenizer.to_dict()
-    assert m.model["horizon"] == 4 and m.model["latent_dim"] == 32 and m.model["chunk_len"] == 4
+    assert m.model["horizon"] == 4 and m.model["latent_dim"] == 32 + 6 and m.model["chunk_len"] == 4
     assert set(m.graphs) == {"task_embed", "encoder", "policy", "rollout_cost", "cost_grad"}
     assert set(m.graphs["encoder"]) == {"fp32", "fp16", "int8"}
     assert m.producer["package"] == "latent-vla" and m.producer["version"]

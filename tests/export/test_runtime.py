@@ -169,9 +169,9 @@ def test_brain_usage_errors(bundle_dir):
 def test_graph_inputs_are_checked_before_onnxruntime(bundle_dir):
     bundle = load_bundle(bundle_dir)
     task = bundle.embed_task([INSTRUCTION])
-    z = np.zeros((2, 32), np.float32)
-    with pytest.raises(ObservationError, match=r"policy.z: axis 1 must be 32"):
-        bundle.policy(np.zeros((2, 31), np.float32), task)
+    z = np.zeros((2, 38), np.float32)  # Z = 32 learned + 6 joints
+    with pytest.raises(ObservationError, match=r"policy.z: axis 1 must be 38"):
+        bundle.policy(np.zeros((2, 37), np.float32), task)
     with pytest.raises(ObservationError, match="expected dtype float32, got float64"):
         bundle.policy(z.astype(np.float64), task)
     with pytest.raises(ObservationError, match=r"task: axis 0 must be 1"):

@@ -99,7 +99,7 @@ def test_observation_helpers(saved):
     obs |= {c: np.zeros((64, 64, 3), dtype=np.uint8) for c in ("front", "wrist")}
     task = ck.embed_instruction("reach the red target")
     z = ck.encode_observation(obs, task)
-    assert task.shape == (1, 16) and z.shape == (1, 32)
+    assert task.shape == (1, 16) and z.shape == (1, 32 + 6)  # learned block + joint block
     with pytest.raises(KeyError, match="wrist"):
         ck.observation_to_model({k: v for k, v in obs.items() if k != "wrist"})
 

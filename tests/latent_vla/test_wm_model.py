@@ -41,10 +41,10 @@ def test_every_head_shapes_dtypes_and_ranges(model):
     task = model.embed_task(tokens)
     assert task.shape == (B, cfg.task_dim) and task.dtype == torch.float32
     z = model.encode(images, state, task)
-    assert z.shape == (B, cfg.latent_dim) and z.dtype == torch.float32
+    assert z.shape == (B, model.latent_dim) and z.dtype == torch.float32
     actions = torch.rand(B, H, cfg.action_dim) * 2 - 1
     zs = model.rollout(z, actions)
-    assert zs.shape == (B, H, cfg.latent_dim)
+    assert zs.shape == (B, H, model.latent_dim)
     assert torch.allclose(zs[:, 0], model.step(z, actions[:, 0]))
     assert torch.allclose(zs[:, 2], model.step(model.step(model.step(z, actions[:, 0]), actions[:, 1]), actions[:, 2]))
     cost = model.cost(zs, task)
@@ -64,12 +64,18 @@ def test_latent_manifold(model):
     images, state, tokens = inputs(model.config)
     z = model.encode(images, state, model.embed_task(tokens))
     zs = model.rollout(z, torch.rand(B, H, model.action_dim) * 2 - 1)
+    assert zs.shape[-1] == model.config.latent_dim + model.action_dim  # learned block + joint block
+    learned = model.learned_part(zs)
     if model.config.norm == "simnorm":
-        groups = zs.reshape(B, H, -1, model.config.simnorm_dim)
-        assert torch.allclose(groups.sum(-1), torch.ones(()), atol=1e-5) and (zs >= 0).all()
+        groups = learned.reshape(B, H, -1, model.config.simnorm_dim)
+        assert torch.allclose(groups.sum(-1), torch.ones(()), atol=1e-5) and (learned >= 0).all()
     else:
-        assert torch.allclose(zs.mean(-1), torch.zeros(()), atol=1e-5)
-        assert torch.allclose(zs.pow(2).mean(-1), torch.ones(()), atol=1e-3)
+        assert torch.allclose(learned.mean(-1), torch.zeros(()), atol=1e-5)
+        assert torch.allclose(learned.pow(2).mean(-1), torch.ones(()), atol=1e-3)
+    # the joint block is the measured state in action units, and stays bounded under any rollout
+    assert torch.allclose(model.proprio(z), (state * model.proprio_scale + model.proprio_shift).clamp(-1.5, 1.5))
+    far = model.rollout(z, torch.ones(B, 50, model.action_dim))
+    assert model.proprio(far).abs().max() <= 1.5
 
 
 def test_task_broadcasts_over_leading_dims(model):
@@ -90,6 +96,7 @@ def test_task_broadcasts_over_leading_dims(model):
 
 def test_protocol_is_differentiable_wrt_actions(model):
     images, state, tokens = inputs(model.config)
+    state = 0.3 * state  # joints inside the latent's bound, where the finite difference is smooth
     with torch.no_grad():
         task = model.embed_task(tokens)
         z0 = model.encode(images, state, task)
@@ -101,7 +108,7 @@ def test_protocol_is_differentiable_wrt_actions(model):
         assert grad.shape == actions.shape and torch.isfinite(grad).all()
         assert (grad.abs().sum(dim=(0, 2)) > 0).all()  # every horizon step moves the cost
         # gradient matches a finite difference along a random direction
-        d = torch.randn_like(actions)
+        d = torch.randn(actions.shape, generator=torch.Generator().manual_seed(1))  # fixed: order-independent
         eps = 1e-3
         with torch.no_grad():
             f = lambda a: model.cost(model.rollout(z0, a), task).sum()  # noqa: E731
@@ -128,7 +135,7 @@ def test_gru_text_encoder_and_other_image_sizes():
     images, state, tokens = inputs(model.config, b=3)
     task = model.embed_task(tokens)
     z = model.encode(images, state, task)
-    assert z.shape == (3, 32) and model.decode(z).shape == (3, 3, 48, 40)
+    assert z.shape == (3, 32 + 6) and model.decode(z).shape == (3, 3, 48, 40)
     tokens2 = tokens.clone()
     tokens2[:, 8:] = 5  # extra words change the instruction embedding
     assert not torch.allclose(model.embed_task(tokens2), task)
@@ -159,3 +166,56 @@ def test_clear_errors():
 def test_config_roundtrip():
     cfg = small_config()
     assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_spatial_softmax_finds_a_bright_spot():
+    from latent_vla.model import SpatialSoftmax
+
+    maps = torch.zeros(2, 1, 16, 16)
+    maps[0, 0, 3, 12] = 50.0  # row 3, column 12
+    maps[1, 0, 15, 0] = 50.0
+    kp = SpatialSoftmax((16, 16))(maps)  # (2, 2): x, y in [-1, 1]
+    step = 2.0 / 15
+    assert torch.allclose(kp[0], torch.tensor([-1 + 12 * step, -1 + 3 * step]), atol=1e-3)
+    assert torch.allclose(kp[1], torch.tensor([-1.0, 1.0]), atol=1e-3)
+
+
+def test_instruction_modulates_the_image_encoder():
+    torch.manual_seed(0)
+    model = WorldModel(small_config(keypoints=4))
+    for p in model.image_encoder.films.parameters():  # FiLM starts as the identity; perturb it
+        torch.nn.init.normal_(p, std=0.5)
+    images, state, tokens = inputs(model.config, b=2)
+    x = images["front"][:1].expand(2, -1, -1, -1)
+    feats = model.image_encoder(x, model.embed_task(tokens))  # same image, two instructions
+    assert feats.shape == (2, model.config.image_feat + 2 * 4)
+    assert not torch.allclose(feats[0], feats[1], atol=1e-4)
+    plain = WorldModel(small_config(film=False, keypoints=0))
+    assert plain.image_encoder.out_dim == plain.config.image_feat
+    with pytest.raises(ValueError, match="task-conditioned"):
+        model.image_encoder(x)
+
+
+def test_residual_policy_is_joints_plus_offsets():
+    torch.manual_seed(0)
+    model = WorldModel(small_config())
+    model.set_proprio_map(torch.zeros(6), torch.full((6,), 2.0), torch.full((6,), -4.0), torch.full((6,), 4.0))
+    images, state, tokens = inputs(model.config)
+    task = model.embed_task(tokens)
+    z = model.encode(images, state, task)
+    assert torch.allclose(model.proprio(z), (0.5 * state).clamp(-1.5, 1.5))  # 2 * std / span = 0.5
+    with torch.no_grad():  # zero offsets: the chunk holds the joints where they are
+        model.policy_head.body[-1].weight.zero_()
+        model.policy_head.body[-1].bias.zero_()
+    chunk = model.policy(z, task)
+    assert torch.allclose(chunk, model.proprio(z).clamp(-1, 1)[:, None].expand_as(chunk))
+    # without matching state/action sizes there is no joint block, and the chunk is tanh-squashed
+    other = WorldModel(small_config(state_dim=7))
+    assert not other.proprio_latent and other.latent_dim == other.config.latent_dim
+    o_images, o_state, _ = inputs(other.config)
+    o_task = other.embed_task(tokens)
+    o_z = other.encode(o_images, o_state, o_task)
+    assert o_z.shape == (B, other.config.latent_dim)
+    assert other.policy(o_z, o_task).abs().max() < 1
+    with pytest.raises(RuntimeError, match="no joint block"):
+        other.proprio(o_z)
