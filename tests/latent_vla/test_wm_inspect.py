@@ -54,8 +54,17 @@ def test_open_loop_errors_and_cost_ranking(tiny_checkpoint_dir, tiny_dataset_dir
         still = float(((enc.z[t] - enc.z[t + 1]) ** 2).mean())
     assert errs["1"]["model_mse"] == pytest.approx(direct, rel=1e-4)
     assert errs["1"]["constant_mse"] == pytest.approx(still, rel=1e-4)
+    # the learned block alone: the same computation on the first latent_dim entries
+    learned = ck.model.config.latent_dim
+    with torch.no_grad():
+        direct_l = float(((ck.model.step(enc.z[t], a)[:, :learned] - enc.z[t + 1, :learned]) ** 2).mean())
+    assert errs["1"]["learned_model_mse"] == pytest.approx(direct_l, rel=1e-4)
+    assert errs["1"]["learned_ratio"] == pytest.approx(direct_l / errs["1"]["learned_constant_mse"], rel=1e-6)
     rank = cost_vs_distance(ck.model, cache, enc)
     assert rank["frames"] == 3 * 23 and -1 <= rank["spearman"] <= 1 and rank["mae_m"] >= 0
+    true = -cache.reward[np.concatenate([np.arange(e * 24, e * 24 + 23) for e in range(3)])]
+    if (true > 0).sum() >= 2:  # the correlation restricted to frames short of success
+        assert rank["frames_unsolved"] == int((true > 0).sum()) and -1 <= rank["spearman_unsolved"] <= 1
 
 
 def test_spearman_and_pca():
