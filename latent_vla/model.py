@@ -453,11 +453,10 @@ class WorldModel(nn.Module):
         feats = self.image_encoder(x.reshape(B * C, *x.shape[2:]), cam_task).reshape(B, C, -1)  # (B, C, F+2P)
         feats = (feats + self.camera_embed).reshape(B, -1)  # (B, C*(F+2P))
         h = torch.cat([feats, self.state_encoder(state), task], dim=-1)
-        z = self._norm_learned(self.fuse(h))  # (B, latent_dim)
-        if self.proprio_latent:
-            joints = (state * self.proprio_scale + self.proprio_shift).clamp(-PROPRIO_BOUND, PROPRIO_BOUND)
-            z = torch.cat([z, joints], dim=-1)
-        return z  # (B, Z)
+        x = self.fuse(h)  # (B, latent_dim)
+        if self.proprio_latent:  # the measured joints in action units
+            x = torch.cat([x, state * self.proprio_scale + self.proprio_shift], dim=-1)
+        return self.normalize_latent(x)  # (B, Z)
 
     def step(self, z: Tensor, a: Tensor) -> Tensor:
         """One latent transition: ``(B, Z)``, ``(B, A)`` -> ``(B, Z)`` (residual, on the manifold)."""
