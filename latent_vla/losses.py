@@ -98,6 +98,11 @@ class WorldModelLoss(nn.Module):
         per_step = ((z_pred - z_target) ** 2).mean(dim=(0, 2))  # (k,)
         return (disc * per_step).sum() / disc.sum()
 
+    def _relative(self, z_pred: Tensor, z_target: Tensor) -> Tensor:
+        # consistency of (B, k, Z) predictions against targets (B, k+1, Z), over that of "z stays z_t"
+        still = self._consistency(z_target[:, :1].expand_as(z_pred), z_target[:, 1:])
+        return self._consistency(z_pred, z_target[:, 1:]) / still.clamp(min=1e-12)
+
     def _cost(self, z: Tensor, task: Tensor, target: Tensor) -> Tensor:
         # z: (B, k, Z), target: (B, k) metres
         pred = self.model.cost(z, task)
@@ -148,12 +153,9 @@ class WorldModelLoss(nn.Module):
 
         add("consistency", w.consistency, self._consistency(z_pred, z_tgt[:, 1:]))
         with torch.no_grad():  # prediction error relative to predicting "nothing changes"
-            still = self._consistency(z_tgt[:, :1].expand_as(z_pred), z_tgt[:, 1:])
-            terms["consistency_rel"] = terms["consistency"] / still.clamp(min=1e-12)
+            terms["consistency_rel"] = self._relative(z_pred, z_tgt)
             if m.proprio_latent:  # the same ratio on the learned block alone
-                zp, zt = m.learned_part(z_pred), m.learned_part(z_tgt)
-                still_l = self._consistency(zt[:, :1].expand_as(zp), zt[:, 1:])
-                terms["consistency_rel_learned"] = self._consistency(zp, zt[:, 1:]) / still_l.clamp(min=1e-12)
+                terms["consistency_rel_learned"] = self._relative(m.learned_part(z_pred), m.learned_part(z_tgt))
         if batch.cost is not None:
             add("cost", w.cost, 0.5 * (self._cost(z_pred, task, batch.cost) + self._cost(z[:, 1:], task, batch.cost)))
         if batch.success is not None:
