@@ -82,6 +82,9 @@ class CollectConfig:
             ``overwrite`` replaces it. A non-empty folder that is not a dataset is always refused.
         image_hw: camera image size (height, width) in pixels.
         max_episode_steps: episode length in control steps; ``None`` keeps the task's default.
+        reset_noise: half-width of the uniform noise on the home pose at reset, robot units (degrees /
+            gripper percent); ``None`` keeps the env's default (3). Wide start poses keep a policy
+            from reading the target off the joint state ("copycat": continue the line from home).
         robot: robot spec name (``so101``).
         vcodec: video codec for the camera streams (h264 is the fastest here).
         image_writer_threads: LeRobot's asynchronous PNG writer threads per worker (0 = inline).
@@ -106,6 +109,7 @@ class CollectConfig:
     mode: str = "fail"
     image_hw: tuple[int, int] = (64, 64)
     max_episode_steps: int | None = None
+    reset_noise: float | None = None
     robot: str = "so101"
     vcodec: str = "h264"
     image_writer_threads: int = 0
@@ -137,6 +141,8 @@ class CollectConfig:
             raise CollectError(f"video_file_mb must be >= 0 (0 = one file per episode), got {self.video_file_mb}")
         if self.max_episode_steps is not None and int(self.max_episode_steps) < 1:
             raise CollectError(f"max_episode_steps must be >= 1 or None, got {self.max_episode_steps}")
+        if self.reset_noise is not None and not 0.0 <= float(self.reset_noise) <= 90.0:
+            raise CollectError(f"reset_noise is in robot units (degrees), 0..90 or None, got {self.reset_noise}")
         try:
             get_robot_spec(self.robot)
         except ValueError as exc:

@@ -46,6 +46,7 @@ def config_from_hydra(cfg: DictConfig) -> CollectConfig:
             mode=str(cfg.mode),
             image_hw=(int(cfg.image_height), int(cfg.image_width)),
             max_episode_steps=None if cfg.max_episode_steps is None else int(cfg.max_episode_steps),
+            reset_noise=None if cfg.get("reset_noise") is None else float(cfg.reset_noise),
             robot=str(cfg.robot),
             vcodec=str(cfg.vcodec),
             image_writer_threads=int(cfg.image_writer_threads),

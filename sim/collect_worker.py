@@ -105,6 +105,8 @@ def _make_env_and_policy(cfg: CollectConfig, spec: RobotSpec):
     kwargs: dict[str, Any] = {"image_height": int(cfg.image_hw[0]), "image_width": int(cfg.image_hw[1])}
     if cfg.max_episode_steps is not None:
         kwargs["episode_length"] = int(cfg.max_episode_steps)
+    if cfg.reset_noise is not None:
+        kwargs["reset_noise"] = float(cfg.reset_noise)
     env = sim.make_env(cfg.task, **kwargs)
     expert = None
     if cfg.policy == "expert":

@@ -181,6 +181,24 @@ def test_output_checks_refuse_clearly(collected, tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+def test_reset_noise_widens_the_start_poses(collected, tmp_path):
+    out, _ = collected
+    wide = tmp_path / "wide"
+    collect(_cfg(wide, reset_noise=25.0))
+    home = np.asarray(SO101.home_vector)
+
+    def start_offsets(root: Path) -> np.ndarray:
+        cols = _columns(_open(root))
+        first = cols["frame_index"] == 0
+        return np.abs(cols["observation.state"][first] - home)  # (episodes, J), robot units
+
+    default, widened = start_offsets(out), start_offsets(wide)
+    assert default.max() < 3.0 + 1.0  # the env's +-3 degrees (plus settling)
+    assert widened.max() > 6.0  # 3 episodes x 6 joints drawn from +-25: all below 6 has p < 1e-5
+    with pytest.raises(CollectError, match="reset_noise"):
+        collect(_cfg(tmp_path / "bad", reset_noise=-1.0))
+
+
 def test_interrupt_mid_episode_keeps_finished_episodes(tmp_path):
     class StopMidThirdEpisode:
         """Reads like a Ctrl-C that lands in the middle of the third episode."""
