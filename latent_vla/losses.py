@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from latent_vla.augment import random_shift
 from latent_vla.data import Batch
 from latent_vla.model import WorldModel
 
@@ -61,6 +62,10 @@ class LossWeights:
         eps_latent: FGSM step on the start latent (in the latent's residual parameterization).
         encoder_grad_all_frames: back-propagate into the encoder from every frame of the window, not
             only the first (about 3x slower on the CPU; forced on by ``straightness``).
+        image_shift: random-shift augmentation (DrQ): the images of ``z_t`` are padded by this many
+            pixels (edge replicated) and cropped back at a random offset per sample and camera; the
+            prediction targets stay un-shifted (with ``encoder_grad_all_frames`` every frame is
+            shifted). Training mode only. 0 = off.
     """
 
     consistency: float = 20.0
@@ -81,6 +86,7 @@ class LossWeights:
     eps_action: float = 0.05
     eps_latent: float = 0.1
     encoder_grad_all_frames: bool = False
+    image_shift: int = 0
 
 
 class WorldModelLoss(nn.Module):
@@ -90,6 +96,12 @@ class WorldModelLoss(nn.Module):
         super().__init__()
         self.model = model
         self.w = weights
+
+    def _augment(self, images: Tensor) -> Tensor:
+        # (B, 3, h, w) -> the same, randomly shifted while training
+        if not self.training or self.w.image_shift <= 0:
+            return images
+        return random_shift(images, self.w.image_shift)
 
     def _consistency(self, z_pred: Tensor, z_target: Tensor) -> Tensor:
         # z_pred, z_target: (B, k, Z)
@@ -120,11 +132,12 @@ class WorldModelLoss(nn.Module):
         flat_imgs = {c: v.flatten(0, 1) for c, v in batch.images.items()}  # (B*(k+1), 3, h, w)
         flat_state = batch.state.flatten(0, 1)  # (B*(k+1), S)
         if w.encoder_grad_all_frames or w.straightness > 0:
-            z = m.encode(flat_imgs, flat_state, task.repeat_interleave(k1, 0)).reshape(B, k1, -1)  # (B, k+1, Z)
+            shifted = {c: self._augment(v) for c, v in flat_imgs.items()}  # every frame here (targets too)
+            z = m.encode(shifted, flat_state, task.repeat_interleave(k1, 0)).reshape(B, k1, -1)  # (B, k+1, Z)
         else:
             # Only z_t needs encoder gradients (TD-MPC2): the later frames serve as targets and as
             # extra cost/success examples for the heads, so they are encoded without a graph.
-            first = {c: v[:, 0] for c, v in batch.images.items()}
+            first = {c: self._augment(v[:, 0]) for c, v in batch.images.items()}
             z0 = m.encode(first, batch.state[:, 0], task)  # (B, Z)
             with torch.no_grad():
                 rest_imgs = {c: v[:, 1:].flatten(0, 1) for c, v in batch.images.items()}

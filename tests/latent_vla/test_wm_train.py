@@ -131,6 +131,7 @@ def test_planning_switches_and_ema_target(tiny_dataset_dir, tmp_path):
     settings.train.loss.straightness = 0.1
     settings.train.loss.adversarial = 1.0
     settings.train.loss.action_noise = 0.05
+    settings.train.loss.image_shift = 2
     res = train(settings)
     assert res.step == 4
     for key in ("adversarial", "curvature", "consistency"):
