@@ -336,6 +336,11 @@ class WindowSampler:
         horizon: k, actions per window (>= 1).
         chunk_len: K, actions per policy chunk.
         episodes: episode positions (``0..E-1``) to draw from (default all).
+        motion_weighting: ``beta`` in ``[0, 1]``: a window is drawn with probability proportional to
+            ``(1 - beta) + beta * m / mean(m)``, where ``m`` is how far the actions move over its policy
+            chunk (``|a_{t+K-1} - a_t|``, model units). Demonstrations spend most frames holding or
+            creeping near the goal; the frames that say *where to go* (episode starts, turns) are few,
+            and uniform sampling starves them. 0 = uniform.
     """
 
     def __init__(
@@ -346,9 +351,12 @@ class WindowSampler:
         horizon: int,
         chunk_len: int,
         episodes: Sequence[int] | np.ndarray | None = None,
+        motion_weighting: float = 0.0,
     ) -> None:
         if horizon < 1:
             raise ValueError(f"horizon must be >= 1, got {horizon}")
+        if not 0.0 <= motion_weighting <= 1.0:
+            raise ValueError(f"motion_weighting must be in [0, 1], got {motion_weighting}")
         self.cache, self.k, self.chunk_len = cache, int(horizon), int(chunk_len)
         eps = np.arange(cache.num_episodes) if episodes is None else np.asarray(episodes, dtype=np.int64)
         starts, ep_end = [], []
@@ -368,14 +376,24 @@ class WindowSampler:
         self.success = None if cache.success is None else torch.from_numpy(cache.success)
         self.task_tokens = torch.from_numpy(tokenizer.encode(cache.tasks))  # (n_tasks, L)
         self.task_index = torch.from_numpy(cache.task_index)
+        self.probs: np.ndarray | None = None  # (windows,) sampling probabilities; None = uniform
+        if motion_weighting > 0:
+            last = np.minimum(self.starts + self.chunk_len - 1, self.ep_end - 1)
+            act = self.action.numpy()
+            motion = np.linalg.norm(act[last] - act[self.starts], axis=-1)  # (windows,)
+            weight = (1.0 - motion_weighting) + motion_weighting * motion / max(float(motion.mean()), 1e-12)
+            self.probs = weight / weight.sum()
 
     def __len__(self) -> int:
         """Number of distinct windows."""
         return int(self.starts.shape[0])
 
     def sample(self, batch_size: int, rng: np.random.Generator) -> Batch:
-        """``batch_size`` windows drawn uniformly with replacement."""
-        pick = rng.integers(0, len(self.starts), size=batch_size)
+        """``batch_size`` windows drawn with replacement (uniformly, or by ``motion_weighting``)."""
+        if self.probs is None:
+            pick = rng.integers(0, len(self.starts), size=batch_size)
+        else:
+            pick = rng.choice(len(self.starts), size=batch_size, p=self.probs)
         t0 = torch.from_numpy(self.starts[pick])  # (B,)
         end = torch.from_numpy(self.ep_end[pick])  # (B,)
         idx = t0[:, None] + torch.arange(self.k + 1)  # (B, k+1)

@@ -101,6 +101,7 @@ class TrainSettings:
     num_threads: int = 0
     video_backend: str | None = None
     progress: bool = True
+    motion_weighting: float = 0.0
     loss: LossWeights = field(default_factory=LossWeights)
 
 
@@ -374,7 +375,9 @@ def train(settings: RunSettings, full_config: dict[str, Any] | None = None) -> T
         )
 
     train_eps, val_eps = split_episodes(cache.num_episodes, ts.val_fraction, ts.seed)
-    sampler = WindowSampler(cache, normalizer, tokenizer, ts.horizon, ms.chunk_len, train_eps)
+    sampler = WindowSampler(
+        cache, normalizer, tokenizer, ts.horizon, ms.chunk_len, train_eps, motion_weighting=ts.motion_weighting
+    )
     val_sampler = (
         WindowSampler(cache, normalizer, tokenizer, ts.horizon, ms.chunk_len, val_eps) if len(val_eps) else None
     )

@@ -68,6 +68,26 @@ def test_windows_stay_in_episodes_and_labels_are_aligned(cache):
         np.testing.assert_array_equal(batch.tokens[b].numpy(), tok.encode(cache.tasks[cache.task_index[t]])[0])
 
 
+def test_motion_weighting_draws_moving_windows_more_often(cache):
+    norm, tok, K = cache.normalizer((64, 64)), Tokenizer(), 4
+    uniform = WindowSampler(cache, norm, tok, 2, K)
+    weighted = WindowSampler(cache, norm, tok, 2, K, motion_weighting=1.0)
+    act = norm.action_to_model(cache.action)
+    last = np.minimum(weighted.starts + K - 1, weighted.ep_end - 1)
+    motion = np.linalg.norm(act[last] - act[weighted.starts], axis=-1)  # (windows,)
+    np.testing.assert_allclose(weighted.probs, motion / motion.sum(), rtol=1e-5)
+    assert uniform.probs is None
+
+    def mean_motion(sampler) -> float:
+        batch = sampler.sample(4000, np.random.default_rng(0))
+        return float(np.linalg.norm((batch.chunk[:, -1] - batch.chunk[:, 0]).numpy(), axis=-1).mean())
+
+    # with p proportional to m, E[m] = E_uniform[m^2] / E_uniform[m] > E_uniform[m] unless m is constant
+    assert mean_motion(weighted) > 1.1 * mean_motion(uniform)
+    with pytest.raises(ValueError, match="motion_weighting"):
+        WindowSampler(cache, norm, tok, 2, K, motion_weighting=1.5)
+
+
 def test_split_episodes():
     train, val = split_episodes(10, 0.2, seed=1)
     assert len(val) == 2 and len(train) == 8 and not set(train) & set(val)
