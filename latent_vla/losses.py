@@ -65,7 +65,7 @@ class LossWeights:
         image_shift: random-shift augmentation (DrQ): the images of ``z_t`` are padded by this many
             pixels (edge replicated) and cropped back at a random offset per sample and camera; the
             prediction targets stay un-shifted (with ``encoder_grad_all_frames`` every frame is
-            shifted). Training mode only. 0 = off (``configs/train/default.yaml`` sets 4).
+            shifted). Training mode only. 0 = off.
     """
 
     consistency: float = 20.0
@@ -86,7 +86,7 @@ class LossWeights:
     eps_action: float = 0.05
     eps_latent: float = 0.1
     encoder_grad_all_frames: bool = False
-    image_shift: int = 0
+    image_shift: int = 4
 
 
 class WorldModelLoss(nn.Module):
