@@ -45,6 +45,7 @@ import numpy as np
 from latent_vla.robot_spec import RobotSpec, get_robot_spec
 from sim.collect_worker import ShardJob, quiet_writer_logs, run_shard, video_file_limit, worker_main
 from sim.dataset_features import dataset_features, features_mismatch
+from sim.tasks.base import Task
 
 POLICIES = ("expert", "random")
 MODES = ("fail", "append", "overwrite")
@@ -341,7 +342,9 @@ def collect(
     cfg.validate()
     spec = get_robot_spec(cfg.robot)
     fps = _fps_of(spec)
-    features = dataset_features(spec, tuple(cfg.image_hw), use_videos=True)
+    features = dataset_features(
+        spec, tuple(cfg.image_hw), use_videos=True, environment_state=Task.ENVIRONMENT_STATE_NAMES
+    )
     out = Path(cfg.out).absolute()
     append = check_output_dir(out, cfg.mode, features, fps, spec.name)
     previous: dict[str, Any] = {}

@@ -141,6 +141,7 @@ def _episode(env, expert, cfg: CollectConfig, spec: RobotSpec, seed: int, ds, fe
         if cfg.noise > 0:
             action = action + rng.normal(0.0, cfg.noise, size=action.shape) * span
         action = np.clip(action, lower, upper).astype(np.float32)
+        env_state = info.get("environment_state")  # of `obs`: `info` came with it
         next_obs, reward, terminated, truncated, info = env.step(action)
         done = bool(terminated or truncated)
         success = bool(info.get("is_success", False))
@@ -154,6 +155,7 @@ def _episode(env, expert, cfg: CollectConfig, spec: RobotSpec, seed: int, ds, fe
                 reward=float(reward),
                 success=success,
                 done=done,
+                environment_state=env_state,
             )
         )
         rewards.append(float(reward))

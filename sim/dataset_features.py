@@ -13,6 +13,8 @@ action                      float32      (J,)        absolute joint targets, rob
 next.reward                 float32      (1,)        reward after the action (task signals only)
 next.success                bool         (1,)        task solved after the action (task signals)
 next.done                   bool         (1,)        last frame of the episode (task signals)
+observation.environment_    float32      (D,)        privileged simulator state (sim only, optional):
+state                                                the named object's and the goal's xyz, metres
 ==========================  ===========  ==========  =============================================
 
 Robot units are degrees for the arm joints and percent (0..100) for the gripper; the names of the
@@ -21,7 +23,7 @@ state and action entries are ``"<joint>.pos"`` in motor order (``spec.action_key
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -34,6 +36,7 @@ ACTION_KEY = "action"
 REWARD_KEY = "next.reward"
 SUCCESS_KEY = "next.success"
 DONE_KEY = "next.done"
+ENV_STATE_KEY = "observation.environment_state"
 
 # LeRobot adds these to every dataset itself; they never belong in a `create(features=...)` dict.
 _LEROBOT_DEFAULT_KEYS = ("timestamp", "frame_index", "episode_index", "index", "task_index")
@@ -82,6 +85,7 @@ def dataset_features(
     image_hw: tuple[int, int] | Mapping[str, tuple[int, int]] | None = None,
     use_videos: bool = True,
     task_signals: bool = True,
+    environment_state: Sequence[str] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """LeRobotDataset features for ``spec``: the ``features`` argument of ``LeRobotDataset.create``.
 
@@ -91,6 +95,8 @@ def dataset_features(
         use_videos: store cameras as ``"video"`` (MP4, small) rather than ``"image"`` (PNG).
         task_signals: include ``next.reward``, ``next.success`` and ``next.done`` (sim collection
             and evaluated real runs); ``False`` for plain teleoperated recordings.
+        environment_state: names of an ``observation.environment_state`` vector (LeRobot's key for
+            simulator state, e.g. ``sim.tasks.Task.ENVIRONMENT_STATE_NAMES``); None = no such feature.
 
     Returns:
         ``{key: {"dtype", "shape", "names"}}`` in the order of the module table.
@@ -109,6 +115,11 @@ def dataset_features(
         features[REWARD_KEY] = {"dtype": "float32", "shape": (1,), "names": None}
         features[SUCCESS_KEY] = {"dtype": "bool", "shape": (1,), "names": None}
         features[DONE_KEY] = {"dtype": "bool", "shape": (1,), "names": None}
+    if environment_state is not None:
+        names = [str(n) for n in environment_state]
+        if not names:
+            raise ValueError("environment_state needs at least one name")
+        features[ENV_STATE_KEY] = {"dtype": "float32", "shape": (len(names),), "names": names}
     return features
 
 
@@ -121,6 +132,7 @@ def make_frame(
     reward: float | None = None,
     success: bool | None = None,
     done: bool | None = None,
+    environment_state: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """One ``LeRobotDataset.add_frame`` dict with the dtypes and shapes of ``features``.
 
@@ -131,6 +143,7 @@ def make_frame(
         action: commanded joint targets ``(J,)`` in robot units.
         task: the instruction text, stored as the frame's LeRobot ``task``.
         reward, success, done: task signals; required when ``features`` holds them.
+        environment_state: ``(D,)`` privileged state; required when ``features`` holds it.
 
     Raises:
         ValueError: naming the camera or signal that is missing or has the wrong shape.
@@ -160,6 +173,14 @@ def make_frame(
             if value is None:
                 raise ValueError(f"the dataset has {key!r}: pass it to make_frame")
             frame[key] = np.array([value], dtype=dtype)
+    if ENV_STATE_KEY in features:
+        if environment_state is None:
+            raise ValueError(f"the dataset has {ENV_STATE_KEY!r}: pass environment_state to make_frame")
+        arr = np.asarray(environment_state, dtype=np.float32).reshape(-1)
+        want = tuple(features[ENV_STATE_KEY]["shape"])
+        if arr.shape != want:
+            raise ValueError(f"{ENV_STATE_KEY}: expected shape {want}, got {arr.shape}")
+        frame[ENV_STATE_KEY] = arr
     return frame
 
 

@@ -97,10 +97,7 @@ class SO101Env(gym.Env):
         self.observation_space = spaces.Dict(
             {
                 "images": spaces.Dict(
-                    {
-                        c: spaces.Box(0, 255, (image_height, image_width, 3), np.uint8)
-                        for c in self.cameras
-                    }
+                    {c: spaces.Box(0, 255, (image_height, image_width, 3), np.uint8) for c in self.cameras}
                 ),
                 "state": spaces.Box(
                     (spec_r.lower - STATE_MARGIN).astype(np.float32),
@@ -183,4 +180,5 @@ class SO101Env(gym.Env):
             "reward_terms": dict(evaluation.reward_terms),
             "instruction": self.task.instruction,
             "task": self.task_name,
+            "environment_state": self.task.environment_state(),
         }

@@ -63,6 +63,34 @@ class Task(ABC):
     def evaluate(self) -> Evaluation:
         """Success, distance and reward terms for the current physics state."""
 
+    ENVIRONMENT_STATE_NAMES: ClassVar[tuple[str, ...]] = (
+        "target.x",
+        "target.y",
+        "target.z",
+        "goal.x",
+        "goal.y",
+        "goal.z",
+    )
+    """Names of :meth:`environment_state`'s entries (LeRobot's ``observation.environment_state``)."""
+
+    def goal_position(self) -> np.ndarray:
+        """Where the task wants the target to end up, world frame ``(3,)`` metres.
+
+        Default: the target itself (reach: touch it); push returns the zone centre, pick the lift point.
+        """
+        return self.scene.object_position(self.target)
+
+    def environment_state(self) -> np.ndarray:
+        """Privileged simulator state the instruction refers to: ``(6,)`` float32 metres, world frame.
+
+        ``[target object centre xyz, goal xyz]`` (names in ``ENVIRONMENT_STATE_NAMES``). Collection
+        stores it as ``observation.environment_state`` so training can supervise an auxiliary head
+        (``train.loss.env_state``) that makes the latent say *where the named object is*; no policy or
+        planner reads it.
+        """
+        target = self.scene.object_position(self.target)
+        return np.concatenate([target, self.goal_position()]).astype(np.float32)
+
     def _instruction(self, rng: np.random.Generator) -> str:
         assert self.layout is not None
         template = self.templates[int(rng.integers(len(self.templates)))]

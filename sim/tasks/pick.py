@@ -38,6 +38,12 @@ class PickTask(Task):
         self.instruction = self._instruction(rng)
         return self.instruction
 
+    def goal_position(self) -> np.ndarray:
+        """The cube's centre raised to ``lift_height``, world frame ``(3,)`` metres."""
+        goal = self.scene.object_position(self.target)
+        goal[2] = self.lift_height
+        return goal
+
     def evaluate(self) -> Evaluation:
         """Success when the held cube is above ``lift_height``; distance as in the class docstring."""
         cube = self.scene.object_position(self.target)

@@ -63,6 +63,11 @@ class PushTask(Task):
         others = [xy for n, xy in layout.object_xy.items() if n != self.target]
         return all(_segment_distance(p, start, zone) >= self.path_clearance for p in others)
 
+    def goal_position(self) -> np.ndarray:
+        """The named zone's centre on the table, world frame ``(3,)`` metres."""
+        assert self.zone is not None
+        return self.scene.zone_position(self.zone)
+
     def zone_distance(self) -> float:
         """Cube centre to zone centre in the table plane, metres."""
         cube = self.scene.object_position(self.target)

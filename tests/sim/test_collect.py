@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import sim
 from latent_vla.robot_spec import SO101
 from sim.collect import CollectConfig, CollectError, check_output_dir, collect, split_seeds
 from sim.dataset_features import dataset_features, features_mismatch, make_frame
@@ -46,6 +47,7 @@ def _columns(ds) -> dict[str, np.ndarray]:
     """Non-video columns of a reopened dataset as numpy arrays, in frame order."""
     hf = ds.hf_dataset.with_format("numpy")
     keys = ["episode_index", "frame_index", "observation.state", "action", "next.success", "next.done"]
+    keys += ["observation.environment_state"]
     return {k: np.asarray(hf[k]) for k in keys + ["task_index"]}
 
 
@@ -83,6 +85,16 @@ def test_dataset_features_follow_the_robot_spec():
     assert "next.reward" not in plain
     with pytest.raises(ValueError, match="unknown cameras"):
         dataset_features(SO101, {"top": (64, 64)})
+    with_env = dataset_features(SO101, (16, 16), environment_state=("target.x", "target.y"))
+    env_ft = with_env["observation.environment_state"]
+    assert env_ft == {"dtype": "float32", "shape": (2,), "names": ["target.x", "target.y"]}
+    imgs = {"front": np.zeros((16, 16, 3), np.uint8), "wrist": np.zeros((16, 16, 3), np.uint8)}
+    args = (with_env, imgs, np.zeros(6), np.ones(6), "x", -1.0, False, False)
+    with pytest.raises(ValueError, match="environment_state"):
+        make_frame(*args)
+    with pytest.raises(ValueError, match="expected shape"):
+        make_frame(*args, environment_state=np.zeros(3))
+    assert make_frame(*args, environment_state=[0.1, 0.2])["observation.environment_state"].dtype == np.float32
 
 
 def test_make_frame_checks_shapes_and_features_mismatch_reports_differences():
@@ -147,6 +159,14 @@ def test_round_trip_reopens_with_lerobot(collected):
         assert rec["final_success"] == bool(success[-1])
         assert done.tolist() == [False] * (STEPS - 1) + [True]
     assert doc["pc_success"] == pytest.approx(100 * np.mean([r["success"] for r in doc["per_episode"]]))
+    # Each frame's environment state is that of its observation: the reset's for the first frame.
+    env = sim.make_env("reach")
+    try:
+        _, info = env.reset(seed=8)
+        first = np.flatnonzero((cols["episode_index"] == 1) & (cols["frame_index"] == 0))[0]
+        np.testing.assert_allclose(cols["observation.environment_state"][first], info["environment_state"], atol=1e-6)
+    finally:
+        env.close()
     # statistics: exact for the vectors, frame-sampled but sane for the images
     stats = ds.meta.stats
     np.testing.assert_allclose(stats["observation.state"]["mean"], cols["observation.state"].mean(0), atol=1e-3)

@@ -224,3 +224,28 @@ def test_distractor_count_varies_and_parked_objects_rest():
         assert u.scene.object_position(name)[2] < -0.7
         assert np.abs(u.scene.data.qvel[u.scene.object_qvel[name] : u.scene.object_qvel[name] + 6]).max() < 1e-3
     env.close()
+
+
+@pytest.mark.parametrize("task", TASK_NAMES)
+def test_info_carries_the_named_objects_environment_state(task):
+    """``info["environment_state"]`` = [target xyz, goal xyz] (metres): what collection stores as
+    ``observation.environment_state`` for the auxiliary head."""
+    env = sim.make_env(task)
+    try:
+        _, info = env.reset(seed=3)
+        u = env.unwrapped
+        state = info["environment_state"]
+        assert state.shape == (6,) and state.dtype == np.float32
+        assert len(u.task.ENVIRONMENT_STATE_NAMES) == 6
+        np.testing.assert_allclose(state[:3], u.scene.object_position(u.task.target), atol=1e-6)
+        if task == "push":
+            np.testing.assert_allclose(state[3:], u.scene.zone_position(u.task.zone), atol=1e-6)
+        elif task == "pick":
+            np.testing.assert_allclose(state[3:5], state[:2], atol=1e-6)
+            assert state[5] == pytest.approx(u.task.lift_height)
+        else:
+            np.testing.assert_allclose(state[3:], state[:3])
+        _, _, _, _, info = env.step(u.scene.joint_positions().astype(np.float32))
+        assert info["environment_state"].shape == (6,)
+    finally:
+        env.close()
