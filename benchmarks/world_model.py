@@ -38,7 +38,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from latent_vla.analysis import cost_vs_distance, encode_episodes, open_loop_errors  # noqa: E402
+from latent_vla.analysis import cost_vs_distance, encode_episodes, env_state_errors, open_loop_errors  # noqa: E402
 from latent_vla.checkpoint import load_checkpoint  # noqa: E402
 from latent_vla.data import load_frames, split_episodes  # noqa: E402
 
@@ -127,6 +127,8 @@ def evaluate(ckpt: Path, data: Path, eval_episodes: int, task: str, out_dir: Pat
     }
     if cache.reward is not None:
         result["cost_rank"] = cost_vs_distance(model, cache, enc)
+    if cache.env_state is not None and model.env_state_dim > 0:
+        result["env_state"] = env_state_errors(model, cache, enc)
     result["num_parameters"] = model.num_parameters()
     result["model_bytes"] = (Path(ckpt) / "model.safetensors").stat().st_size
     default_threads = torch.get_num_threads()
@@ -163,6 +165,12 @@ def print_table(result: dict[str, Any]) -> None:
                 f"{result['cost_rank']['spearman_unsolved']:.3f} ({result['cost_rank']['frames_unsolved']} frames)",
             )
         table.add_row("cost MAE (m)", f"{result['cost_rank']['mae_m']:.4f}")
+    if "env_state" in result:
+        es = result["env_state"]
+        table.add_row(
+            "named object position MAE (m), aux head / mean",
+            f"{es['mae_first_half']:.4f} / {es['baseline_mae_first_half']:.4f}",
+        )
     if "policy" in result:
         pol = result["policy"]
         table.add_row(

@@ -161,6 +161,34 @@ def cost_vs_distance(model: WorldModel, cache: FrameCache, enc: EncodedEpisodes)
     return out
 
 
+@torch.no_grad()
+def env_state_errors(model: WorldModel, cache: FrameCache, enc: EncodedEpisodes) -> dict[str, float]:
+    """How well the latent knows the scene: the auxiliary head's ``environment_state(z_t)`` against
+    the recorded ``observation.environment_state`` of the same frames (sim: metres).
+
+    Returns ``{"mae": mean absolute error over all entries, "mae_first_half": over the first half of
+    the entries (sim: the named object's xyz), "baseline_mae" / "baseline_mae_first_half": the same
+    errors of always predicting the dataset mean, "frames": N}``.
+
+    Raises:
+        ValueError: the dataset has no environment state or the model no such head.
+    """
+    if cache.env_state is None or model.env_state_dim == 0:
+        raise ValueError("needs a dataset with observation.environment_state and a model trained with its head")
+    pred = model.environment_state(enc.z).cpu().numpy()  # (N, D)
+    true = cache.env_state[enc.frames]  # (N, D)
+    err = np.abs(pred - true)
+    base = np.abs(true - model.env_state_mean.cpu().numpy())
+    half = max(1, true.shape[1] // 2)
+    return {
+        "mae": float(err.mean()),
+        "mae_first_half": float(err[:, :half].mean()),
+        "baseline_mae": float(base.mean()),
+        "baseline_mae_first_half": float(base[:, :half].mean()),
+        "frames": int(len(true)),
+    }
+
+
 def pca_2d(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """PCA of ``(N, D)`` rows -> ``(projections (N, 2), mean (D,), components (2, D))``."""
     x = np.asarray(x, dtype=np.float64)

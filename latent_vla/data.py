@@ -31,6 +31,7 @@ STATE_KEY = "observation.state"
 ACTION_KEY = "action"
 REWARD_KEY = "next.reward"
 SUCCESS_KEY = "next.success"
+ENV_STATE_KEY = "observation.environment_state"
 CONVERTER = "python -m lerobot.datasets.v30.convert_dataset_v21_to_v30 --repo-id=<id> --root=<dir>"
 
 
@@ -55,6 +56,8 @@ class FrameCache:
         fps: frames per second of the dataset.
         state_names: names of the state entries (from the dataset), or None.
         skipped: human-readable notes about what cannot be trained from this dataset.
+        env_state: ``(N, D)`` float32 ``observation.environment_state`` (privileged simulator state,
+            e.g. the named object's position in metres), or None when the dataset has none.
     """
 
     images: dict[str, np.ndarray]
@@ -69,6 +72,7 @@ class FrameCache:
     fps: float
     state_names: list[str] | None = None
     skipped: list[str] = field(default_factory=list)
+    env_state: np.ndarray | None = None
 
     @property
     def camera_names(self) -> list[str]:
@@ -195,7 +199,7 @@ def load_frames(
     norm = Normalizer(np.zeros(1), np.ones(1), np.zeros(1), np.ones(1), (h, w), tuple(available))
 
     columns = [STATE_KEY, ACTION_KEY, "episode_index", "timestamp", "task_index"]
-    columns += [k for k in (REWARD_KEY, SUCCESS_KEY) if k in features]
+    columns += [k for k in (REWARD_KEY, SUCCESS_KEY, ENV_STATE_KEY) if k in features]
     hf = ds.hf_dataset.select_columns(columns).with_format("numpy")
     state = _column(hf, STATE_KEY).astype(np.float32)
     action = _column(hf, ACTION_KEY).astype(np.float32)
@@ -204,6 +208,9 @@ def load_frames(
     task_index = _column(hf, "task_index").astype(np.int64).reshape(-1)
     reward = _column(hf, REWARD_KEY).astype(np.float32).reshape(-1) if REWARD_KEY in features else None
     success = _column(hf, SUCCESS_KEY).astype(np.float32).reshape(-1) if SUCCESS_KEY in features else None
+    env_state = _column(hf, ENV_STATE_KEY).astype(np.float32) if ENV_STATE_KEY in features else None
+    if env_state is not None:
+        env_state = env_state.reshape(len(env_state), -1)
     if state.ndim != 2 or action.ndim != 2:
         raise DatasetError(f"{STATE_KEY} and {ACTION_KEY} must be vectors, got {state.shape} and {action.shape}")
 
@@ -213,6 +220,7 @@ def load_frames(
     )
     reward = reward[order] if reward is not None else None
     success = success[order] if success is not None else None
+    env_state = env_state[order] if env_state is not None else None
     ep_ids, starts = np.unique(episode_index, return_index=True)
     ends = np.append(starts[1:], len(episode_index))
     bounds = np.stack([starts, ends], axis=1).astype(np.int64)
@@ -261,6 +269,7 @@ def load_frames(
         fps=float(ds.meta.fps),
         state_names=state_names,
         skipped=notes,
+        env_state=env_state,
     )
 
 
@@ -273,6 +282,12 @@ def _to_hwc_uint8(x) -> np.ndarray:
     if arr.shape[-1] == 1:
         arr = np.repeat(arr, 3, axis=-1)
     return arr
+
+
+def env_state_statistics(env_state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-entry ``(mean, std)`` ``(D,)`` of an ``(N, D)`` environment state (std floored at 1e-3)."""
+    x = np.asarray(env_state, dtype=np.float64)
+    return x.mean(axis=0).astype(np.float32), np.maximum(x.std(axis=0), 1e-3).astype(np.float32)
 
 
 def split_episodes(num_episodes: int, val_fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -297,6 +312,7 @@ class Batch:
         chunk: ``(B, K, A)`` the actions ``a_t .. a_{t+K-1}`` in ``[-1, 1]`` (the last one repeated past the end).
         chunk_mask: ``(B, K)`` 1 where ``chunk`` holds a real action.
         tokens: ``(B, L)`` int64 instruction ids.
+        env_state: ``(B, k+1, D)`` standardized environment state of every frame, or None.
     """
 
     images: dict[str, torch.Tensor]
@@ -307,6 +323,7 @@ class Batch:
     chunk: torch.Tensor
     chunk_mask: torch.Tensor
     tokens: torch.Tensor
+    env_state: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> Batch:
         """The same batch on ``device``."""
@@ -323,6 +340,7 @@ class Batch:
             mv(self.chunk),
             mv(self.chunk_mask),
             mv(self.tokens),
+            mv(self.env_state),
         )
 
 
@@ -341,6 +359,8 @@ class WindowSampler:
             chunk (``|a_{t+K-1} - a_t|``, model units). Demonstrations spend most frames holding or
             creeping near the goal; the frames that say *where to go* (episode starts, turns) are few,
             and uniform sampling starves them. 0 = uniform.
+        env_state_stats: ``(mean, std)`` ``(D,)`` each, to standardize the cache's environment state
+            (default: this cache's own statistics); ignored when the cache has none.
     """
 
     def __init__(
@@ -352,6 +372,7 @@ class WindowSampler:
         chunk_len: int,
         episodes: Sequence[int] | np.ndarray | None = None,
         motion_weighting: float = 0.0,
+        env_state_stats: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> None:
         if horizon < 1:
             raise ValueError(f"horizon must be >= 1, got {horizon}")
@@ -376,6 +397,10 @@ class WindowSampler:
         self.success = None if cache.success is None else torch.from_numpy(cache.success)
         self.task_tokens = torch.from_numpy(tokenizer.encode(cache.tasks))  # (n_tasks, L)
         self.task_index = torch.from_numpy(cache.task_index)
+        self.env_state: torch.Tensor | None = None
+        if cache.env_state is not None:
+            mean, std = env_state_stats if env_state_stats is not None else env_state_statistics(cache.env_state)
+            self.env_state = torch.from_numpy(((cache.env_state - mean) / std).astype(np.float32))
         self.probs: np.ndarray | None = None  # (windows,) sampling probabilities; None = uniform
         if motion_weighting > 0:
             last = np.minimum(self.starts + self.chunk_len - 1, self.ep_end - 1)
@@ -411,4 +436,5 @@ class WindowSampler:
             chunk=self.action[chunk_idx],
             chunk_mask=chunk_mask,
             tokens=self.task_tokens[self.task_index[t0]],
+            env_state=None if self.env_state is None else self.env_state[idx],
         )

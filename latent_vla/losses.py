@@ -11,6 +11,10 @@
 * ``policy``: behaviour cloning of the ``K``-action chunk from ``z_t`` (masked MSE in ``[-1, 1]``);
 * ``decoder``: MSE reconstruction of the first camera's frame (gradient stopped at the latent unless
   ``decoder_grad``);
+* ``env_state``: auxiliary regression of the dataset's ``observation.environment_state`` (standardized;
+  in sim the named object's and the goal's position) from ``z_t`` and from the imagined latents, when
+  the dataset has it: a dense signal that the latent must encode *where the named object is*, which
+  behaviour cloning alone teaches slowly;
 * ``variance`` / ``covariance``: VICReg-style guard against latent collapse on ``z_t`` over the batch;
 * ``straightness``: squared second difference of the encoded latent trajectory relative to its squared
   first difference (low curvature makes straight-line interpolation and gradient planning easier);
@@ -66,6 +70,8 @@ class LossWeights:
             pixels (edge replicated) and cropped back at a random offset per sample and camera; the
             prediction targets stay un-shifted (with ``encoder_grad_all_frames`` every frame is
             shifted). Training mode only. 0 = off.
+        env_state: weight of the auxiliary environment-state regression (used only when the dataset
+            records ``observation.environment_state``; 0 = no head).
     """
 
     consistency: float = 20.0
@@ -87,6 +93,7 @@ class LossWeights:
     eps_latent: float = 0.1
     encoder_grad_all_frames: bool = False
     image_shift: int = 4
+    env_state: float = 1.0
 
 
 class WorldModelLoss(nn.Module):
@@ -177,6 +184,10 @@ class WorldModelLoss(nn.Module):
                 w.success,
                 0.5 * (self._success(z_pred, task, batch.success) + self._success(z[:, 1:], task, batch.success)),
             )
+        if batch.env_state is not None and m.env_state_dim > 0:
+            env_now = F.mse_loss(m.env_state_standardized(z[:, 0]), batch.env_state[:, 0])
+            env_imagined = F.mse_loss(m.env_state_standardized(z_pred), batch.env_state[:, 1:])
+            add("env_state", w.env_state, 0.5 * (env_now + env_imagined))
         pred_chunk = m.policy(z[:, 0], task)  # (B, K, A)
         mask = batch.chunk_mask.unsqueeze(-1)  # (B, K, 1)
         bc = (((pred_chunk - batch.chunk) ** 2) * mask).sum() / (mask.sum() * pred_chunk.shape[-1]).clamp(min=1.0)

@@ -66,6 +66,10 @@ class ModelConfig:
         head_hidden: width of the cost and success heads.
         norm: latent normalization, ``"simnorm"`` or ``"layernorm"``.
         simnorm_dim: group size of SimNorm.
+        env_state_dim: D, size of the auxiliary environment-state head (0 = none). Set from a dataset
+            that records ``observation.environment_state`` (the named object's position, in sim);
+            training regresses it from the latent so the latent must say where the named object is.
+            Not on the planning path and not exported.
     """
 
     camera_names: tuple[str, ...]
@@ -88,6 +92,7 @@ class ModelConfig:
     head_hidden: int = 128
     norm: str = "simnorm"
     simnorm_dim: int = 8
+    env_state_dim: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "camera_names", tuple(self.camera_names))
@@ -104,6 +109,8 @@ class ModelConfig:
         for name in ("state_dim", "action_dim", "latent_dim", "chunk_len", "vocab_size", "task_dim"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if int(self.env_state_dim) < 0:
+            raise ValueError(f"env_state_dim must be >= 0, got {self.env_state_dim}")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (``model.json`` in a checkpoint)."""
@@ -361,6 +368,11 @@ class WorldModel(nn.Module):
         self.register_buffer("proprio_scale", torch.ones(self.proprio_dim))
         self.register_buffer("proprio_shift", torch.zeros(self.proprio_dim))
         self.decoder = ConvDecoder(Z, self.image_size, config.channels)
+        self.env_state_dim = int(config.env_state_dim)
+        if self.env_state_dim > 0:  # auxiliary: where the named object is (standardized units)
+            self.env_state_head = _mlp([Z, config.head_hidden, config.head_hidden, self.env_state_dim])
+            self.register_buffer("env_state_mean", torch.zeros(self.env_state_dim))
+            self.register_buffer("env_state_std", torch.ones(self.env_state_dim))
         self._simnorm = SimNorm(config.simnorm_dim)
         # Spread the initial latents over the simplex (a near-uniform softmax would start collapsed).
         fuse_out = self.fuse[-1]
@@ -387,6 +399,15 @@ class WorldModel(nn.Module):
         with torch.no_grad():
             self.proprio_scale.copy_(2.0 * std / span)
             self.proprio_shift.copy_(2.0 * (mean - lo) / span - 1.0)
+
+    def set_env_state_stats(self, mean: Any, std: Any) -> None:
+        """Store the dataset's ``observation.environment_state`` mean and std ``(D,)`` (its units, metres
+        in sim), which :meth:`environment_state` un-standardizes with; no-op without the head."""
+        if self.env_state_dim == 0:
+            return
+        with torch.no_grad():
+            self.env_state_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+            self.env_state_std.copy_(torch.as_tensor(std, dtype=torch.float32).clamp(min=1e-6))
 
     # -- latent manifold --------------------------------------------------------------------
     def _norm_learned(self, x: Tensor) -> Tensor:
@@ -507,6 +528,21 @@ class WorldModel(nn.Module):
         if not self.proprio_latent:
             return torch.tanh(raw)
         return (self.proprio(z).unsqueeze(-2) + raw).clamp(-1.0, 1.0)
+
+    def env_state_standardized(self, z: Tensor) -> Tensor:
+        """Auxiliary head, standardized units: ``(..., Z)`` -> ``(..., D)`` (training target space).
+
+        Raises:
+            RuntimeError: the model has no environment-state head (``env_state_dim == 0``).
+        """
+        if self.env_state_dim == 0:
+            raise RuntimeError("this model has no environment-state head (its dataset had no environment_state)")
+        return self.env_state_head(z)
+
+    def environment_state(self, z: Tensor) -> Tensor:
+        """What the latent says about the scene, in the dataset's units: ``(..., Z)`` -> ``(..., D)``
+        (sim: the named object's and the goal's xyz, metres). For inspection; no planner needs it."""
+        return self.env_state_standardized(z) * self.env_state_std + self.env_state_mean
 
     def decode(self, z: Tensor) -> Tensor:
         """Image of the first camera: ``(B, Z)`` -> ``(B, 3, h, w)`` in ``[0, 1]`` (inspection only)."""

@@ -42,7 +42,7 @@ from latent_vla.checkpoint import (
     read_manifest,
     save_checkpoint,
 )
-from latent_vla.data import FrameCache, WindowSampler, load_frames, split_episodes
+from latent_vla.data import FrameCache, WindowSampler, env_state_statistics, load_frames, split_episodes
 from latent_vla.losses import LossWeights, WorldModelLoss
 from latent_vla.model import ModelConfig, WorldModel
 from latent_vla.normalize import Normalizer
@@ -192,8 +192,15 @@ def _spec_fields(spec: RobotSpec) -> dict[str, Any]:
     return {f: getattr(spec, f) for f in spec.__dataclass_fields__}
 
 
-def build_model_config(ms: ModelSettings, cache: FrameCache, tokenizer: Tokenizer) -> ModelConfig:
-    """ModelConfig from user settings + the dataset's cameras and dimensions."""
+def build_model_config(
+    ms: ModelSettings, cache: FrameCache, tokenizer: Tokenizer, env_state_head: bool = True
+) -> ModelConfig:
+    """ModelConfig from user settings + the dataset's cameras and dimensions.
+
+    ``env_state_head``: build the auxiliary environment-state head when the dataset records
+    ``observation.environment_state`` (off when its loss weight is 0).
+    """
+    env_dim = int(cache.env_state.shape[1]) if cache.env_state is not None and env_state_head else 0
     return ModelConfig(
         camera_names=tuple(cache.camera_names),
         state_dim=int(cache.state.shape[1]),
@@ -215,6 +222,7 @@ def build_model_config(ms: ModelSettings, cache: FrameCache, tokenizer: Tokenize
         head_hidden=ms.head_hidden,
         norm=ms.norm,
         simnorm_dim=ms.simnorm_dim,
+        env_state_dim=env_dim,
     )
 
 
@@ -324,7 +332,7 @@ def train(settings: RunSettings, full_config: dict[str, Any] | None = None) -> T
         progress=ts.progress and is_main,
     )
     tokenizer = Tokenizer(ms.vocab_buckets, ms.max_tokens, ms.bigrams)
-    model_cfg = build_model_config(ms, cache, tokenizer)
+    model_cfg = build_model_config(ms, cache, tokenizer, env_state_head=ts.loss.env_state > 0)
     spec = dataset_spec(get_robot_spec(settings.robot), cache, image_size)
 
     has_ckpt = (run_dir / "checkpoint.json").exists()
@@ -352,6 +360,12 @@ def train(settings: RunSettings, full_config: dict[str, Any] | None = None) -> T
     else:
         normalizer = cache.normalizer(image_size)
     model.set_proprio_map(normalizer.state_mean, normalizer.state_std, normalizer.action_min, normalizer.action_max)
+    if model.env_state_dim > 0 and not resuming:  # a resumed model brings its own (saved buffers)
+        assert cache.env_state is not None
+        model.set_env_state_stats(*env_state_statistics(cache.env_state))
+    env_stats = (
+        (model.env_state_mean.numpy().copy(), model.env_state_std.numpy().copy()) if model.env_state_dim > 0 else None
+    )
     model.to(device).train()
     target = None
     if ts.target == "ema":
@@ -376,10 +390,19 @@ def train(settings: RunSettings, full_config: dict[str, Any] | None = None) -> T
 
     train_eps, val_eps = split_episodes(cache.num_episodes, ts.val_fraction, ts.seed)
     sampler = WindowSampler(
-        cache, normalizer, tokenizer, ts.horizon, ms.chunk_len, train_eps, motion_weighting=ts.motion_weighting
+        cache,
+        normalizer,
+        tokenizer,
+        ts.horizon,
+        ms.chunk_len,
+        train_eps,
+        motion_weighting=ts.motion_weighting,
+        env_state_stats=env_stats,
     )
     val_sampler = (
-        WindowSampler(cache, normalizer, tokenizer, ts.horizon, ms.chunk_len, val_eps) if len(val_eps) else None
+        WindowSampler(cache, normalizer, tokenizer, ts.horizon, ms.chunk_len, val_eps, env_state_stats=env_stats)
+        if len(val_eps)
+        else None
     )
     rng = np.random.default_rng([ts.seed, rank, start_step])
     per_rank_batch = max(1, ts.batch_size // world)
@@ -395,6 +418,11 @@ def train(settings: RunSettings, full_config: dict[str, Any] | None = None) -> T
         csv_log = _CsvLog(run_dir / "train_log.csv")
         for note in cache.skipped:
             print(f"latent-vla train: {note}")
+        if model.env_state_dim > 0:
+            print(
+                f"latent-vla train: auxiliary head on observation.environment_state ({model.env_state_dim} values, "
+                f"weight {ts.loss.env_state}); it is for training and inspection only"
+            )
 
     def save(step: int) -> None:
         if not is_main:

@@ -31,7 +31,9 @@ def make_synthetic_dataset(
     shoulder_lift) positions, the instruction names one, a noisy proportional expert moves toward it.
     The first camera draws the targets and the arm's point; other cameras show a joint-dependent
     colour field. ``next.reward`` is minus the distance to the named target (about metres);
-    ``next.success`` is distance < 0.02. State and action use SO-101 joint names, robot units.
+    ``next.success`` is distance < 0.02; ``observation.environment_state`` is the named target's
+    position (degrees / 100, two values). State and action use SO-101 joint names, robot units.
+    Without task signals there is no environment state either (a plain teleoperated recording).
     """
     from pathlib import Path
 
@@ -57,6 +59,7 @@ def make_synthetic_dataset(
         features["next.reward"] = {"dtype": "float32", "shape": (1,), "names": None}
         features["next.success"] = {"dtype": "bool", "shape": (1,), "names": None}
         features["next.done"] = {"dtype": "bool", "shape": (1,), "names": None}
+        features["observation.environment_state"] = {"dtype": "float32", "shape": (2,), "names": ["x", "y"]}
     ds = LeRobotDataset.create(
         repo_id=f"local/{root.name}", fps=fps, root=root, features=features, use_videos=use_videos, vcodec="h264"
     )
@@ -93,6 +96,7 @@ def make_synthetic_dataset(
                 frame["next.reward"] = np.array([-dist], dtype=np.float32)
                 frame["next.success"] = np.array([dist < 0.02])
                 frame["next.done"] = np.array([t == length - 1])
+                frame["observation.environment_state"] = (goal / 100.0).astype(np.float32)
             frame["task"] = SYNTH_INSTRUCTIONS[which]
             ds.add_frame(frame)
             state = nxt

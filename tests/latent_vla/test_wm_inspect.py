@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from latent_vla.analysis import cost_vs_distance, encode_episodes, open_loop_errors, pca_2d, spearman
+from latent_vla.analysis import (
+    cost_vs_distance,
+    encode_episodes,
+    env_state_errors,
+    open_loop_errors,
+    pca_2d,
+    spearman,
+)
 from latent_vla.checkpoint import load_checkpoint
 from latent_vla.cli import main as cli_main
 from latent_vla.data import load_frames
@@ -65,6 +72,16 @@ def test_open_loop_errors_and_cost_ranking(tiny_checkpoint_dir, tiny_dataset_dir
     true = -cache.reward[np.concatenate([np.arange(e * 24, e * 24 + 23) for e in range(3)])]
     if (true > 0).sum() >= 2:  # the correlation restricted to frames short of success
         assert rank["frames_unsolved"] == int((true > 0).sum()) and -1 <= rank["spearman_unsolved"] <= 1
+    # the auxiliary head against the recorded environment state (the named target's position)
+    es = env_state_errors(ck.model, cache, enc)
+    with torch.no_grad():
+        pred = ck.model.environment_state(enc.z).numpy()
+    assert es["frames"] == 72
+    assert es["mae"] == pytest.approx(float(np.abs(pred - cache.env_state[:72]).mean()), rel=1e-5)
+    assert es["mae"] < es["baseline_mae"]  # 80 tiny steps already beat "always the mean"
+    cache.env_state = None
+    with pytest.raises(ValueError, match="environment_state"):
+        env_state_errors(ck.model, cache, enc)
 
 
 def test_spearman_and_pca():

@@ -223,3 +223,21 @@ def test_residual_policy_is_joints_plus_offsets():
     assert other.policy(o_z, o_task).abs().max() < 1
     with pytest.raises(RuntimeError, match="no joint block"):
         other.proprio(o_z)
+
+
+def test_environment_state_head_is_optional_and_un_standardizes():
+    plain = WorldModel(small_config())
+    z = torch.rand(B, plain.latent_dim)
+    with pytest.raises(RuntimeError, match="no environment-state head"):
+        plain.environment_state(z)
+    assert not any(k.startswith("env_state") for k in plain.state_dict())
+    with pytest.raises(ValueError, match="env_state_dim"):
+        small_config(env_state_dim=-1)
+
+    model = WorldModel(small_config(env_state_dim=6))
+    model.set_env_state_stats(torch.arange(6.0), torch.full((6,), 0.5))
+    std_units = model.env_state_standardized(z)
+    assert std_units.shape == (B, 6)
+    torch.testing.assert_close(model.environment_state(z), std_units * 0.5 + torch.arange(6.0))
+    assert model.environment_state(z[None].expand(3, -1, -1)).shape == (3, B, 6)  # any leading dims
+    assert "env_state_mean" in model.state_dict() and "env_state_std" in model.state_dict()  # saved with weights

@@ -53,7 +53,7 @@ def test_tiny_training_lowers_every_loss(tiny_train_result):
         return float(np.mean([float(r[key]) for r in rs]))
 
     first, last = rows[:2], rows[-2:]
-    for key in ("total", "consistency_rel", "cost", "success", "policy", "decoder", "variance"):
+    for key in ("total", "consistency_rel", "cost", "success", "policy", "decoder", "variance", "env_state"):
         assert mean(last, key) < mean(first, key), f"{key} did not decrease: {mean(first, key)} -> {mean(last, key)}"
     assert mean(last, "latent_std") > mean(first, "latent_std")
     for row in rows:
@@ -117,6 +117,7 @@ def test_cli_trains_on_differently_named_cameras_without_task_signals(tmp_path, 
     ck = load_checkpoint(out)
     assert ck.model.camera_names == ["top", "gripper_cam"] and ck.spec.camera_names == ["top", "gripper_cam"]
     assert ck.spec.cameras[0].height == 32 and ck.normalizer.image_size == (32, 32)
+    assert ck.model.env_state_dim == 0 and "env_state" not in summary["last"]  # no environment state: no head
 
 
 def test_cli_reports_bad_inputs(tmp_path, capsys):
@@ -173,6 +174,17 @@ def test_trains_on_a_real_sim_collection(sim_reach_dataset_dir, tmp_path):
     cache = load_frames(sim_reach_dataset_dir, (64, 64), progress=False)
     assert cache.reward is not None and (cache.reward <= 0).all()  # reward = -distance, metres
     np.testing.assert_allclose(ck.normalizer.state_mean, cache.state.mean(0), rtol=1e-5, atol=1e-4)
+    # The collector records the named object's position; training regresses it from the latent.
+    assert cache.env_state is not None and cache.env_state.shape == (cache.num_frames, 6)
+    assert ck.model.env_state_dim == 6 and np.isfinite(res.last["env_state"])
+    np.testing.assert_allclose(ck.model.env_state_mean.numpy(), cache.env_state.mean(0), atol=1e-5)
+    with torch.no_grad():
+        z = torch.rand(3, ck.model.latent_dim)
+        metres = ck.model.environment_state(z)
+        np.testing.assert_allclose(
+            metres.numpy(),
+            (ck.model.env_state_standardized(z) * ck.model.env_state_std + ck.model.env_state_mean).numpy(),
+        )
 
 
 def test_hydra_configs_compose_and_validate():
