@@ -76,6 +76,8 @@ class ExportSettings:
         grad: default gradient-planner settings (``export.runtime.planners.GradSettings`` fields).
         cem: default CEM settings (``SamplingSettings`` fields).
         mppi: default MPPI settings (``SamplingSettings`` fields).
+        policy: settings of the policy-only mode (``temporal_ensemble``: decay of the blending of the
+            last ticks' chunks, or ``None`` for the newest chunk's first action).
         parity_tol: max abs difference onnxruntime vs PyTorch allowed for fp32 graphs.
         grad_rel_tol: max difference of the exported gradient, relative to its largest entry.
         fp16_tol: max abs error of fp16 variants (reported; exceeding it warns).
@@ -92,6 +94,7 @@ class ExportSettings:
     grad: dict[str, Any] = field(default_factory=lambda: asdict(GradSettings()))
     cem: dict[str, Any] = field(default_factory=lambda: asdict(SamplingSettings()))
     mppi: dict[str, Any] = field(default_factory=lambda: asdict(SamplingSettings(temperature=0.5)))
+    policy: dict[str, Any] = field(default_factory=lambda: {"temporal_ensemble": 0.0})
     parity_tol: float = 1e-4
     grad_rel_tol: float = 1e-3
     fp16_tol: float = 2e-2
@@ -410,6 +413,7 @@ def export_bundle(
             "grad": dict(settings.grad),
             "cem": dict(settings.cem),
             "mppi": dict(settings.mppi),
+            "policy": dict(settings.policy),
         },
         graphs=entries,
         producer={

@@ -59,6 +59,8 @@ class PlannerBrain:
         n_execute: actions executed per plan (1 = re-plan every tick).
         budget_ms: planning budget per tick, milliseconds (``None``: the planner's own).
         map_location: device to load a checkpoint onto.
+        temporal_ensemble: blend the overlapping plans of the last ticks (see :class:`planners.mpc.MPC`);
+            ``None`` = the planner config's ``temporal_ensemble`` key when ``n_execute`` is 1, else off.
         **planner_overrides: planner config keys to override (e.g. ``horizon=8``).
     """
 
@@ -70,6 +72,7 @@ class PlannerBrain:
         n_execute: int = 1,
         budget_ms: float | None = None,
         map_location: str | torch.device = "cpu",
+        temporal_ensemble: float | None = None,
         **planner_overrides: Any,
     ) -> None:
         self.checkpoint = _load(checkpoint, map_location)
@@ -77,12 +80,17 @@ class PlannerBrain:
         self.spec = self.checkpoint.spec
         if isinstance(planner, str):
             planner = planner_config(planner)
+        configured_ensemble = None
         if isinstance(planner, Mapping):
-            planner = make_planner(planner, self.model, **planner_overrides)
+            planner = {**dict(planner), **planner_overrides}
+            configured_ensemble = planner.pop("temporal_ensemble", None)  # an MPC setting, not the planner's
+            planner = make_planner(planner, self.model)
         elif planner_overrides:
             raise TypeError(f"planner overrides {sorted(planner_overrides)} need a planner name or config")
+        if temporal_ensemble is None and n_execute == 1:  # n_execute > 1 asks for open-loop chunks instead
+            temporal_ensemble = configured_ensemble
         self.planner: Planner = planner
-        self.mpc = MPC(planner, n_execute=n_execute, budget_ms=budget_ms)
+        self.mpc = MPC(planner, n_execute=n_execute, budget_ms=budget_ms, temporal_ensemble=temporal_ensemble)
         self.instruction: str | None = None
         self.task: Tensor | None = None
         self.last_latent: Tensor | None = None
@@ -150,6 +158,8 @@ class PolicyBrain(PlannerBrain):
         instruction: the task in words.
         n_execute: actions executed per chunk (1 = query the policy every tick).
         map_location: device to load a checkpoint onto.
+        temporal_ensemble: blend the overlapping chunks (ACT); ``None`` = the shipped policy config's
+            setting (on, decay 0) when ``n_execute`` is 1.
     """
 
     def __init__(
@@ -158,5 +168,13 @@ class PolicyBrain(PlannerBrain):
         instruction: str | None = None,
         n_execute: int = 1,
         map_location: str | torch.device = "cpu",
+        temporal_ensemble: float | None = None,
     ) -> None:
-        super().__init__(checkpoint, "policy", instruction, n_execute=n_execute, map_location=map_location)
+        super().__init__(
+            checkpoint,
+            "policy",
+            instruction,
+            n_execute=n_execute,
+            map_location=map_location,
+            temporal_ensemble=temporal_ensemble,
+        )

@@ -38,7 +38,10 @@ def _brain_factory(cfg: DictConfig) -> tuple[Callable[[str, dict[str, Any]], Any
 
         def make(name: str, over: dict[str, Any]) -> Any:
             pcfg = {**planner_cfgs[name], **over}
-            return PlannerBrain(checkpoint, pcfg, n_execute=int(cfg.n_execute))
+            ens = cfg.get("temporal_ensemble")
+            return PlannerBrain(
+                checkpoint, pcfg, n_execute=int(cfg.n_execute), temporal_ensemble=None if ens is None else float(ens)
+            )
 
         return make, checkpoint.spec
     try:

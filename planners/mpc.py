@@ -2,6 +2,8 @@
 
 Between plans the MPC keeps the previous plan shifted by the actions executed as the next warm start,
 and records per planning tick the wall-clock planning time, optimizer iterations and final cost.
+Optionally it blends the overlapping plans of the last ticks (temporal ensembling, Zhao et al., 2023,
+"ACT"): re-planning every tick stays reactive while the executed actions stop dithering between plans.
 """
 
 from __future__ import annotations
@@ -10,10 +12,12 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+import torch
 from torch import Tensor
 
 from planners.common import shift_plan
 from planners.protocol import Planner
+from planners.temporal_ensemble import TemporalEnsemble
 
 
 @dataclass
@@ -57,18 +61,33 @@ class MPC:
     Every ``n_execute`` ticks it plans from the current latent and queues the first ``n_execute``
     actions of the plan; the plan shifted by ``n_execute`` steps is the next warm start.
 
+    With ``temporal_ensemble`` set it plans every tick and executes, for tick ``t``, the weighted mean
+    of what every plan still covering ``t`` says for it (:class:`planners.temporal_ensemble.TemporalEnsemble`):
+    plan ``j`` (made ``age_j`` ticks ago) weighs ``exp(-temporal_ensemble * age_j)`` (0 = plain mean).
+
     Args:
         planner: any planner of this package (``plan(z0, task, warm_start, budget_ms)``).
-        n_execute: actions executed per plan (1 = re-plan every tick).
+        n_execute: actions executed per plan (1 = re-plan every tick); must be 1 with ``temporal_ensemble``.
         budget_ms: wall-clock budget per plan, milliseconds (``None``: the planner's own).
         warm_start: pass the shifted previous plan to the planner.
+        temporal_ensemble: ``None`` (off) or the decay per tick of age (>= 0) of a plan's weight.
     """
 
     def __init__(
-        self, planner: Planner, n_execute: int = 1, budget_ms: float | None = None, warm_start: bool = True
+        self,
+        planner: Planner,
+        n_execute: int = 1,
+        budget_ms: float | None = None,
+        warm_start: bool = True,
+        temporal_ensemble: float | None = None,
     ) -> None:
         if n_execute < 1:
             raise ValueError(f"n_execute must be >= 1, got {n_execute}")
+        self.ensemble: TemporalEnsemble | None = None
+        if temporal_ensemble is not None:
+            if n_execute != 1:
+                raise ValueError(f"temporal_ensemble re-plans every tick: it needs n_execute=1, got {n_execute}")
+            self.ensemble = TemporalEnsemble(float(temporal_ensemble))
         self.planner = planner
         self.n_execute = int(n_execute)
         self.budget_ms = budget_ms
@@ -83,6 +102,8 @@ class MPC:
         self.last_info: dict[str, Any] | None = None
         self._queue: list[Tensor] = []
         self._warm: Tensor | None = None
+        if self.ensemble is not None:
+            self.ensemble.reset()
 
     @property
     def needs_plan(self) -> bool:
@@ -112,6 +133,9 @@ class MPC:
             n = min(self.n_execute, plan.shape[0])
             self._queue = list(plan[:n])
             self._warm = shift_plan(plan, n)
+            if self.ensemble is not None:
+                blended = self.ensemble.blend(plan.detach().cpu().numpy())
+                self._queue = [torch.as_tensor(blended, dtype=plan.dtype, device=plan.device)]
         self.tick += 1
         return self._queue.pop(0)
 

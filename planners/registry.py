@@ -3,7 +3,8 @@
 A planner config is a mapping with ``name`` (a registered name such as ``grad``, or an import path
 ``"package.module:Class"`` for planners outside this repository), an optional ``objective`` mapping
 (``TrajectoryObjective`` fields), optional ``bounds`` (``low``/``high``), and the planner's own
-constructor arguments (``horizon``, ``iterations``...).
+constructor arguments (``horizon``, ``iterations``...). Keys in :data:`MPC_KEYS` configure the MPC
+loop around the planner (``planners.brains.PlannerBrain`` reads them); ``make_planner`` skips them.
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ PLANNERS: dict[str, Callable[..., Planner]] = {
     "policy": PolicyPlanner,
 }
 """Registered planner constructors: ``cls(model, **kwargs)``."""
+
+
+MPC_KEYS = ("temporal_ensemble",)
+"""Planner-config keys that belong to the MPC loop, not to the planner's constructor."""
 
 
 def register_planner(name: str, factory: Callable[..., Planner]) -> None:
@@ -56,6 +61,8 @@ def make_planner(cfg: Mapping[str, Any], model: Any, **overrides: Any) -> Planne
         TypeError: an argument the planner does not take (the message names it).
     """
     kwargs = {**dict(cfg), **overrides}
+    for key in MPC_KEYS:
+        kwargs.pop(key, None)
     name = str(kwargs.pop("name", ""))
     factory = _resolve(name)
     if isinstance(kwargs.get("objective"), Mapping):

@@ -29,6 +29,7 @@ from export.runtime.planners import (
     shift_plan,
 )
 from latent_vla.robot_spec import RobotSpec
+from planners.temporal_ensemble import TemporalEnsemble
 
 MODES = ("policy", "grad", "cem", "mppi")
 
@@ -43,6 +44,8 @@ class BundleBrain:
             ``SamplingSettings``).
         budget_ms: anytime budget per plan in milliseconds, ``None`` for the full iteration count.
         use_policy_proposal: seed the planners with the policy head's chunk.
+        temporal_ensemble: blend the overlapping plans of the last ticks (``planners.temporal_ensemble``);
+            ``None`` = the manifest's setting for ``mode`` (``temporal_ensemble`` key), else off.
 
     Attributes:
         last_info: ``info`` of the last plan plus ``encode_ms`` and ``act_ms``.
@@ -55,6 +58,7 @@ class BundleBrain:
         planner: Mapping[str, Any] | None = None,
         budget_ms: float | None = None,
         use_policy_proposal: bool = True,
+        temporal_ensemble: float | None = None,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -65,6 +69,10 @@ class BundleBrain:
         self.spec: RobotSpec = bundle.spec
         defaults = dict(bundle.manifest.planner.get(mode, {}))
         defaults.update(planner or {})
+        configured_ensemble = defaults.pop("temporal_ensemble", None)  # the loop's setting, not the planner's
+        if temporal_ensemble is None:
+            temporal_ensemble = configured_ensemble
+        self.ensemble = None if temporal_ensemble is None else TemporalEnsemble(float(temporal_ensemble))
         objective = bundle.manifest.planner.get("objective", {})
         terms = ActionTerms(
             prior_weight=float(objective.get("prior_weight", 0.0)),
@@ -91,6 +99,8 @@ class BundleBrain:
             self.instruction = instruction
         self._task = None if self.instruction is None else self.bundle.embed_task([self.instruction])
         self._warm = None
+        if self.ensemble is not None:
+            self.ensemble.reset()
 
     # -- observation -> model inputs ---------------------------------------------------------
     def _state(self, observation: Mapping[str, Any]) -> np.ndarray:
@@ -151,11 +161,11 @@ class BundleBrain:
         need_chunk = self.mode == "policy" or self.use_policy_proposal
         chunk = self.bundle.policy(z, self._task)[0] if need_chunk else None  # (K, A)
         if self.planner is None:
-            action = chunk[0]
+            plan = chunk
         else:
             plan, info = self.planner.plan(z, self._task, self._warm, self.budget_ms, proposal=chunk)
             self._warm = shift_plan(plan, 1)
-            action = plan[0]
+        action = plan[0] if self.ensemble is None else self.ensemble.blend(plan).astype(plan.dtype)
         if not np.all(np.isfinite(action)):
             raise ObservationError(f"bundle produced a non-finite action {action.tolist()} (input out of range?)")
         robot = self.bundle.normalizer.action_from_model(action)

@@ -159,7 +159,8 @@ class Manifest:
         tokenizer: ``Tokenizer.to_dict()``.
         model: sizes: ``latent_dim`` Z, ``action_dim`` A, ``chunk_len`` K, ``task_dim`` T, ``state_dim`` S,
             ``token_len`` L, ``horizon`` H (of the rollout graphs), ``camera_names``, ``image_size``.
-        planner: default planner settings per mode (``grad``, ``cem``, ``mppi``).
+        planner: default planner settings per mode (``grad``, ``cem``, ``mppi``; ``policy``: the loop's
+            ``temporal_ensemble``).
         graphs: graph name -> precision -> :class:`GraphSpec`.
         producer: package, version and tool versions that wrote the bundle.
         schema_version: :data:`SCHEMA_VERSION` of the writer.

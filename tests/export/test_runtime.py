@@ -121,6 +121,26 @@ def test_planners_are_seeded_and_respect_budget(bundle_dir):
     assert brain.last_info["stopped"] == "budget" and brain.last_info["iterations"] < 10_000
 
 
+def test_policy_mode_blends_the_last_chunks_as_the_manifest_says(bundle_dir):
+    """Temporal ensembling (as ``planners.mpc.MPC`` with the shipped policy config) in the runtime."""
+    obs = random_observation(9)
+    brain = load_bundle_brain(bundle_dir, mode="policy", instruction=INSTRUCTION)
+    assert brain.bundle.manifest.planner["policy"] == {"temporal_ensemble": 0.0} and brain.ensemble is not None
+    b = brain.bundle
+    task = b.embed_task([INSTRUCTION])
+    z = b.encode({c: b.normalizer.image_to_model(np.asarray(obs[c]))[None] for c in b.camera_names},
+                 b.normalizer.state_to_model(SO101.action_to_vector(obs))[None], task)  # fmt: skip
+    chunk = b.policy(z, task)[0]  # (K, A)
+    first = SO101.action_to_vector(brain.act(obs))
+    second = SO101.action_to_vector(brain.act(obs))
+    np.testing.assert_allclose(first, b.normalizer.action_from_model(chunk[0]), rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(second, b.normalizer.action_from_model((chunk[0] + chunk[1]) / 2), rtol=1e-5, atol=1e-4)
+    plain = load_bundle_brain(bundle_dir, mode="policy", instruction=INSTRUCTION, planner={"temporal_ensemble": None})
+    assert plain.ensemble is None
+    plain.act(obs)
+    np.testing.assert_allclose(SO101.action_to_vector(plain.act(obs)), first, rtol=1e-5, atol=1e-4)
+
+
 def test_instruction_changes_the_task(bundle_dir):
     brain = load_bundle_brain(bundle_dir, mode="policy", instruction="reach the red target")
     obs = random_observation(2)
