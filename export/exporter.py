@@ -76,8 +76,9 @@ class ExportSettings:
         grad: default gradient-planner settings (``export.runtime.planners.GradSettings`` fields).
         cem: default CEM settings (``SamplingSettings`` fields).
         mppi: default MPPI settings (``SamplingSettings`` fields).
-        policy: settings of the policy-only mode (``temporal_ensemble``: decay of the blending of the
-            last ticks' chunks, or ``None`` for the newest chunk's first action).
+        policy: settings of the policy-only mode. Every mode's dict may hold ``temporal_ensemble``
+            (decay of the blending of the last ticks' plans, as ``configs/planner/*.yaml``; ``None`` =
+            the newest plan's first action); the shipped defaults turn it on (0.0).
         parity_tol: max abs difference onnxruntime vs PyTorch allowed for fp32 graphs.
         grad_rel_tol: max difference of the exported gradient, relative to its largest entry.
         fp16_tol: max abs error of fp16 variants (reported; exceeding it warns).
@@ -91,9 +92,11 @@ class ExportSettings:
     precisions: Sequence[str] = ("fp32", "fp16", "int8")
     opset: int = 20
     objective: ObjectiveSettings = field(default_factory=ObjectiveSettings)
-    grad: dict[str, Any] = field(default_factory=lambda: asdict(GradSettings()))
-    cem: dict[str, Any] = field(default_factory=lambda: asdict(SamplingSettings()))
-    mppi: dict[str, Any] = field(default_factory=lambda: asdict(SamplingSettings(temperature=0.5)))
+    grad: dict[str, Any] = field(default_factory=lambda: {**asdict(GradSettings()), "temporal_ensemble": 0.0})
+    cem: dict[str, Any] = field(default_factory=lambda: {**asdict(SamplingSettings()), "temporal_ensemble": 0.0})
+    mppi: dict[str, Any] = field(
+        default_factory=lambda: {**asdict(SamplingSettings(temperature=0.5)), "temporal_ensemble": 0.0}
+    )
     policy: dict[str, Any] = field(default_factory=lambda: {"temporal_ensemble": 0.0})
     parity_tol: float = 1e-4
     grad_rel_tol: float = 1e-3

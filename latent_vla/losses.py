@@ -93,7 +93,7 @@ class LossWeights:
     eps_latent: float = 0.1
     encoder_grad_all_frames: bool = False
     image_shift: int = 4
-    env_state: float = 1.0
+    env_state: float = 5.0
 
 
 class WorldModelLoss(nn.Module):

@@ -126,6 +126,7 @@ def test_policy_mode_blends_the_last_chunks_as_the_manifest_says(bundle_dir):
     obs = random_observation(9)
     brain = load_bundle_brain(bundle_dir, mode="policy", instruction=INSTRUCTION)
     assert brain.bundle.manifest.planner["policy"] == {"temporal_ensemble": 0.0} and brain.ensemble is not None
+    assert all(brain.bundle.manifest.planner[m]["temporal_ensemble"] == 0.0 for m in ("grad", "cem", "mppi"))
     b = brain.bundle
     task = b.embed_task([INSTRUCTION])
     z = b.encode({c: b.normalizer.image_to_model(np.asarray(obs[c]))[None] for c in b.camera_names},

@@ -75,14 +75,16 @@ def test_mpc_with_temporal_ensemble_plans_every_tick_and_still_arrives() -> None
         MPC(planner, temporal_ensemble=-1.0)
 
 
-def test_policy_config_turns_it_on_unless_chunks_run_open_loop(random_checkpoint_dir, robot_observation) -> None:
+def test_shipped_configs_turn_it_on_unless_chunks_run_open_loop(random_checkpoint_dir, robot_observation) -> None:
+    for name in ("grad", "cem", "mppi", "random", "policy"):
+        assert planner_config(name)["temporal_ensemble"] == 0.0
     cfg = planner_config("policy")
-    assert cfg["temporal_ensemble"] == 0.0
     brain = PolicyBrain(random_checkpoint_dir, INSTRUCTION)
     assert brain.mpc.ensemble is not None and brain.mpc.ensemble.decay == 0.0
     assert PolicyBrain(random_checkpoint_dir, INSTRUCTION, n_execute=4).mpc.ensemble is None
     assert PolicyBrain(random_checkpoint_dir, INSTRUCTION, temporal_ensemble=0.3).mpc.ensemble.decay == 0.3
-    assert PlannerBrain(random_checkpoint_dir, "grad", INSTRUCTION).mpc.ensemble is None  # off for the planners
+    assert PlannerBrain(random_checkpoint_dir, "grad", INSTRUCTION, n_execute=2).mpc.ensemble is None
+    assert PlannerBrain(random_checkpoint_dir, "grad", INSTRUCTION).mpc.ensemble is not None  # every shipped config
     # make_planner skips the loop's key, so a shipped config still builds a bare planner
     assert make_planner(cfg, brain.model).name == "policy"
     # two ticks on the same observation: the second action blends chunk[1] (age 1) and chunk[0] (age 0)
