@@ -136,7 +136,7 @@ def evaluate(ckpt: Path, data: Path, eval_episodes: int, task: str, out_dir: Pat
         f"batch{b}_threads{t}": step_throughput(model, b, t) for b in (1, 1024) for t in sorted({1, default_threads})
     }
     if eval_episodes > 0:
-        result["policy"] = policy_success(ckpt, task, eval_episodes, out_dir / "policy_eval")
+        result["policy"] = policy_success(ckpt, task, eval_episodes, out_dir / f"policy_eval_{task}")
     return result
 
 
