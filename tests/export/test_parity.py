@@ -115,19 +115,28 @@ def test_variants_within_stated_tolerance(bundle_dir, export_ckpt, calib_obs, ex
 
 
 def test_policy_brain_matches_pytorch_pipeline(bundle_dir, export_ckpt):
+    """Tick by tick on changing observations, the bundle's policy brain and the torch PolicyBrain send
+    the same targets: the first tick is the chunk's first action, later ones blend the chunks of the
+    last ticks (temporal ensembling, on in both by default)."""
     from export.runtime import load_bundle_brain
+    from planners.brains import PolicyBrain
 
     brain = load_bundle_brain(bundle_dir, mode="policy", instruction=INSTRUCTION)
+    reference = PolicyBrain(export_ckpt, INSTRUCTION)
+    assert brain.ensemble is not None and reference.mpc.ensemble is not None
     for seed in range(3):
         obs = random_observation(seed)
-        task = export_ckpt.embed_instruction([INSTRUCTION])
-        z = export_ckpt.encode_observation(obs, task)
-        with torch.no_grad():
-            first = export_ckpt.model.policy(z, task)[0, 0].numpy()
-        want = export_ckpt.spec.vector_to_action(export_ckpt.normalizer.action_from_model(first))
+        if seed == 0:
+            task = export_ckpt.embed_instruction([INSTRUCTION])
+            with torch.no_grad():
+                first = export_ckpt.model.policy(export_ckpt.encode_observation(obs, task), task)[0, 0].numpy()
+            chunk0 = export_ckpt.spec.vector_to_action(export_ckpt.normalizer.action_from_model(first))
+        want = reference.act(obs)
         got = brain.act(obs)
         assert list(got) == export_ckpt.spec.action_keys
         np.testing.assert_allclose(list(got.values()), list(want.values()), atol=1e-3)  # robot units
+        if seed == 0:
+            np.testing.assert_allclose(list(got.values()), list(chunk0.values()), atol=1e-3)
 
 
 def test_numpy_gradient_planner_follows_torch_planner(bundle, export_ckpt, export_settings):
