@@ -8,7 +8,8 @@
 * ``cost``: smooth-L1 of the predicted distance to success (metres, divided by ``cost_scale``) on both
   imagined and encoded latents, labels from ``next.reward`` (cost = -reward);
 * ``success``: binary cross-entropy on ``next.success``, imagined and encoded latents;
-* ``policy``: behaviour cloning of the ``K``-action chunk from ``z_t`` (masked MSE in ``[-1, 1]``);
+* ``policy``: behaviour cloning of the ``K``-action chunk from ``z_t`` (masked L1 or MSE in ``[-1, 1]``,
+  ``policy_loss``);
 * ``decoder``: MSE reconstruction of the first camera's frame (gradient stopped at the latent unless
   ``decoder_grad``);
 * ``env_state``: auxiliary regression of the dataset's ``observation.environment_state`` (standardized;
@@ -52,6 +53,8 @@ class LossWeights:
         cost_scale: metres; costs are divided by this before the smooth-L1.
         success: weight of the success classification.
         policy: weight of behaviour cloning.
+        policy_loss: ``"mse"`` or ``"l1"`` (ACT's choice: its gradient does not fade as the error
+            shrinks, so the chunk stays precise near the target, where a reach is decided).
         decoder: weight of image reconstruction.
         decoder_grad: let the reconstruction gradient reach the encoder.
         decoder_batch: windows of the batch whose first and last frames are reconstructed (0 = all);
@@ -80,6 +83,7 @@ class LossWeights:
     cost_scale: float = 0.05
     success: float = 0.5
     policy: float = 1.0
+    policy_loss: str = "l1"
     decoder: float = 1.0
     decoder_grad: bool = False
     decoder_batch: int = 16
@@ -101,6 +105,8 @@ class WorldModelLoss(nn.Module):
 
     def __init__(self, model: WorldModel, weights: LossWeights) -> None:
         super().__init__()
+        if weights.policy_loss not in ("mse", "l1"):
+            raise ValueError(f"train.loss.policy_loss must be 'mse' or 'l1', got {weights.policy_loss!r}")
         self.model = model
         self.w = weights
 
@@ -190,7 +196,9 @@ class WorldModelLoss(nn.Module):
             add("env_state", w.env_state, 0.5 * (env_now + env_imagined))
         pred_chunk = m.policy(z[:, 0], task)  # (B, K, A)
         mask = batch.chunk_mask.unsqueeze(-1)  # (B, K, 1)
-        bc = (((pred_chunk - batch.chunk) ** 2) * mask).sum() / (mask.sum() * pred_chunk.shape[-1]).clamp(min=1.0)
+        err = pred_chunk - batch.chunk
+        err = err.abs() if self.w.policy_loss == "l1" else err**2
+        bc = (err * mask).sum() / (mask.sum() * pred_chunk.shape[-1]).clamp(min=1.0)
         add("policy", w.policy, bc)
 
         first = m.camera_names[0]

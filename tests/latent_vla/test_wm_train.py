@@ -133,9 +133,10 @@ def test_planning_switches_and_ema_target(tiny_dataset_dir, tmp_path):
     settings.train.loss.adversarial = 1.0
     settings.train.loss.action_noise = 0.05
     settings.train.loss.image_shift = 2
+    settings.train.loss.policy_loss = "mse"  # the non-default
     res = train(settings)
     assert res.step == 4
-    for key in ("adversarial", "curvature", "consistency"):
+    for key in ("adversarial", "curvature", "consistency", "policy"):
         assert np.isfinite(res.last[key])
     from latent_vla.checkpoint import load_train_state
 
@@ -143,6 +144,10 @@ def test_planning_switches_and_ema_target(tiny_dataset_dir, tmp_path):
     assert any(k.startswith("ema.") for k in ema)
     res2 = train(tiny_run_settings(tiny_dataset_dir, tmp_path / "smooth", steps=6, log_every=2, target="ema"))
     assert res2.step == 6  # resumes with its EMA target
+    bad = tiny_run_settings(tiny_dataset_dir, tmp_path / "bad", steps=1)
+    bad.train.loss.policy_loss = "huber"
+    with pytest.raises(ValueError, match="policy_loss"):
+        train(bad)
 
 
 @pytest.mark.slow
