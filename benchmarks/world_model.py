@@ -158,7 +158,10 @@ def print_table(result: dict[str, Any]) -> None:
                 f"{r['learned_model_mse']:.3g} / {r['learned_constant_mse']:.3g} = {r['learned_ratio']:.2f}",
             )
     if "cost_rank" in result:
-        table.add_row("Spearman(cost, true distance)", f"{result['cost_rank']['spearman']:.3f}")
+        table.add_row(
+            "Spearman(cost, true distance)",
+            f"{result['cost_rank']['spearman']:.3f} (ceiling {result['cost_rank']['spearman_ceiling']:.3f})",
+        )
         if "spearman_unsolved" in result["cost_rank"]:
             table.add_row(
                 "  on frames short of success",

@@ -140,7 +140,9 @@ def cost_vs_distance(model: WorldModel, cache: FrameCache, enc: EncodedEpisodes)
 
     The distance of ``z_t`` is ``-next.reward`` of frame ``t - 1`` (the state reached after ``a_{t-1}``),
     so every episode's first frame is skipped. ``spearman_unsolved`` is the same on the frames whose
-    true distance is above zero (the solved frames tie at zero).
+    true distance is above zero (the solved frames tie at zero). ``spearman_ceiling`` is the best
+    ``spearman`` any prediction without ties can reach on these frames (the true order, ties broken):
+    with many solved frames it is well below 1, because their tied true ranks cannot be matched.
     """
     if cache.reward is None:
         raise ValueError("the dataset has no next.reward, so there is no true distance to compare with")
@@ -149,6 +151,7 @@ def cost_vs_distance(model: WorldModel, cache: FrameCache, enc: EncodedEpisodes)
     true = -cache.reward[enc.frames[keep] - 1]
     out = {
         "spearman": spearman(pred, true),
+        "spearman_ceiling": spearman(np.argsort(np.argsort(true, kind="mergesort")), true),
         "mae_m": float(np.abs(pred - true).mean()),
         "frames": int(keep.sum()),
     }

@@ -72,6 +72,8 @@ def test_open_loop_errors_and_cost_ranking(tiny_checkpoint_dir, tiny_dataset_dir
     true = -cache.reward[np.concatenate([np.arange(e * 24, e * 24 + 23) for e in range(3)])]
     if (true > 0).sum() >= 2:  # the correlation restricted to frames short of success
         assert rank["frames_unsolved"] == int((true > 0).sum()) and -1 <= rank["spearman_unsolved"] <= 1
+    tied = len(np.unique(true)) < len(true)
+    assert rank["spearman_ceiling"] < 1 if tied else rank["spearman_ceiling"] == pytest.approx(1.0)
     # the auxiliary head against the recorded environment state (the named target's position)
     es = env_state_errors(ck.model, cache, enc)
     with torch.no_grad():
@@ -89,6 +91,12 @@ def test_spearman_and_pca():
     assert spearman(x, x**3) == pytest.approx(1.0)
     assert spearman(x, -x) == pytest.approx(-1.0)
     assert spearman([1, 2, 2, 3], [1, 2, 3, 4]) == pytest.approx(0.9486832980505138)  # ties: average ranks
+    # the ceiling a tie-free prediction can reach when two thirds of the frames tie at 0 (solved):
+    # the same for every order among the tied frames, and far below 1
+    true = np.r_[np.zeros(200), np.linspace(0.01, 0.2, 100)]
+    perfect_but_untied = [spearman(np.r_[rng.permutation(200), 200 + np.arange(100)], true) for rng in
+                          (np.random.default_rng(s) for s in range(3))]  # fmt: skip
+    assert perfect_but_untied == pytest.approx([perfect_but_untied[0]] * 3) and perfect_but_untied[0] < 0.9
     with pytest.raises(ValueError):
         spearman([1.0], [2.0])
     rng = np.random.default_rng(0)
