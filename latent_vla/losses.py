@@ -99,14 +99,18 @@ class LossWeights:
     image_shift: int = 4
     env_state: float = 5.0
 
+    def check(self) -> None:
+        """Raise ``ValueError`` on a setting no loss term understands (called before data is decoded)."""
+        if self.policy_loss not in ("mse", "l1"):
+            raise ValueError(f"train.loss.policy_loss must be 'mse' or 'l1', got {self.policy_loss!r}")
+
 
 class WorldModelLoss(nn.Module):
     """The objective as a module, so DDP can wrap it (its ``forward`` is the whole training step)."""
 
     def __init__(self, model: WorldModel, weights: LossWeights) -> None:
         super().__init__()
-        if weights.policy_loss not in ("mse", "l1"):
-            raise ValueError(f"train.loss.policy_loss must be 'mse' or 'l1', got {weights.policy_loss!r}")
+        weights.check()
         self.model = model
         self.w = weights
 

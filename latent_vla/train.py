@@ -320,6 +320,7 @@ def train(settings: RunSettings, full_config: dict[str, Any] | None = None) -> T
     run_dir = Path(settings.out)
     if ts.target not in ("stopgrad", "ema"):
         raise ValueError(f"train.target must be 'stopgrad' or 'ema', got {ts.target!r}")
+    ts.loss.check()
 
     # data
     image_size = (int(ms.image_size[0]), int(ms.image_size[1]))
