@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     from hardware.kinematics import ArmKinematics
     from hardware.safety import SafetyConfig, SafetyLayer
     from hardware.twin import LatentVLATwin
-    from latent_vla.robot_spec import SO101
+    from latent_vla.base.robot_spec import SO101
 
     if args.brain != "scripted":
         import torch

@@ -41,11 +41,11 @@ def _timeit(fn: Callable[[], Any], repeats: int, warmup: int) -> dict[str, float
 
 
 def _random_checkpoint(run_dir: Path) -> Path:
+    from latent_vla.base.normalize import Normalizer
+    from latent_vla.base.robot_spec import SO101
+    from latent_vla.base.text import Tokenizer
     from latent_vla.checkpoint import save_checkpoint
     from latent_vla.model import ModelConfig, WorldModel
-    from latent_vla.normalize import Normalizer
-    from latent_vla.robot_spec import SO101
-    from latent_vla.text import Tokenizer
 
     torch.manual_seed(0)
     model = WorldModel(ModelConfig(camera_names=("front", "wrist"), state_dim=6, action_dim=6))  # default sizes

@@ -59,7 +59,7 @@ def train_model(data: Path, ckpt: Path, minutes: float, extra: list[str]) -> dic
     cmd = [
         sys.executable,
         "-m",
-        "latent_vla.cli",
+        "latent_vla.app.cli",
         "train",
         f"data={data}",
         f"out={ckpt}",
@@ -94,7 +94,7 @@ def step_throughput(model, batch: int, threads: int, seconds: float = 1.0) -> fl
 def policy_success(ckpt: Path, task: str, episodes: int, out: Path) -> dict[str, Any]:
     """Closed-loop success of the policy head through ``latent-vla eval`` (planners engineer's CLI)."""
     cmd = [
-        sys.executable, "-m", "latent_vla.cli", "eval", f"ckpt={ckpt}", "planners=[policy]", f"task={task}",
+        sys.executable, "-m", "latent_vla.app.cli", "eval", f"ckpt={ckpt}", "planners=[policy]", f"task={task}",
         f"episodes={episodes}", f"out={out}", "videos=0", "progress=false",
     ]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True)

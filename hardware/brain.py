@@ -15,7 +15,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from latent_vla.robot_spec import SO101, RobotSpec
+from latent_vla.base.robot_spec import SO101, RobotSpec
 
 
 @runtime_checkable

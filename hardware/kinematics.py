@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from latent_vla.robot_spec import RobotSpec
+from latent_vla.base.robot_spec import RobotSpec
 
 
 def _quat_to_mat(q: np.ndarray) -> np.ndarray:

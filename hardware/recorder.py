@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from latent_vla.robot_spec import CameraSpec, RobotSpec
+from latent_vla.base.robot_spec import CameraSpec, RobotSpec
 
 
 def robot_cameras(observation_features: dict[str, Any], spec: RobotSpec) -> dict[str, tuple[int, int]]:

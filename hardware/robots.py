@@ -5,7 +5,7 @@ files (``~/.cache/huggingface/lerobot/calibration/robots/<type>/<id>.json`` unle
 ``calibration_dir`` is set). A config node looks like ``configs/robot/so101.yaml``::
 
     type: so101_follower        # LeRobot's robot type (so100_follower, koch_follower, latent_vla_twin)
-    spec: so101                 # latent_vla.robot_spec name: joint order, limits, units
+    spec: so101                 # latent_vla.base.robot_spec name: joint order, limits, units
     port: /dev/ttyACM0
     id: my_follower
     use_degrees: true           # explicit: our spec's units depend on it
@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from latent_vla.robot_spec import RobotSpec, get_robot_spec
+from latent_vla.base.robot_spec import RobotSpec, get_robot_spec
 
 # Keys of our robot config nodes that are not LeRobot config fields.
 OWN_KEYS = ("type", "spec")

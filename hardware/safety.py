@@ -7,7 +7,7 @@ about timing, it returns the target that may actually be sent, or holds the last
 1. emergency stop -> nothing may be sent (:class:`EmergencyStopped`);
 2. stale / missing observation, late or failed brain -> hold the last safe target;
 3. missing key, NaN or inf in a joint -> hold that joint at its last safe target;
-4. clamp to the joint limits of the :class:`~latent_vla.robot_spec.RobotSpec`, and to within
+4. clamp to the joint limits of the :class:`~latent_vla.base.robot_spec.RobotSpec`, and to within
    ``max_tracking_error`` of the measured position (a blocked arm must not wind up a far target);
 5. bound the change per tick: ``min(max_step, velocity_scale * max_velocity * dt)`` per joint;
 6. keep the gripper tip inside ``spec.workspace`` (forward kinematics): the move is shortened along
@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from latent_vla.robot_spec import RobotSpec
+from latent_vla.base.robot_spec import RobotSpec
 
 logger = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from lerobot.robots.robot import Robot
 from lerobot.robots.utils import ensure_safe_goal_position
 
 from hardware.config_twin import LatentVLATwinConfig
-from latent_vla.robot_spec import get_robot_spec
+from latent_vla.base.robot_spec import get_robot_spec
 
 logger = logging.getLogger(__name__)
 

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from latent_vla.base.normalize import Normalizer
+from latent_vla.base.text import Tokenizer
 from latent_vla.data import FrameCache
 from latent_vla.model import WorldModel
-from latent_vla.normalize import Normalizer
-from latent_vla.text import Tokenizer
 
 
 @dataclass

@@ -35,10 +35,10 @@ import yaml
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from latent_vla.base.normalize import Normalizer
+from latent_vla.base.robot_spec import RobotSpec
+from latent_vla.base.text import Tokenizer
 from latent_vla.model import ModelConfig, WorldModel
-from latent_vla.normalize import Normalizer
-from latent_vla.robot_spec import RobotSpec
-from latent_vla.text import Tokenizer
 
 FORMAT_VERSION = 1
 MANIFEST = "checkpoint.json"

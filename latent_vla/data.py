@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from latent_vla.normalize import Normalizer
-from latent_vla.text import Tokenizer
+from latent_vla.base.normalize import Normalizer
+from latent_vla.base.text import Tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +174,7 @@ def load_frames(
 
     Args:
         root: dataset folder.
-        image_size: ``(h, w)`` the frames are resized to (see :func:`latent_vla.normalize.resize_uint8`).
+        image_size: ``(h, w)`` the frames are resized to (see :func:`latent_vla.base.normalize.resize_uint8`).
         cameras: camera names to keep, in this order (default: all, in the dataset's order).
         repo_id: LeRobot repo id (default ``local/<folder name>``; only used as a label offline).
         video_backend: ``"torchcodec"`` or ``"pyav"`` (LeRobot's default when None).

@@ -8,7 +8,7 @@ idea of DINO-WM (Zhou et al., 2024). The protocol planners see is ``step``/``rol
 Shapes: ``B`` batch, ``H`` horizon, ``Z`` latent size, ``A`` action size, ``K`` chunk length,
 ``T`` task-embedding size, ``L`` token length, ``S`` state size, ``(h, w)`` image size in pixels.
 Actions are normalized to ``[-1, 1]``, states standardized, images float ``[0, 1]`` channels first
-(see :mod:`latent_vla.normalize`).
+(see :mod:`latent_vla.base.normalize`).
 
 The latent lives on a bounded manifold: SimNorm (softmax over groups of ``simnorm_dim`` entries, so
 each group is a point on a simplex) or LayerNorm without affine parameters (a sphere of radius

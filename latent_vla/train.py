@@ -1,6 +1,6 @@
 """Training loop of the world model: data -> model -> losses -> checkpoints, single process or DDP.
 
-``train(settings)`` is what ``latent-vla train`` calls (via :mod:`latent_vla.train_cli`). It
+``train(settings)`` is what ``latent-vla train`` calls (via :mod:`latent_vla.app.train_cli`). It
 
 1. reads the LeRobotDataset once into memory (:mod:`latent_vla.data`), computes (or, when resuming,
    reloads) the normalization stats;
@@ -34,6 +34,9 @@ import torch.distributed as dist
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
+from latent_vla.base.normalize import Normalizer
+from latent_vla.base.robot_spec import CameraSpec, JointSpec, RobotSpec, get_robot_spec
+from latent_vla.base.text import Tokenizer
 from latent_vla.checkpoint import (
     CheckpointError,
     load_optimizer_state,
@@ -45,9 +48,6 @@ from latent_vla.checkpoint import (
 from latent_vla.data import FrameCache, WindowSampler, env_state_statistics, load_frames, split_episodes
 from latent_vla.losses import LossWeights, WorldModelLoss
 from latent_vla.model import ModelConfig, WorldModel
-from latent_vla.normalize import Normalizer
-from latent_vla.robot_spec import CameraSpec, JointSpec, RobotSpec, get_robot_spec
-from latent_vla.text import Tokenizer
 
 log = logging.getLogger(__name__)
 

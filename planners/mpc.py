@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from latent_vla.base.temporal_ensemble import TemporalEnsemble
 from planners.common import shift_plan
 from planners.protocol import Planner
-from planners.temporal_ensemble import TemporalEnsemble
 
 
 @dataclass
@@ -62,7 +62,7 @@ class MPC:
     actions of the plan; the plan shifted by ``n_execute`` steps is the next warm start.
 
     With ``temporal_ensemble`` set it plans every tick and executes, for tick ``t``, the weighted mean
-    of what every plan still covering ``t`` says for it (:class:`planners.temporal_ensemble.TemporalEnsemble`):
+    of what every plan still covering ``t`` says for it (:class:`latent_vla.base.temporal_ensemble.TemporalEnsemble`):
     plan ``j`` (made ``age_j`` ticks ago) weighs ``exp(-temporal_ensemble * age_j)`` (0 = plain mean).
 
     Args:

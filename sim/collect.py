@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from latent_vla.robot_spec import RobotSpec, get_robot_spec
+from latent_vla.base.robot_spec import RobotSpec, get_robot_spec
 from sim.collect_worker import ShardJob, quiet_writer_logs, run_shard, video_file_limit, worker_main
 from sim.dataset_features import dataset_features, features_mismatch
 from sim.tasks.base import Task

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from latent_vla.robot_spec import RobotSpec, get_robot_spec
+from latent_vla.base.robot_spec import RobotSpec, get_robot_spec
 from sim.dataset_features import make_frame
 
 if TYPE_CHECKING:

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from latent_vla.robot_spec import RobotSpec
+from latent_vla.base.robot_spec import RobotSpec
 
 IMAGE_KEY_PREFIX = "observation.images."
 STATE_KEY = "observation.state"

@@ -16,7 +16,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from latent_vla.robot_spec import RobotSpec, get_robot_spec
+from latent_vla.base.robot_spec import RobotSpec, get_robot_spec
 from sim.scene import SO101Scene
 from sim.tasks import TASKS, Evaluation, Task
 

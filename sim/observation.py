@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from latent_vla.robot_spec import RobotSpec
+from latent_vla.base.robot_spec import RobotSpec
 
 
 def robot_observation(obs: Mapping[str, Any], spec: RobotSpec) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 :class:`SO101Scene` is the low-level object under the Gymnasium envs and the one the hardware
 engineer's MuJoCo twin reuses. It knows nothing about tasks: it loads ``assets/so101_scene.xml``,
 resolves every name once, converts robot units (degrees / gripper percent, see
-``latent_vla.robot_spec``) to MuJoCo radians, advances one control tick at ``spec.fps`` and renders
+``latent_vla.base.robot_spec``) to MuJoCo radians, advances one control tick at ``spec.fps`` and renders
 cameras with one reused :class:`mujoco.Renderer` per image size.
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 import mujoco
 import numpy as np
 
-from latent_vla.robot_spec import SO101, RobotSpec
+from latent_vla.base.robot_spec import SO101, RobotSpec
 
 SCENE_XML = Path(str(files("sim") / "assets" / "so101_scene.xml"))
 

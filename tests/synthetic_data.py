@@ -40,7 +40,7 @@ def make_synthetic_dataset(
     import numpy as np
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
-    from latent_vla.robot_spec import SO101
+    from latent_vla.base.robot_spec import SO101
 
     root = Path(root)
     h, w = image_hw

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from latent_vla.cli import SUBCOMMANDS, compose, main
+from latent_vla.app.cli import SUBCOMMANDS, compose, main
 
 
 def test_help_lists_every_subcommand(capsys: pytest.CaptureFixture[str]) -> None:

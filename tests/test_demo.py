@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from latent_vla.cli import compose, main
-from latent_vla.demo_cli import STAGES, plan_stages
-from latent_vla.screenshot import find_chromium
+from latent_vla.app.cli import compose, main
+from latent_vla.app.demo_cli import STAGES, plan_stages
+from latent_vla.app.screenshot import find_chromium
 
 
 def test_unknown_stage_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from latent_vla.robot_spec import SO101, RobotSpec, get_robot_spec
+from latent_vla.base.robot_spec import SO101, RobotSpec, get_robot_spec
 
 
 def test_so101_joint_names_match_lerobot() -> None:

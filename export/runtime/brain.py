@@ -28,8 +28,8 @@ from export.runtime.planners import (
     settings_from_dict,
     shift_plan,
 )
-from latent_vla.robot_spec import RobotSpec
-from planners.temporal_ensemble import TemporalEnsemble
+from latent_vla.base.robot_spec import RobotSpec
+from latent_vla.base.temporal_ensemble import TemporalEnsemble
 
 MODES = ("policy", "grad", "cem", "mppi")
 
@@ -44,7 +44,7 @@ class BundleBrain:
             ``SamplingSettings``).
         budget_ms: anytime budget per plan in milliseconds, ``None`` for the full iteration count.
         use_policy_proposal: seed the planners with the policy head's chunk.
-        temporal_ensemble: blend the overlapping plans of the last ticks (``planners.temporal_ensemble``);
+        temporal_ensemble: blend the overlapping plans of the last ticks (``latent_vla.base.temporal_ensemble``);
             ``None`` = the manifest's setting for ``mode`` (``temporal_ensemble`` key), else off.
 
     Attributes:

@@ -18,9 +18,9 @@ import onnxruntime as ort
 from export.runtime.errors import ManifestError, ObservationError, RobotMismatchError
 from export.runtime.manifest import PRECISIONS, REQUIRED_GRAPHS, Manifest, read_manifest, read_verified_bytes
 from export.runtime.session import GraphSession, select_providers
-from latent_vla.normalize import Normalizer
-from latent_vla.robot_spec import RobotSpec
-from latent_vla.text import Tokenizer
+from latent_vla.base.normalize import Normalizer
+from latent_vla.base.robot_spec import RobotSpec
+from latent_vla.base.text import Tokenizer
 
 log = logging.getLogger("latent_vla.export")
 

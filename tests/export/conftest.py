@@ -10,7 +10,7 @@ import pytest
 import torch
 from export_helpers import CAMERAS, HORIZON, make_checkpoint
 
-from latent_vla.robot_spec import SO101
+from latent_vla.base.robot_spec import SO101
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from latent_vla.robot_spec import SO101
+from latent_vla.base.robot_spec import SO101
 
 CAMERAS = ("front", "wrist")
 INSTRUCTION = "reach the red target"
@@ -14,10 +14,10 @@ HORIZON = 4
 
 def make_checkpoint(run_dir, seed: int = 0):
     """Save a small random WorldModel (32x32 images, Z=32) with SO-101 stats; returns ``run_dir``."""
+    from latent_vla.base.normalize import Normalizer
+    from latent_vla.base.text import Tokenizer
     from latent_vla.checkpoint import save_checkpoint
     from latent_vla.model import ModelConfig, WorldModel
-    from latent_vla.normalize import Normalizer
-    from latent_vla.text import Tokenizer
 
     torch.manual_seed(seed)
     cfg = ModelConfig(

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from export.runtime import load_bundle_brain, read_manifest
-from latent_vla.cli import main as cli_main
+from latent_vla.app.cli import main as cli_main
 
 
 def test_export_cli_refuses_a_missing_checkpoint(tmp_path, capsys):

@@ -19,8 +19,8 @@ from export.runtime import (
     read_manifest,
     sha256_file,
 )
-from latent_vla.normalize import Normalizer
-from latent_vla.robot_spec import SO100, SO101, RobotSpec, get_robot_spec
+from latent_vla.base.normalize import Normalizer
+from latent_vla.base.robot_spec import SO100, SO101, RobotSpec, get_robot_spec
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from export.runtime import (
     load_bundle_brain,
 )
 from export.runtime.session import select_providers
-from latent_vla.robot_spec import SO101
+from latent_vla.base.robot_spec import SO101
 
 BLOCKER = '''
 import sys
@@ -237,7 +237,7 @@ def test_runtime_modules_do_not_import_torch():
             assert not re.search(r"^\s*(import|from) (torch|lerobot)\b", src, re.MULTILINE), name
     code = textwrap.dedent(
         """
-        import sys, export.runtime, latent_vla.text, latent_vla.normalize, latent_vla.robot_spec
+        import sys, export.runtime, latent_vla.base.text, latent_vla.base.normalize, latent_vla.base.robot_spec
         print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'lerobot'}))
         """
     )

@@ -13,7 +13,7 @@ from hardware.control_loop import ControlLoop
 from hardware.kinematics import ArmKinematics
 from hardware.safety import SafetyConfig, SafetyLayer
 from hardware.twin import LatentVLATwin
-from latent_vla.robot_spec import KOCH, SO101
+from latent_vla.base.robot_spec import KOCH, SO101
 
 INSTRUCTION = "reach the red cube"
 
@@ -22,10 +22,10 @@ def random_run(run_dir: Path, seed: int = 0) -> Path:
     """An untrained small WorldModel checkpoint for the SO-101 (plumbing, not skill)."""
     import torch
 
+    from latent_vla.base.normalize import Normalizer
+    from latent_vla.base.text import Tokenizer
     from latent_vla.checkpoint import save_checkpoint
     from latent_vla.model import ModelConfig, WorldModel
-    from latent_vla.normalize import Normalizer
-    from latent_vla.text import Tokenizer
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)

@@ -11,7 +11,7 @@ import pytest
 from test_brain_dispatch import INSTRUCTION, drive, random_run
 
 from hardware.brain import load_brain
-from latent_vla.robot_spec import KOCH
+from latent_vla.base.robot_spec import KOCH
 
 
 @pytest.mark.slow

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from hardware.kinematics import ArmKinematics, SerialChain, default_scene_path
-from latent_vla.robot_spec import KOCH, SO100, SO101
+from latent_vla.base.robot_spec import KOCH, SO100, SO101
 
 
 def test_numpy_fk_matches_mujoco_scene() -> None:

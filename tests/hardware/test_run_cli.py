@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from latent_vla.cli import main
+from latent_vla.app.cli import main
 
 
 def run(tmp_path: Path, *overrides: str) -> int:
@@ -72,7 +72,7 @@ def test_twin_run_records_a_lerobot_dataset(tmp_path: Path) -> None:
 def test_real_arm_asks_on_a_terminal(
     tmp_path: Path, mock_bus, calibration_dir: Path, monkeypatch: pytest.MonkeyPatch, answer: str, code: int
 ) -> None:
-    import hardware.run_cli as run_cli
+    import latent_vla.app.run_cli as run_cli
 
     monkeypatch.setattr(run_cli.sys.stdin, "isatty", lambda: True)
     monkeypatch.setattr(run_cli, "_estop_key_listener", lambda safety, loop: None)  # no stdin thread in tests
@@ -91,9 +91,9 @@ def test_signals_trigger_estop_and_stop(tmp_path: Path) -> None:
 
     from hardware.brain import ScriptedBrain
     from hardware.control_loop import ControlLoop
-    from hardware.run_cli import _install_signals
     from hardware.safety import SafetyLayer
-    from latent_vla.robot_spec import SO101
+    from latent_vla.app.run_cli import _install_signals
+    from latent_vla.base.robot_spec import SO101
 
     safety = SafetyLayer(SO101)
     loop = ControlLoop(object(), ScriptedBrain(SO101), safety)

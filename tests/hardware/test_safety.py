@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from hardware.kinematics import ArmKinematics
 from hardware.safety import EmergencyStopped, SafetyConfig, SafetyLayer
-from latent_vla.robot_spec import KOCH, SO101
+from latent_vla.base.robot_spec import KOCH, SO101
 
 SPEC = SO101
 DT = 1.0 / 30.0

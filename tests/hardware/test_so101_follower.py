@@ -13,7 +13,7 @@ from hardware.control_loop import ControlLoop
 from hardware.kinematics import ArmKinematics
 from hardware.robots import check_robot_matches_spec, make_robot, make_robot_config, spec_for
 from hardware.safety import SafetyConfig, SafetyLayer
-from latent_vla.robot_spec import KOCH, SO101
+from latent_vla.base.robot_spec import KOCH, SO101
 
 
 def node(calibration_dir: Path, **kw) -> dict:
@@ -167,7 +167,7 @@ def test_koch_follower_with_mocked_dynamixel_bus(calibration_dir: Path, mock_bus
 
 
 def test_hydra_overrides_reach_lerobot_camera_configs() -> None:
-    from latent_vla.cli import compose
+    from latent_vla.app.cli import compose
 
     cfg = compose(
         "run",

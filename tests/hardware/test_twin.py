@@ -16,7 +16,7 @@ from hardware.control_loop import ControlLoop
 from hardware.kinematics import ArmKinematics
 from hardware.safety import SafetyConfig, SafetyLayer
 from hardware.twin import LatentVLATwin
-from latent_vla.robot_spec import SO101
+from latent_vla.base.robot_spec import SO101
 
 SPEC = SO101
 FPS = 60.0

@@ -11,6 +11,9 @@ import pytest
 import torch
 from test_wm_model import inputs, small_config
 
+from latent_vla.base.normalize import Normalizer
+from latent_vla.base.robot_spec import SO101
+from latent_vla.base.text import Tokenizer
 from latent_vla.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -20,9 +23,6 @@ from latent_vla.checkpoint import (
     save_checkpoint,
 )
 from latent_vla.model import WorldModel
-from latent_vla.normalize import Normalizer
-from latent_vla.robot_spec import SO101
-from latent_vla.text import Tokenizer
 
 
 def _trained_pieces(seed: int = 0):

@@ -10,8 +10,8 @@ import pytest
 import torch
 from synthetic_data import make_synthetic_dataset
 
+from latent_vla.base.text import Tokenizer
 from latent_vla.data import DatasetError, WindowSampler, load_frames, split_episodes
-from latent_vla.text import Tokenizer
 
 
 @pytest.fixture(scope="module")

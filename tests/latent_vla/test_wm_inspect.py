@@ -16,8 +16,8 @@ from latent_vla.analysis import (
     pca_2d,
     spearman,
 )
+from latent_vla.app.cli import main as cli_main
 from latent_vla.checkpoint import load_checkpoint
-from latent_vla.cli import main as cli_main
 from latent_vla.data import load_frames
 
 

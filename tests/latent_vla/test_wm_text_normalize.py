@@ -10,8 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from latent_vla.normalize import Normalizer, resize_uint8
-from latent_vla.text import Tokenizer
+from latent_vla.base.normalize import Normalizer, resize_uint8
+from latent_vla.base.text import Tokenizer
 
 
 def test_tokenizer_shapes_padding_and_determinism():
@@ -108,5 +108,5 @@ def test_image_to_model_resizes_like_torch():
 
 
 def test_text_and_normalize_do_not_import_torch():
-    code = "import sys, latent_vla.text, latent_vla.normalize, latent_vla; assert 'torch' not in sys.modules"
+    code = "import sys, latent_vla.base.text, latent_vla.base.normalize, latent_vla; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -14,8 +14,8 @@ import pytest
 import torch
 from synthetic_data import make_synthetic_dataset, tiny_run_settings
 
+from latent_vla.app.cli import main as cli_main
 from latent_vla.checkpoint import CheckpointError, load_checkpoint, read_manifest
-from latent_vla.cli import main as cli_main
 from latent_vla.train import train
 
 SMALL_MODEL = [
@@ -156,7 +156,7 @@ def test_ddp_two_processes(tiny_dataset_dir, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-        "-m", "latent_vla.cli", "train", f"data={tiny_dataset_dir}", f"out={out}", "train.steps=4",
+        "-m", "latent_vla.app.cli", "train", f"data={tiny_dataset_dir}", f"out={out}", "train.steps=4",
         *SMALL_MODEL, *FAST_TRAIN,
     ]  # fmt: skip
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
@@ -195,7 +195,7 @@ def test_trains_on_a_real_sim_collection(sim_reach_dataset_dir, tmp_path):
 def test_hydra_configs_compose_and_validate():
     from hydra.errors import ConfigCompositionException
 
-    from latent_vla.cli import compose
+    from latent_vla.app.cli import compose
     from latent_vla.train import LossWeights, ModelSettings, TrainSettings, settings_from_config
 
     cfg = compose("train", ["data=/x", "train=planning", "model.norm=layernorm", "train.minutes=1"])

@@ -14,11 +14,11 @@ def make_random_checkpoint(run_dir: Path, seed: int = 0, latent_dim: int = 32, c
 
     Random weights are honest for testing the encode -> plan -> act plumbing, never for success rates.
     """
+    from latent_vla.base.normalize import Normalizer
+    from latent_vla.base.robot_spec import SO101
+    from latent_vla.base.text import Tokenizer
     from latent_vla.checkpoint import save_checkpoint
     from latent_vla.model import ModelConfig, WorldModel
-    from latent_vla.normalize import Normalizer
-    from latent_vla.robot_spec import SO101
-    from latent_vla.text import Tokenizer
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -47,7 +47,7 @@ def random_checkpoint_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def robot_observation() -> dict:
     """A LeRobot-style observation for the SO-101: joints at home, two 64x64 camera images."""
-    from latent_vla.robot_spec import SO101
+    from latent_vla.base.robot_spec import SO101
 
     rng = np.random.default_rng(1)
     obs: dict = dict(SO101.vector_to_action(SO101.home_vector))

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from hardware.brain import Brain, load_brain
+from latent_vla.base.robot_spec import SO101
 from latent_vla.checkpoint import load_checkpoint
-from latent_vla.robot_spec import SO101
 from planners.brains import PlannerBrain, PolicyBrain, planner_config
 from planners.gradient import GradientPlanner
 from planners.registry import PLANNERS, make_planner

@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from latent_vla.cli import main
-from latent_vla.robot_spec import SO101
+from latent_vla.app.cli import main
+from latent_vla.base.robot_spec import SO101
 from planners.evaluate import add_baseline_deltas, run_episode, summarize
 
 

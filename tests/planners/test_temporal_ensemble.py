@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from latent_vla.base.temporal_ensemble import TemporalEnsemble
 from planners.analytic import DoubleIntegrator
 from planners.brains import PlannerBrain, PolicyBrain, planner_config
 from planners.common import Bounds
@@ -13,7 +14,6 @@ from planners.gradient import GradientPlanner
 from planners.mpc import MPC
 from planners.objectives import TrajectoryObjective
 from planners.registry import make_planner
-from planners.temporal_ensemble import TemporalEnsemble
 
 INSTRUCTION = "touch the red cube"
 

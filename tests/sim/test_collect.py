@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import sim
-from latent_vla.robot_spec import SO101
+from latent_vla.base.robot_spec import SO101
 from sim.collect import CollectConfig, CollectError, check_output_dir, collect, split_seeds
 from sim.dataset_features import dataset_features, features_mismatch, make_frame
 
@@ -327,7 +327,7 @@ def test_overwrite_replaces_the_dataset(collected, tmp_path):
 # the `latent-vla collect` subcommand
 # ----------------------------------------------------------------------------------------------
 def test_cli_tiny_budget(tmp_path, capsys):
-    from latent_vla.cli import main
+    from latent_vla.app.cli import main
 
     out = tmp_path / "cli"
     args = ["collect", "task=reach", "episodes=2", f"max_episode_steps={STEPS}", f"out={out}"]
@@ -346,7 +346,7 @@ def test_cli_tiny_budget(tmp_path, capsys):
 def test_sigint_to_the_cli_leaves_a_readable_dataset(tmp_path):
     """Ctrl-C on a real `latent-vla collect` with two workers: finished episodes survive."""
     out = tmp_path / "sig"
-    cmd = [sys.executable, "-m", "latent_vla.cli", "collect", "task=reach", "episodes=400"]
+    cmd = [sys.executable, "-m", "latent_vla.app.cli", "collect", "task=reach", "episodes=400"]
     cmd += [f"max_episode_steps={STEPS}", f"out={out}", "workers=2", "progress=false", f"repo_id={REPO}"]
     env = {**os.environ, "MUJOCO_GL": "egl", "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

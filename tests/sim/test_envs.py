@@ -8,7 +8,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import sim
-from latent_vla.robot_spec import SO101
+from latent_vla.base.robot_spec import SO101
 from sim.tasks import TASKS
 
 TASK_NAMES = sorted(TASKS)

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from latent_vla.report import (
+from latent_vla.app.report import (
     ReportSection,
     copy_figures,
     plot_training_curves,

@@ -85,7 +85,7 @@ def plan_stages(cfg: DictConfig) -> list[StagePlan]:
 
 
 def run_stage(plan: StagePlan, runner: Callable[[list[str]], int]) -> float:
-    """Run one stage through ``runner`` (``latent_vla.cli.main``); returns its wall time in seconds."""
+    """Run one stage through ``runner`` (``latent_vla.app.cli.main``); returns its wall time in seconds."""
     assert plan.argv is not None
     print(f"\n=== demo stage {plan.name}: latent-vla {' '.join(plan.argv)}", flush=True)
     t0 = time.perf_counter()
@@ -103,8 +103,8 @@ def run_stage(plan: StagePlan, runner: Callable[[list[str]], int]) -> float:
 
 def main(cfg: DictConfig) -> int:
     """Run the selected demo stages, then write the report; returns the exit code."""
-    from latent_vla.cli import main as cli_main
-    from latent_vla.demo_report import write_report
+    from latent_vla.app.cli import main as cli_main
+    from latent_vla.app.demo_report import write_report
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -133,7 +133,7 @@ def main(cfg: DictConfig) -> int:
         timings_path.write_text(json.dumps(timings, indent=2))
         print(f"\nreport: {report.resolve()}")
         if cfg.screenshot:
-            from latent_vla.screenshot import find_chromium, screenshot
+            from latent_vla.app.screenshot import find_chromium, screenshot
 
             if find_chromium() is None:
                 print("report screenshot skipped: headless Chromium is not installed (apt-get install chromium)")

@@ -22,13 +22,13 @@ from omegaconf import DictConfig, OmegaConf
 
 # subcommand -> (module implementing `main(cfg) -> int | None`, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "collect": ("sim.collect_cli", "run scripted experts in MuJoCo and write a LeRobotDataset"),
-    "train": ("latent_vla.train_cli", "train the latent world model on a LeRobotDataset"),
-    "eval": ("planners.eval_cli", "closed-loop evaluation of planners / policy on seeded episodes"),
-    "inspect": ("latent_vla.inspect_cli", "images of what a trained model imagines"),
-    "export": ("export.export_cli", "write an ONNX bundle with manifest.json"),
-    "run": ("hardware.run_cli", "drive the MuJoCo twin or a real arm through the safety layer"),
-    "demo": ("latent_vla.demo_cli", "the end-to-end job: collect, train, plan, export, drive, report"),
+    "collect": ("latent_vla.app.collect_cli", "run scripted experts in MuJoCo and write a LeRobotDataset"),
+    "train": ("latent_vla.app.train_cli", "train the latent world model on a LeRobotDataset"),
+    "eval": ("latent_vla.app.eval_cli", "closed-loop evaluation of planners / policy on seeded episodes"),
+    "inspect": ("latent_vla.app.inspect_cli", "images of what a trained model imagines"),
+    "export": ("latent_vla.app.export_cli", "write an ONNX bundle with manifest.json"),
+    "run": ("latent_vla.app.run_cli", "drive the MuJoCo twin or a real arm through the safety layer"),
+    "demo": ("latent_vla.app.demo_cli", "the end-to-end job: collect, train, plan, export, drive, report"),
 }
 
 

@@ -46,7 +46,7 @@ def _calibration(cfg: DictConfig, ckpt: Any) -> list:
 
 
 def main(cfg: DictConfig) -> int:
-    """Entry point called by ``latent_vla.cli``; returns the exit code."""
+    """Entry point called by ``latent_vla.app.cli``; returns the exit code."""
     _setup_logging()
     from export.exporter import ExportError, ExportSettings, export_bundle
     from export.runtime import BundleError, load_bundle_brain
