@@ -29,7 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from export import quantize
-from export.graphs import CostWeights, EncoderGraph, PolicyGraph, RolloutCostGraph, TaskEmbedGraph, trace_cost_grad
+from export.graphs import EncoderGraph, PolicyGraph, RolloutCostGraph, TaskEmbedGraph, trace_cost_grad
 from export.graphs import cost_and_grad as torch_cost_and_grad
 from export.runtime.manifest import (
     MANIFEST_NAME,
@@ -40,8 +40,9 @@ from export.runtime.manifest import (
     sha256_file,
     write_manifest,
 )
-from export.runtime.planners import GradSettings, SamplingSettings
 from latent_vla.checkpoint import Checkpoint, load_checkpoint
+from planners.objectives import TrajectoryObjective
+from planners.shipped import planner_config
 
 log = logging.getLogger("latent_vla.export")
 
@@ -53,15 +54,8 @@ class ExportError(RuntimeError):
     """The export failed: a graph did not convert, or onnxruntime disagrees with PyTorch."""
 
 
-@dataclass
-class ObjectiveSettings:
-    """``planners.objectives.TrajectoryObjective`` weights; the first three are baked into the graphs."""
-
-    step_weight: float = 1.0
-    terminal_weight: float = 0.0
-    discount: float = 1.0
-    prior_weight: float = 0.0
-    smooth_weight: float = 0.0
+PLANNER_MODES = ("grad", "cem", "mppi", "policy")
+"""The planning modes a bundle records settings for (``configs/planner/<mode>.yaml``)."""
 
 
 @dataclass
@@ -72,13 +66,13 @@ class ExportSettings:
         horizon: H, action-sequence length of ``rollout_cost`` and ``cost_grad`` (fixed in the graphs).
         precisions: variants to write for the encoder and the policy (``fp32`` is always written).
         opset: ONNX opset.
-        objective: trajectory objective (see :class:`ObjectiveSettings`).
-        grad: default gradient-planner settings (``export.runtime.planners.GradSettings`` fields).
-        cem: default CEM settings (``SamplingSettings`` fields).
-        mppi: default MPPI settings (``SamplingSettings`` fields).
-        policy: settings of the policy-only mode. Every mode's dict may hold ``temporal_ensemble``
-            (decay of the blending of the last ticks' plans, as ``configs/planner/*.yaml``; ``None`` =
-            the newest plan's first action); the shipped defaults turn it on (0.0).
+        objective: the trajectory objective of every planner of the bundle (its ``step_weight``,
+            ``terminal_weight`` and ``discount`` are baked into ``rollout_cost`` and ``cost_grad``);
+            ``None``: each planner config keeps its own objective and the model terms of the grad
+            planner's are baked (every recorded config must then weigh the model terms the same way).
+        grad, cem, mppi, policy: overrides of the shipped ``configs/planner/<mode>.yaml``; the merged
+            configs (budget and temporal ensembling included) are recorded in the manifest, whose
+            ``planner`` section the runtime builds its planners from.
         parity_tol: max abs difference onnxruntime vs PyTorch allowed for fp32 graphs.
         grad_rel_tol: max difference of the exported gradient, relative to its largest entry.
         fp16_tol: max abs error of fp16 variants (reported; exceeding it warns).
@@ -91,13 +85,11 @@ class ExportSettings:
     horizon: int = 16
     precisions: Sequence[str] = ("fp32", "fp16", "int8")
     opset: int = 20
-    objective: ObjectiveSettings = field(default_factory=ObjectiveSettings)
-    grad: dict[str, Any] = field(default_factory=lambda: {**asdict(GradSettings()), "temporal_ensemble": 0.0})
-    cem: dict[str, Any] = field(default_factory=lambda: {**asdict(SamplingSettings()), "temporal_ensemble": 0.0})
-    mppi: dict[str, Any] = field(
-        default_factory=lambda: {**asdict(SamplingSettings(temperature=0.5)), "temporal_ensemble": 0.0}
-    )
-    policy: dict[str, Any] = field(default_factory=lambda: {"temporal_ensemble": 0.0})
+    objective: TrajectoryObjective | None = None
+    grad: dict[str, Any] = field(default_factory=dict)
+    cem: dict[str, Any] = field(default_factory=dict)
+    mppi: dict[str, Any] = field(default_factory=dict)
+    policy: dict[str, Any] = field(default_factory=dict)
     parity_tol: float = 1e-4
     grad_rel_tol: float = 1e-3
     fp16_tol: float = 2e-2
@@ -108,7 +100,20 @@ class ExportSettings:
 
     def __post_init__(self) -> None:
         if isinstance(self.objective, Mapping):
-            self.objective = ObjectiveSettings(**self.objective)
+            self.objective = TrajectoryObjective.from_dict(dict(self.objective))
+        for mode in PLANNER_MODES:
+            setattr(self, mode, {**planner_config(mode), **dict(getattr(self, mode) or {})})
+            if self.objective is not None:  # one objective for the whole bundle
+                getattr(self, mode)["objective"] = self.objective.to_dict()
+        if self.objective is None:
+            self.objective = TrajectoryObjective.from_dict(self.grad.get("objective"))
+        for mode in PLANNER_MODES:
+            mode_objective = TrajectoryObjective.from_dict(getattr(self, mode).get("objective"))
+            if not mode_objective.same_model_terms(self.objective):
+                raise ValueError(
+                    f"export: the {mode} planner weighs the model terms as {mode_objective.to_dict()}, but the graphs "
+                    f"bake {self.objective.to_dict()}: step_weight, terminal_weight and discount must agree"
+                )
         bad = [p for p in self.precisions if p not in ("fp32", "fp16", "int8")]
         if bad:
             raise ValueError(f"unknown precisions {bad}; valid: fp32, fp16, int8")
@@ -267,9 +272,8 @@ def export_bundle(
     h, w = model.image_size
     cams = list(model.camera_names)
     L, S, Z, A, H = ckpt.tokenizer.max_len, model.state_dim, model.latent_dim, model.action_dim, settings.horizon
-    weights = CostWeights(
-        settings.objective.step_weight, settings.objective.terminal_weight, settings.objective.discount
-    )
+    assert settings.objective is not None
+    weights = torch.as_tensor(settings.objective.step_weights(H))  # (H,), baked into the cost graphs
     batch = torch.export.Dim("batch", min=1, max=settings.max_batch)
 
     def rand_inputs(b: int) -> dict[str, torch.Tensor]:
@@ -307,7 +311,8 @@ def export_bundle(
             dyn=({0: batch}, {0: batch}, None),
         ),
         "cost_grad": dict(
-            module=None, inputs=["z0", "actions", "task"], outputs=["cost", "grad"], dyn=({0: batch}, {0: batch}, None)
+            module=None, inputs=["z0", "actions", "task"], outputs=["cost", "grad", "step_cost"],
+            dyn=({0: batch}, {0: batch}, None),
         ),
     }
 
@@ -411,13 +416,7 @@ def export_bundle(
             "checkpoint_step": int(ckpt.step),
             "default_instruction": settings.default_instruction,
         },
-        planner={
-            "objective": asdict(settings.objective),
-            "grad": dict(settings.grad),
-            "cem": dict(settings.cem),
-            "mppi": dict(settings.mppi),
-            "policy": dict(settings.policy),
-        },
+        planner=planner_section(settings),
         graphs=entries,
         producer={
             "package": "latent-vla",
@@ -435,13 +434,26 @@ def export_bundle(
     return ExportResult(manifest, rows, out)
 
 
+def planner_section(settings: ExportSettings) -> dict[str, Any]:
+    """The manifest's ``planner`` section: the baked ``objective`` and each mode's full planner config,
+    with the searching planners' horizon set to the graphs' ``H``."""
+    assert settings.objective is not None
+    section: dict[str, Any] = {"objective": settings.objective.to_dict()}
+    for mode in PLANNER_MODES:
+        cfg = dict(getattr(settings, mode))
+        if mode != "policy":
+            cfg["horizon"] = settings.horizon
+        section[mode] = cfg
+    return section
+
+
 def eager_reference(ckpt: Checkpoint, settings: ExportSettings) -> Callable[..., Any]:
     """PyTorch reference of the ``cost_grad`` graph for ``ckpt`` (used by tests and benchmarks)."""
-    o = settings.objective
-    weights = CostWeights(o.step_weight, o.terminal_weight, o.discount)
+    assert settings.objective is not None
+    weights = torch.as_tensor(settings.objective.step_weights(settings.horizon))
 
     def fn(z0: np.ndarray, actions: np.ndarray, task: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        c, g = torch_cost_and_grad(
+        c, g, _ = torch_cost_and_grad(
             ckpt.model, torch.from_numpy(z0), torch.from_numpy(actions), torch.from_numpy(task), weights
         )
         return c.detach().numpy(), g.detach().numpy()

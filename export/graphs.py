@@ -8,23 +8,23 @@ instruction is active at a time, and a fixed task batch keeps the batch axis fre
 * :class:`EncoderGraph`    one ``(B, 3, h, w)`` image per camera, state ``(B, S)``, task ``(1, T)`` -> z ``(B, Z)``
 * :class:`PolicyGraph`     z ``(B, Z)``, task ``(1, T)`` -> actions ``(B, K, A)`` in ``[-1, 1]``
 * :class:`RolloutCostGraph` z0 ``(B, Z)``, actions ``(B, H, A)``, task ``(1, T)`` -> cost ``(B,)``, step_cost ``(B, H)``
-* :func:`trace_cost_grad`  the same inputs -> cost ``(B,)`` and d cost / d actions ``(B, H, A)``, traced with
-  ``torch.func.grad`` + ``make_fx`` into plain aten ops (NOTES.md: autograd inside ``forward`` does not export).
+* :func:`trace_cost_grad`  the same inputs -> cost ``(B,)``, d cost / d actions ``(B, H, A)``, step_cost ``(B, H)``;
+  traced with ``torch.func.grad`` + ``make_fx`` into plain aten ops (NOTES.md: autograd in ``forward`` fails).
 
-The trajectory cost is the model-dependent part of ``planners.objectives.TrajectoryObjective`` (the
-discounted step costs plus the terminal cost, see :func:`trajectory_cost`); the action-only terms
-(prior, smoothness) are added by the numpy planners, whose gradients are analytic.
+The trajectory cost is the model-dependent part of ``planners.objectives.TrajectoryObjective``: the
+weighted per-step costs of ``planners.torch_backend.weighted_step_costs``, the one definition the
+PyTorch planners evaluate too, with the weights ``TrajectoryObjective.step_weights(H)`` baked in as
+constants; the action-only terms (prior, smoothness) are added by the planners in numpy.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 from torch.fx.experimental.proxy_tensor import make_fx
 
 from latent_vla.model import WorldModel
+from planners.torch_backend import weighted_step_costs
 
 
 class TaskEmbedGraph(nn.Module):
@@ -67,50 +67,22 @@ class PolicyGraph(nn.Module):
         return self.model.policy(z, task)
 
 
-@dataclass(frozen=True)
-class CostWeights:
-    """The model-dependent terms of ``planners.objectives.TrajectoryObjective``, baked into the graphs.
-
-    Attributes:
-        step_weight: weight of the discounted sum of per-step costs (term ``task``).
-        terminal_weight: extra weight on the last state's cost (term ``terminal``).
-        discount: per-step discount ``gamma`` in ``(0, 1]``.
-    """
-
-    step_weight: float = 1.0
-    terminal_weight: float = 0.0
-    discount: float = 1.0
-
-
-def trajectory_cost(model: WorldModel, z0: Tensor, actions: Tensor, task: Tensor, weights: CostWeights) -> Tensor:
-    """Per-step costs of a rollout: ``z0 (B, Z)``, ``actions (B, H, A)``, ``task (1, T)`` -> ``(B, H)``.
-
-    Step ``t`` (0-based) costs ``step_weight * discount**t * c_t`` plus ``terminal_weight * c_t`` at the
-    last step, with ``c_t = model.cost(z_{t+1}, task)`` of the latent after action ``t``; the row sum
-    equals the ``task`` + ``terminal`` terms of ``planners.objectives.TrajectoryObjective``.
-    """
-    z = z0
-    costs = []
-    horizon = actions.shape[1]
-    for t in range(horizon):
-        z = model.step(z, actions[:, t])  # (B, Z)
-        c = model.cost(z, task)  # (B,)
-        w = weights.step_weight * weights.discount**t + (weights.terminal_weight if t == horizon - 1 else 0.0)
-        costs.append(c * w)
-    return torch.stack(costs, dim=1)  # (B, H)
-
-
 class RolloutCostGraph(nn.Module):
-    """``z0 (B, Z)``, ``actions (B, H, A)``, ``task (1, T)`` -> ``cost (B,)``, ``step_cost (B, H)``."""
+    """``z0 (B, Z)``, ``actions (B, H, A)``, ``task (1, T)`` -> ``cost (B,)``, ``step_cost (B, H)``.
 
-    def __init__(self, model: WorldModel, weights: CostWeights) -> None:
+    Args:
+        model: the world model.
+        weights: per-step weights ``(H,)`` (``TrajectoryObjective.step_weights``), baked in.
+    """
+
+    def __init__(self, model: WorldModel, weights: Tensor) -> None:
         super().__init__()
         self.model = model
-        self.weights = weights
+        self.register_buffer("weights", weights.detach().clone())
 
     def forward(self, z0: Tensor, actions: Tensor, task: Tensor) -> tuple[Tensor, Tensor]:
         """See the class docstring."""
-        steps = trajectory_cost(self.model, z0, actions, task, self.weights)
+        steps = weighted_step_costs(self.model, z0, actions, task, self.weights)
         return steps.sum(dim=1), steps
 
 
@@ -121,29 +93,31 @@ class _TracedGraph(nn.Module):
         super().__init__()
         self.gm = gm
 
-    def forward(self, z0: Tensor, actions: Tensor, task: Tensor) -> tuple[Tensor, Tensor]:
-        """``(B, Z), (B, H, A), (1, T)`` -> ``cost (B,)``, ``grad (B, H, A)``."""
+    def forward(self, z0: Tensor, actions: Tensor, task: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``(B, Z), (B, H, A), (1, T)`` -> ``cost (B,)``, ``grad (B, H, A)``, ``step_cost (B, H)``."""
         return self.gm(z0, actions, task)
 
 
 def cost_and_grad(
-    model: WorldModel, z0: Tensor, actions: Tensor, task: Tensor, weights: CostWeights
-) -> tuple[Tensor, Tensor]:
-    """Reference (eager) trajectory cost ``(B,)`` and its gradient w.r.t. ``actions`` ``(B, H, A)``.
+    model: WorldModel, z0: Tensor, actions: Tensor, task: Tensor, weights: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Reference (eager) trajectory cost ``(B,)``, its gradient w.r.t. ``actions`` ``(B, H, A)`` and the
+    weighted per-step costs ``(B, H)`` (so the planners can name the terms of the best plan).
 
     Rollouts of different batch rows are independent, so the gradient of the summed cost gives each
     row's own gradient.
     """
 
-    def total(a: Tensor) -> tuple[Tensor, Tensor]:
-        cost = trajectory_cost(model, z0, a, task, weights).sum(dim=1)  # (B,)
-        return cost.sum(), cost
+    def total(a: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        steps = weighted_step_costs(model, z0, a, task, weights)  # (B, H)
+        cost = steps.sum(dim=1)  # (B,)
+        return cost.sum(), (cost, steps)
 
-    grad, cost = torch.func.grad(total, has_aux=True)(actions)
-    return cost, grad
+    grad, (cost, steps) = torch.func.grad(total, has_aux=True)(actions)
+    return cost, grad, steps
 
 
-def trace_cost_grad(model: WorldModel, z0: Tensor, actions: Tensor, task: Tensor, weights: CostWeights) -> nn.Module:
+def trace_cost_grad(model: WorldModel, z0: Tensor, actions: Tensor, task: Tensor, weights: Tensor) -> nn.Module:
     """Trace :func:`cost_and_grad` (forward and backward) into an exportable module of plain aten ops.
 
     Tracing is symbolic, so the batch axis stays dynamic; the horizon ``H`` is fixed by ``actions``.
@@ -152,7 +126,7 @@ def trace_cost_grad(model: WorldModel, z0: Tensor, actions: Tensor, task: Tensor
     for p in model.parameters():
         p.requires_grad_(False)
 
-    def fn(z0_: Tensor, actions_: Tensor, task_: Tensor) -> tuple[Tensor, Tensor]:
+    def fn(z0_: Tensor, actions_: Tensor, task_: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         return cost_and_grad(model, z0_, actions_, task_, weights)
 
     gm = make_fx(fn, tracing_mode="symbolic", _allow_non_fake_inputs=True)(z0, actions, task)

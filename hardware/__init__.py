@@ -6,7 +6,7 @@ Public API (importing this package loads neither LeRobot nor MuJoCo; ``hardware.
     from hardware import ControlLoop, SafetyLayer, SafetyConfig, ScriptedBrain, load_brain, make_robot
 """
 
-from hardware.brain import Brain, BrainNotAvailable, ScriptedBrain, load_brain
+from hardware.brain import Brain, ScriptedBrain, load_brain, load_model_brain
 from hardware.control_loop import ControlLoop, LoopReport, safe_disconnect
 from hardware.kinematics import ArmKinematics, SerialChain
 from hardware.robots import make_robot, make_robot_config, spec_for
@@ -15,7 +15,6 @@ from hardware.safety import EmergencyStopped, Intervention, SafetyConfig, Safety
 __all__ = [
     "ArmKinematics",
     "Brain",
-    "BrainNotAvailable",
     "ControlLoop",
     "EmergencyStopped",
     "Intervention",
@@ -25,6 +24,7 @@ __all__ = [
     "ScriptedBrain",
     "SerialChain",
     "load_brain",
+    "load_model_brain",
     "make_robot",
     "make_robot_config",
     "safe_disconnect",

@@ -2,20 +2,22 @@
 
 A brain maps LeRobot's robot observation dict (``"<joint>.pos"`` floats in robot units plus one
 ``(H, W, 3)`` uint8 image per camera) to absolute joint targets ``{"<joint>.pos": value}``
-(docs/architecture.md, section 6). Torch planner, torch policy, ONNX bundle and scripted brains
-all implement it; the control loop cannot tell them apart.
+(docs/architecture.md). A model brain is the one ``planners.brain.LatentBrain`` over a training run
+or an ONNX bundle (:func:`load_model_brain`); the scripted brain is for tests and first runs. The
+control loop cannot tell them apart.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from importlib import import_module
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from export.runtime.brain import load_bundle_brain
 from latent_vla.base.robot_spec import SO101, RobotSpec
+from planners.brain import LatentBrain
 
 
 @runtime_checkable
@@ -29,10 +31,6 @@ class Brain(Protocol):
     def act(self, observation: dict[str, Any]) -> dict[str, float]:
         """Absolute joint targets ``{"<joint>.pos": value}`` (robot units) for this observation."""
         ...
-
-
-class BrainNotAvailable(RuntimeError):
-    """The part of latent-vla that implements a brain kind is not installed or has not landed."""
 
 
 class ScriptedBrain:
@@ -103,21 +101,69 @@ class ScriptedBrain:
         return self.spec.vector_to_action(self._target)
 
 
-def _import_part(module: str, attr: str, what: str) -> Any:
-    try:
-        mod = import_module(module)
-    except ModuleNotFoundError as exc:
-        if exc.name is not None and module.startswith(exc.name):
-            raise BrainNotAvailable(
-                f"{what} needs `{module}.{attr}`, which is not available in this installation ({exc})"
-            ) from exc
-        raise
-    if not hasattr(mod, attr):
-        raise BrainNotAvailable(f"{what} needs `{module}.{attr}`, which `{module}` does not define yet")
-    return getattr(mod, attr)
-
-
 BRAIN_MODES = ("policy", "grad", "cem", "mppi", "random")
+
+
+def _check_run_spec(path: Path, run_spec: RobotSpec, robot_spec: RobotSpec) -> None:
+    if run_spec.joint_names != robot_spec.joint_names:
+        raise ValueError(f"run {path} was trained for joints {run_spec.joint_names}, not {robot_spec.joint_names}")
+    if run_spec.units != robot_spec.units:
+        raise ValueError(f"run {path} uses units {run_spec.units!r}; this arm uses {robot_spec.units!r}")
+
+
+def load_model_brain(
+    path: str | Path,
+    instruction: str | None = None,
+    *,
+    robot_spec: RobotSpec = SO101,
+    mode: str = "grad",
+    planner: Mapping[str, Any] | None = None,
+    **kwargs: Any,
+) -> LatentBrain:
+    """The one latent brain (``planners.brain.LatentBrain``) over a training run or an ONNX bundle.
+
+    Args:
+        path: a directory holding ``manifest.json`` (an ONNX bundle: numpy + onnxruntime) or
+            ``model.safetensors`` (a training run: PyTorch).
+        instruction: the task in words, passed to ``reset``.
+        robot_spec: the arm; a bundle or run made for another arm is refused.
+        mode: ``"policy"`` (policy head only) or a planner: ``"grad"``, ``"cem"``, ``"mppi"``
+            (``"random"`` for training runs only).
+        planner: overrides of the mode's planner settings (``configs/planner/<mode>.yaml`` for a run,
+            the manifest's copy of it for a bundle), e.g. ``{"budget_ms": 33}``.
+        **kwargs: passed to the loader (``precision``, ``threads``, ``map_location``...).
+
+    Raises:
+        FileNotFoundError: the path does not exist.
+        ValueError: the path is neither a bundle nor a run, ``mode`` is unknown, or the model was
+            made for another arm.
+    """
+    if mode not in BRAIN_MODES:
+        raise ValueError(f"brain mode must be one of {BRAIN_MODES}, got {mode!r}")
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(
+            f"brain {str(path)!r}: no such file or directory; expected 'scripted', an ONNX bundle "
+            "directory (with manifest.json) or a training run directory (with model.safetensors)"
+        )
+    overrides = dict(planner or {})
+    if (path / "manifest.json").is_file():
+        if mode == "random":
+            raise ValueError("an ONNX bundle brain supports modes policy, grad, cem, mppi; not random")
+        brain: LatentBrain = load_bundle_brain(path, mode=mode, robot=robot_spec, planner=overrides, **kwargs)
+    elif (path / "model.safetensors").is_file():
+        # Imported here: a training run needs PyTorch, a heavy dependency a bundle-only robot may lack.
+        from planners.brains import PlannerBrain
+
+        brain = PlannerBrain.from_run(path, planner=mode, **kwargs, **overrides)
+        _check_run_spec(path, brain.spec, robot_spec)
+    else:
+        raise ValueError(
+            f"brain {str(path)!r}: {path} holds neither manifest.json (ONNX bundle) nor "
+            "model.safetensors (training run)"
+        )
+    brain.reset(instruction)
+    return brain
 
 
 def load_brain(
@@ -129,60 +175,22 @@ def load_brain(
     budget_ms: float | None = None,
     **kwargs: Any,
 ) -> Brain:
-    """Build a brain from a command-line string.
+    """Build a brain from a command-line string: ``"scripted"`` or a model path (:func:`load_model_brain`).
 
     Args:
-        spec_string: ``"scripted"``; a directory holding ``manifest.json`` (an ONNX bundle, run by
-            ``export.runtime.load_bundle_brain``); or a directory holding ``model.safetensors`` (a
-            training run, run by ``planners.brains.PlannerBrain`` or ``PolicyBrain``).
+        spec_string: ``"scripted"``, an ONNX bundle directory or a training run directory.
         instruction: the task in words, passed to ``reset``.
         robot_spec: the arm; a bundle or run made for another arm is refused.
-        mode: ``"policy"`` (policy head only) or a planner: ``"grad"``, ``"cem"``, ``"mppi"``
-            (``"random"`` for training runs only). Ignored by the scripted brain.
-        budget_ms: anytime planning budget per tick, milliseconds (planner modes).
-        **kwargs: passed to the brain's constructor / loader.
-
-    Raises:
-        FileNotFoundError: the path does not exist.
-        ValueError: the path is neither a bundle nor a run, ``mode`` is unknown, or the model was
-            made for another arm.
-        BrainNotAvailable: the part implementing that brain kind is not installed or has not landed.
+        mode: ``"policy"`` or a planner (see :func:`load_model_brain`); ignored by the scripted brain.
+        budget_ms: anytime planning budget per tick, milliseconds, overriding the planner config's
+            (planner modes; ``None`` keeps the config's).
+        **kwargs: the scripted brain's arguments, or :func:`load_model_brain`'s.
     """
     if spec_string == "scripted":
         brain: Brain = ScriptedBrain(robot_spec, **kwargs)
         brain.reset(instruction)
         return brain
-    if mode not in BRAIN_MODES:
-        raise ValueError(f"brain mode must be one of {BRAIN_MODES}, got {mode!r}")
-    path = Path(spec_string).expanduser()
-    if not path.exists():
-        raise FileNotFoundError(
-            f"brain {spec_string!r}: no such file or directory; expected 'scripted', an ONNX bundle "
-            "directory (with manifest.json) or a training run directory (with model.safetensors)"
-        )
-    if (path / "manifest.json").is_file():
-        load = _import_part("export.runtime", "load_bundle_brain", "an ONNX bundle brain")
-        if mode == "random":
-            raise ValueError("an ONNX bundle brain supports modes policy, grad, cem, mppi; not random")
-        brain = load(path, mode=mode, robot=robot_spec, budget_ms=None if mode == "policy" else budget_ms, **kwargs)
-    elif (path / "model.safetensors").is_file():
-        if mode == "policy":
-            cls = _import_part("planners.brains", "PolicyBrain", "a torch policy brain")
-            brain = cls.from_run(path, **kwargs)
-        else:
-            cls = _import_part("planners.brains", "PlannerBrain", "a torch planner brain")
-            brain = cls.from_run(path, planner=mode, budget_ms=budget_ms, **kwargs)
-        run_spec = getattr(brain, "spec", None)
-        if run_spec is not None and run_spec.joint_names != robot_spec.joint_names:
-            raise ValueError(f"run {path} was trained for joints {run_spec.joint_names}, not {robot_spec.joint_names}")
-        if run_spec is not None and run_spec.units != robot_spec.units:
-            raise ValueError(f"run {path} uses units {run_spec.units!r}; this arm uses {robot_spec.units!r}")
-    else:
-        raise ValueError(
-            f"brain {spec_string!r}: {path} holds neither manifest.json (ONNX bundle) nor "
-            "model.safetensors (training run)"
-        )
-    if not isinstance(brain, Brain):
-        raise TypeError(f"{type(brain).__name__} does not implement the Brain interface (reset, act)")
-    brain.reset(instruction)
-    return brain
+    planner = dict(kwargs.pop("planner", None) or {})
+    if budget_ms is not None and mode != "policy":
+        planner["budget_ms"] = budget_ms
+    return load_model_brain(spec_string, instruction, robot_spec=robot_spec, mode=mode, planner=planner, **kwargs)

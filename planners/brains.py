@@ -1,55 +1,69 @@
-"""Brains over a trained world model: gradient-planning MPC and the policy head alone.
+"""Brains over a PyTorch training run: :class:`planners.brain.LatentBrain` with a checkpoint's perception.
 
-Both implement the Brain interface of ``hardware.brain`` (docs/architecture.md, section 6): a LeRobot
-robot observation dict (``"<joint>.pos"`` floats in robot units and one uint8 ``(H, W, 3)`` image per
-camera) in, absolute joint targets ``{"<joint>.pos": value}`` out, ``reset(instruction)`` between
-episodes. Each planning tick encodes the observation once without autograd, plans in latent space
-and maps the first action from the model's ``[-1, 1]`` back to robot units with the checkpoint's
-normalizer.
+``PlannerBrain`` plans with any shipped or given planner config; ``PolicyBrain`` executes the policy
+head's chunk. The tick itself (encode once without autograd, plan, execute, unnormalize) is
+``LatentBrain``'s, shared with the ONNX bundle's brain.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from torch import Tensor
 
-from planners.mpc import MPC
+from latent_vla.base.robot_spec import RobotSpec
+from latent_vla.checkpoint import Checkpoint, load_checkpoint
+from planners.brain import LatentBrain
 from planners.protocol import Planner
-from planners.registry import make_planner
+from planners.registry import make_planner, split_mpc_settings
+from planners.shipped import planner_config
 
 
-def planner_config(name: str) -> dict[str, Any]:
-    """The shipped ``configs/planner/<name>.yaml`` as a dict.
+class CheckpointPerception:
+    """A training run's encoders and normalizer as a :class:`planners.brain.Perception` (PyTorch)."""
 
-    Raises:
-        ValueError: listing the shipped names when there is no such file.
+    def __init__(self, checkpoint: Checkpoint) -> None:
+        self.checkpoint = checkpoint
+        self.spec: RobotSpec = checkpoint.spec
+
+    def embed_instruction(self, instruction: str) -> Tensor:
+        """``(1, T)`` task embedding."""
+        return self.checkpoint.embed_instruction([instruction])
+
+    def encode_observation(self, observation: Mapping[str, Any], task: Tensor) -> Tensor:
+        """``(1, Z)`` latent of a LeRobot observation dict, no autograd."""
+        return self.checkpoint.encode_observation(dict(observation), task)
+
+    def action_to_robot(self, action: np.ndarray) -> np.ndarray:
+        """``(A,)`` in ``[-1, 1]`` -> ``(J,)`` robot units."""
+        return self.checkpoint.normalizer.action_from_model(action)
+
+
+def resolve_planner(
+    planner: Planner | str | Mapping[str, Any], model: Any, overrides: Mapping[str, Any]
+) -> tuple[Planner, dict[str, Any]]:
+    """A built planner and the MPC settings (``temporal_ensemble``, ``budget_ms``) of its config.
+
+    ``planner`` is a built planner (no settings), a shipped config name or a config mapping; ``overrides``
+    win over the config's keys.
     """
-    folder = files("configs") / "planner"
-    path = folder / f"{name}.yaml"
-    if not path.is_file():
-        names = sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
-        raise ValueError(f"no planner config {name!r}; shipped: {names}")
-    return dict(yaml.safe_load(path.read_text()))
+    if isinstance(planner, str):
+        planner = planner_config(planner)
+    if isinstance(planner, Mapping):
+        cfg, mpc = split_mpc_settings({**dict(planner), **dict(overrides)})
+        return make_planner(cfg, model), mpc
+    if overrides:
+        raise TypeError(f"planner overrides {sorted(overrides)} need a planner name or config")
+    return planner, {}
 
 
-def _load(checkpoint: Any, map_location: str | torch.device) -> Any:
-    if isinstance(checkpoint, str | os.PathLike):
-        from latent_vla.checkpoint import load_checkpoint
-
-        return load_checkpoint(Path(checkpoint), map_location=map_location)
-    return checkpoint
-
-
-class PlannerBrain:
-    """Latent MPC brain: encode, plan with any planner, execute the first action(s).
+class PlannerBrain(LatentBrain):
+    """Latent MPC over a training run: encode, plan with any planner, execute the first action(s).
 
     Args:
         checkpoint: a ``latent_vla.checkpoint.Checkpoint`` or a run directory to load.
@@ -57,97 +71,45 @@ class PlannerBrain:
             (``"grad"``, ``"cem"``, ``"mppi"``, ``"random"``, ``"policy"``) or a config mapping.
         instruction: the task in words; ``reset(instruction)`` replaces it.
         n_execute: actions executed per plan (1 = re-plan every tick).
-        budget_ms: planning budget per tick, milliseconds (``None``: the planner's own).
         map_location: device to load a checkpoint onto.
-        temporal_ensemble: blend the overlapping plans of the last ticks (see :class:`planners.mpc.MPC`);
-            ``None`` = the planner config's ``temporal_ensemble`` key when ``n_execute`` is 1, else off.
-        **planner_overrides: planner config keys to override (e.g. ``horizon=8``).
+        **overrides: planner config keys to override (``horizon=8``, ``budget_ms=33``,
+            ``temporal_ensemble=None``...); ``budget_ms`` and ``temporal_ensemble`` configure the MPC loop.
+            Temporal ensembling applies only with ``n_execute`` 1 (more asks for open-loop chunks).
     """
 
     def __init__(
         self,
-        checkpoint: Any,
+        checkpoint: Checkpoint | str | os.PathLike,
         planner: Planner | str | Mapping[str, Any] = "grad",
         instruction: str | None = None,
         n_execute: int = 1,
-        budget_ms: float | None = None,
         map_location: str | torch.device = "cpu",
-        temporal_ensemble: float | None = None,
-        **planner_overrides: Any,
+        **overrides: Any,
     ) -> None:
-        self.checkpoint = _load(checkpoint, map_location)
-        self.model = self.checkpoint.model.eval().requires_grad_(False)
-        self.spec = self.checkpoint.spec
-        if isinstance(planner, str):
-            planner = planner_config(planner)
-        configured_ensemble = None
-        if isinstance(planner, Mapping):
-            planner = {**dict(planner), **planner_overrides}
-            configured_ensemble = planner.pop("temporal_ensemble", None)  # an MPC setting, not the planner's
-            planner = make_planner(planner, self.model)
-        elif planner_overrides:
-            raise TypeError(f"planner overrides {sorted(planner_overrides)} need a planner name or config")
-        if temporal_ensemble is None and n_execute == 1:  # n_execute > 1 asks for open-loop chunks instead
-            temporal_ensemble = configured_ensemble
-        self.planner: Planner = planner
-        self.mpc = MPC(planner, n_execute=n_execute, budget_ms=budget_ms, temporal_ensemble=temporal_ensemble)
-        self.instruction: str | None = None
-        self.task: Tensor | None = None
-        self.last_latent: Tensor | None = None
-        self.reset(instruction)
+        if not isinstance(checkpoint, Checkpoint):
+            checkpoint = load_checkpoint(Path(checkpoint), map_location=map_location)
+        self.checkpoint = checkpoint
+        self.model = checkpoint.model.eval().requires_grad_(False)
+        built, mpc = resolve_planner(planner, self.model, overrides)
+        ensemble = mpc.get("temporal_ensemble") if n_execute == 1 else None
+        super().__init__(
+            CheckpointPerception(checkpoint), built, instruction, n_execute, mpc.get("budget_ms"), ensemble
+        )
 
     @classmethod
     def from_run(cls, run_dir: str | os.PathLike, **kwargs: Any) -> PlannerBrain:
         """Load the checkpoint in ``run_dir`` and build the brain (``hardware.brain.load_brain`` uses this)."""
         return cls(Path(run_dir), **kwargs)
 
-    def reset(self, instruction: str | None = None) -> None:
-        """New episode: forget the warm start; embed ``instruction`` when given (else keep the last one)."""
-        if instruction is not None:
-            self.instruction = instruction
-            self.task = self.checkpoint.embed_instruction([instruction])  # (1, T)
-        self.mpc.reset()
-        self.last_latent = None
-
-    def act(self, observation: dict[str, Any]) -> dict[str, float]:
-        """Absolute joint targets ``{"<joint>.pos": value}`` in robot units for this observation.
-
-        Raises:
-            RuntimeError: no instruction was given yet.
-            KeyError: the observation lacks a joint or a camera of the model.
-        """
-        if self.task is None:
-            raise RuntimeError(f"{type(self).__name__}: no instruction; call reset(instruction) first")
-        z0 = None
-        if self.mpc.needs_plan:
-            z0 = self.checkpoint.encode_observation(observation, self.task)  # (1, Z), no autograd
-            self.last_latent = z0
-        action = self.mpc.act(z0, self.task)  # (A,) in [-1, 1]
-        robot = self.checkpoint.normalizer.action_from_model(action.detach().cpu().numpy().astype(np.float64))
-        return self.spec.vector_to_action(robot)
-
-    @property
-    def last_plan(self) -> Tensor | None:
-        """The latest plan ``(H, A)`` in model units, or ``None`` before the first tick."""
-        return self.mpc.last_plan
-
-    @property
-    def last_info(self) -> dict[str, Any] | None:
-        """``info`` of the latest plan (``iterations``, ``cost``, ``plan_ms``...), a new dict per plan."""
-        return self.mpc.last_info
-
     @torch.no_grad()
     def imagine(self) -> np.ndarray | None:
         """What the model predicts the latest plan will look like: uint8 ``(H, h, w, 3)``, first camera."""
-        if self.last_latent is None or self.mpc.last_plan is None:
+        if self.last_latent is None or self.last_plan is None:
             return None
-        z = self.model.rollout(self.last_latent, self.mpc.last_plan[None])[0]  # (H, Z)
+        plan = torch.as_tensor(self.last_plan).to(self.last_latent)
+        z = self.model.rollout(self.last_latent, plan[None])[0]  # (H, Z)
         images = self.model.decode(z)  # (H, 3, h, w) in [0, 1]
         return (images.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-
-    def stats(self) -> dict[str, float]:
-        """Planning-time statistics of the current episode (``plan_ms_p50``, ``plan_ms_p95``...)."""
-        return self.mpc.stats()
 
 
 class PolicyBrain(PlannerBrain):
@@ -158,23 +120,15 @@ class PolicyBrain(PlannerBrain):
         instruction: the task in words.
         n_execute: actions executed per chunk (1 = query the policy every tick).
         map_location: device to load a checkpoint onto.
-        temporal_ensemble: blend the overlapping chunks (ACT); ``None`` = the shipped policy config's
-            setting (on, decay 0) when ``n_execute`` is 1.
+        **overrides: keys of ``configs/planner/policy.yaml`` to override (``temporal_ensemble=None``...).
     """
 
     def __init__(
         self,
-        checkpoint: Any,
+        checkpoint: Checkpoint | str | os.PathLike,
         instruction: str | None = None,
         n_execute: int = 1,
         map_location: str | torch.device = "cpu",
-        temporal_ensemble: float | None = None,
+        **overrides: Any,
     ) -> None:
-        super().__init__(
-            checkpoint,
-            "policy",
-            instruction,
-            n_execute=n_execute,
-            map_location=map_location,
-            temporal_ensemble=temporal_ensemble,
-        )
+        super().__init__(checkpoint, "policy", instruction, n_execute, map_location, **overrides)

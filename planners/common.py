@@ -1,13 +1,16 @@
-"""Small helpers shared by every planner: action bounds, deadlines, plan shifting, chunk fitting."""
+"""Small numpy helpers shared by every planner: action bounds, deadlines, plan shifting, chunk fitting.
+
+numpy only: the torch-free runtime plans with the same code (docs/architecture.md, floors).
+"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-import torch
-from torch import Tensor
+import numpy as np
 
 
 @dataclass(frozen=True)
@@ -22,12 +25,15 @@ class Bounds:
     low: float | Sequence[float] = -1.0
     high: float | Sequence[float] = 1.0
 
-    def tensors(self, action_dim: int, dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor]:
-        """``(low (A,), high (A,))`` tensors; raises ``ValueError`` on a wrong size or an empty box."""
-        low = torch.as_tensor(self.low, dtype=dtype).reshape(-1).expand(action_dim).clone()
-        high = torch.as_tensor(self.high, dtype=dtype).reshape(-1).expand(action_dim).clone()
-        if not bool((high > low).all()):
-            raise ValueError(f"action bounds need high > low everywhere, got low={low} high={high}")
+    def arrays(self, action_dim: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(low (A,), high (A,))`` float32 arrays; raises ``ValueError`` on a wrong size or an empty box."""
+        try:
+            low = np.broadcast_to(np.asarray(self.low, np.float32).reshape(-1), (action_dim,)).copy()
+            high = np.broadcast_to(np.asarray(self.high, np.float32).reshape(-1), (action_dim,)).copy()
+        except ValueError:
+            raise ValueError(f"action bounds must be one value or {action_dim}, got {self.low}, {self.high}") from None
+        if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high)) and np.all(high > low)):
+            raise ValueError(f"action bounds need finite high > low everywhere, got low={low} high={high}")
         return low, high
 
 
@@ -39,7 +45,7 @@ class Deadline:
     """
 
     def __init__(self, budget_ms: float | None) -> None:
-        if budget_ms is not None and budget_ms <= 0:
+        if budget_ms is not None and not budget_ms > 0:
             raise ValueError(f"budget_ms must be positive or None, got {budget_ms}")
         self.start = time.perf_counter()
         self.budget_ms = budget_ms
@@ -53,36 +59,34 @@ class Deadline:
         return self.budget_ms is not None and self.elapsed_ms() + reserve_ms >= self.budget_ms
 
 
-def shift_plan(plan: Tensor, n: int = 1) -> Tensor:
+def to_numpy(x: Any) -> np.ndarray:
+    """A float32 numpy copy-free view of an array or a (CPU or GPU) torch tensor."""
+    if hasattr(x, "detach"):  # a torch tensor; checked by duck type so this module never imports torch
+        x = x.detach().cpu().numpy()
+    return np.asarray(x, dtype=np.float32)
+
+
+def shift_plan(plan: np.ndarray, n: int = 1) -> np.ndarray:
     """Drop the first ``n`` steps of ``plan (H, A)`` and repeat the last one: the next warm start."""
-    if n <= 0:
-        return plan.clone()
-    n = min(n, plan.shape[0])
-    tail = plan[-1:].expand(n, -1)
-    return torch.cat([plan[n:], tail], dim=0)
+    plan = np.asarray(plan)
+    n = min(max(int(n), 0), plan.shape[0])
+    return np.concatenate([plan[n:], np.repeat(plan[-1:], n, axis=0)], axis=0)
 
 
-def fit_horizon(chunk: Tensor, horizon: int) -> Tensor:
+def fit_horizon(chunk: np.ndarray, horizon: int) -> np.ndarray:
     """Truncate or pad (repeating the last action) ``chunk (..., K, A)`` to ``(..., horizon, A)``."""
+    chunk = np.asarray(chunk)
     k = chunk.shape[-2]
     if k >= horizon:
         return chunk[..., :horizon, :]
-    pad = chunk[..., -1:, :].expand(*chunk.shape[:-2], horizon - k, chunk.shape[-1])
-    return torch.cat([chunk, pad], dim=-2)
+    pad = np.repeat(chunk[..., -1:, :], horizon - k, axis=-2)
+    return np.concatenate([chunk, pad], axis=-2)
 
 
-def policy_chunk(model: object, z0: Tensor, task: Tensor) -> Tensor:
-    """The policy head's chunk for ``z0 (1, Z)`` as ``(K, A)``, computed without autograd."""
-    with torch.no_grad():
-        chunk = model.policy(z0, task)  # type: ignore[attr-defined]  # (1, K, A)
-    if chunk.dim() != 3 or chunk.shape[0] != 1:
-        raise ValueError(f"policy must return (1, K, A) for one latent, got {tuple(chunk.shape)}")
-    return chunk[0]
-
-
-def check_inputs(z0: Tensor, warm_start: Tensor | None, horizon: int, action_dim: int) -> None:
+def check_inputs(z0: Any, warm_start: np.ndarray | None, horizon: int, action_dim: int) -> None:
     """Raise ``ValueError`` on a ``z0`` that is not ``(1, Z)`` or a warm start that is not ``(H, A)``."""
-    if z0.dim() != 2 or z0.shape[0] != 1:
-        raise ValueError(f"z0 must be one latent of shape (1, Z), got {tuple(z0.shape)}")
+    shape = tuple(z0.shape)
+    if len(shape) != 2 or shape[0] != 1:
+        raise ValueError(f"z0 must be one latent of shape (1, Z), got {shape}")
     if warm_start is not None and tuple(warm_start.shape) != (horizon, action_dim):
         raise ValueError(f"warm_start must be ({horizon}, {action_dim}), got {tuple(warm_start.shape)}")

@@ -12,11 +12,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-import torch
-from torch import Tensor
 
 from latent_vla.base.temporal_ensemble import TemporalEnsemble
-from planners.common import shift_plan
+from planners.common import shift_plan, to_numpy
 from planners.protocol import Planner
 
 
@@ -98,10 +96,10 @@ class MPC:
         """Forget the warm start, the queued actions and the tick records (a new episode)."""
         self.tick = 0
         self.records: list[TickRecord] = []
-        self.last_plan: Tensor | None = None
+        self.last_plan: np.ndarray | None = None
         self.last_info: dict[str, Any] | None = None
-        self._queue: list[Tensor] = []
-        self._warm: Tensor | None = None
+        self._queue: list[np.ndarray] = []
+        self._warm: np.ndarray | None = None
         if self.ensemble is not None:
             self.ensemble.reset()
 
@@ -110,13 +108,13 @@ class MPC:
         """True when the next ``act`` plans (so the caller must encode the observation)."""
         return not self._queue
 
-    def act(self, z0: Tensor | None, task: Tensor) -> Tensor:
-        """The action ``(A,)`` (model units) for this tick.
+    def act(self, z0: Any, task: Any) -> np.ndarray:
+        """The action ``(A,)`` float32 (model units) for this tick.
 
         Args:
-            z0: the current latent ``(1, Z)``, encoded without autograd; may be ``None`` only when
-                ``needs_plan`` is False.
-            task: the task tensor ``(1, T)``.
+            z0: the current latent ``(1, Z)`` (numpy, or the backend's tensor, encoded without autograd);
+                may be ``None`` only when ``needs_plan`` is False.
+            task: the task ``(1, T)``, passed through to the planner.
         """
         if self.needs_plan:
             if z0 is None:
@@ -125,6 +123,7 @@ class MPC:
             if warm is not None and self.planner.horizon is not None and warm.shape[0] != self.planner.horizon:
                 warm = None
             plan, info = self.planner.plan(z0, task, warm_start=warm, budget_ms=self.budget_ms)
+            plan = to_numpy(plan)
             self.last_plan, self.last_info = plan, info
             self.records.append(
                 TickRecord(self.tick, float(info["plan_ms"]), int(info["iterations"]), float(info["cost"]),
@@ -134,8 +133,7 @@ class MPC:
             self._queue = list(plan[:n])
             self._warm = shift_plan(plan, n)
             if self.ensemble is not None:
-                blended = self.ensemble.blend(plan.detach().cpu().numpy())
-                self._queue = [torch.as_tensor(blended, dtype=plan.dtype, device=plan.device)]
+                self._queue = [self.ensemble.blend(plan).astype(np.float32)]
         self.tick += 1
         return self._queue.pop(0)
 

@@ -1,55 +1,41 @@
-"""Trajectory objectives: what every planner minimizes, as named, weighted terms.
+"""The trajectory objective: what every planner minimizes, as named, weighted terms (one spec, numpy).
 
-``TrajectoryObjective`` turns a world model's per-state ``cost`` into the cost of an action sequence::
+::
 
-    J(a_1:H) = w_step * sum_t gamma^(t-1) cost(z_t)  +  w_terminal * cost(z_H)
-             + w_prior * sum_t ||a_t - prior_t||^2  +  w_smooth * sum_t ||a_t - a_(t-1)||^2
+    J(a_1:H) = w_step * sum_t gamma^(t-1) cost(z_t)  +  w_terminal * cost(z_H)          model terms
+             + w_prior * sum_t ||a_t - prior_t||^2  +  w_smooth * sum_t ||a_t - a_(t-1)||^2   action terms
 
-where ``z_1:H = rollout(z0, a_1:H)``. Each term is returned by name (already weighted) so callers
-can log them; the planner owns none of this.
-
-``GoalLatentObjective`` adapts a world model to a goal-image task: ``task`` is the goal latent and the
-cost is the latent distance to it, so planners cannot tell it from an instruction task.
+where ``z_1:H = rollout(z0, a_1:H)``. The spec is declared once, here. The *model terms* need the world
+model: a planning backend returns them as weighted per-step costs ``(N, H)`` with the weights of
+:meth:`TrajectoryObjective.step_weights` (the PyTorch backend computes them with autograd, the exporter
+bakes the same weights into the bundle's ONNX graphs, and the manifest records this spec); the
+*action terms* depend on the actions alone and are computed here, with analytic gradients, for both
+backends. A new term is added in this file (and, for a model term, in
+``planners.torch_backend.weighted_step_costs``, which the exporter traces).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-import torch
-from torch import Tensor
+import numpy as np
+
+MODEL_TERMS = ("step_weight", "terminal_weight", "discount")
+"""The fields that shape the model terms (baked into a bundle's graphs)."""
 
 
-def flat_cost(model: Any, z: Tensor, task: Tensor) -> Tensor:
-    """``model.cost`` over a trajectory batch: ``z (N, H, Z)``, ``task (1, T)`` or ``(N, T)`` -> ``(N, H)``.
-
-    The states are flattened to ``(N*H, Z)``; a shared task stays ``(1, T)`` (the protocol's broadcast
-    case, so a model can project it once), a per-plan task is repeated to ``(N*H, T)``.
-    """
-    n, h, zd = z.shape
-    t = task.reshape(1, -1) if task.dim() == 1 else task
-    if t.shape[0] == 1:
-        pass
-    elif t.shape[0] == n:
-        t = t.repeat_interleave(h, dim=0)
-    else:
-        raise ValueError(f"task batch {t.shape[0]} matches neither 1 nor the {n} candidate plans")
-    c = model.cost(z.reshape(n * h, zd), t)
-    return c.reshape(n, h)
-
-
-@dataclass
+@dataclass(frozen=True)
 class TrajectoryObjective:
     """Weighted sum of named trajectory terms; see the module docstring for the formula.
 
     Attributes:
-        step_weight: weight of the (discounted) sum of per-step costs ``task``.
-        terminal_weight: extra weight on the last state's cost ``terminal``.
-        discount: per-step discount ``gamma`` of the running cost (1 = none).
-        prior_weight: weight of the squared distance to the action prior ``prior`` (the policy's chunk
-            when the planner has one, else zeros, the centre of the data's action range).
-        smooth_weight: weight of the squared action differences ``smooth`` (a_0 is not included).
+        step_weight: weight of the (discounted) sum of per-step costs (term ``task``).
+        terminal_weight: extra weight on the last state's cost (term ``terminal``).
+        discount: per-step discount ``gamma`` of the running cost, in ``(0, 1]``.
+        prior_weight: weight of the squared distance to the action prior (term ``prior``: the policy's
+            chunk when the planner has one, else zeros, the centre of the data's action range).
+        smooth_weight: weight of the squared action differences (term ``smooth``; ``a_0`` not included).
     """
 
     step_weight: float = 1.0
@@ -59,11 +45,32 @@ class TrajectoryObjective:
     smooth_weight: float = 0.0
 
     def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not isinstance(value, int | float) or not np.isfinite(value):
+                raise ValueError(f"objective.{f.name} must be a finite number, got {value!r}")
+            object.__setattr__(self, f.name, float(value))
         for name in ("step_weight", "terminal_weight", "prior_weight", "smooth_weight"):
             if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+                raise ValueError(f"objective.{name} must be >= 0, got {getattr(self, name)}")
         if not 0.0 < self.discount <= 1.0:
-            raise ValueError(f"discount must be in (0, 1], got {self.discount}")
+            raise ValueError(f"objective.discount must be in (0, 1], got {self.discount}")
+        if not (self.step_weight or self.terminal_weight or self.prior_weight or self.smooth_weight):
+            raise ValueError("every objective weight is zero: nothing to minimize")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> TrajectoryObjective:
+        """Build from a mapping (a config or a manifest), refusing unknown keys by name."""
+        data = dict(data or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown objective settings {unknown}; valid: {sorted(known)}")
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, float]:
+        """The spec as a plain dict (for a manifest or a report)."""
+        return asdict(self)
 
     @property
     def weights(self) -> dict[str, float]:
@@ -75,81 +82,53 @@ class TrajectoryObjective:
             "smooth": self.smooth_weight,
         }
 
-    def __call__(
-        self, model: Any, z0: Tensor, actions: Tensor, task: Tensor, prior: Tensor | None = None
-    ) -> tuple[Tensor, dict[str, Tensor]]:
-        """Cost of ``N`` candidate plans.
+    def same_model_terms(self, other: TrajectoryObjective) -> bool:
+        """True when ``other`` weighs the model terms exactly as this spec does."""
+        return all(getattr(self, k) == getattr(other, k) for k in MODEL_TERMS)
+
+    def step_weights(self, horizon: int) -> np.ndarray:
+        """``w (H,)`` float32: step ``t`` (0-based) of a rollout weighs ``w_step gamma^t + w_terminal [t = H-1]``."""
+        w = self.step_weight * self.discount ** np.arange(horizon, dtype=np.float64)
+        w[-1] += self.terminal_weight
+        return w.astype(np.float32)
+
+    def model_terms(self, step_costs: np.ndarray) -> dict[str, np.ndarray]:
+        """Split weighted per-step costs ``(N, H)`` (weights of :meth:`step_weights`) into ``task``/``terminal``."""
+        total = step_costs.sum(-1)  # (N,)
+        terms: dict[str, np.ndarray] = {}
+        if self.terminal_weight:
+            last_weight = self.step_weights(step_costs.shape[-1])[-1]
+            terms["terminal"] = self.terminal_weight * step_costs[:, -1] / last_weight
+            if self.step_weight:
+                terms["task"] = total - terms["terminal"]
+        elif self.step_weight:
+            terms["task"] = total
+        return terms
+
+    def action_terms(
+        self, actions: np.ndarray, prior: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """The action-only terms of ``actions (N, H, A)``.
 
         Args:
-            model: a world model (``rollout`` and ``cost``).
-            z0: start latent ``(1, Z)`` (or ``(N, Z)``).
-            actions: candidate plans ``(N, H, A)`` in model units.
-            task: task tensor ``(1, T)``, passed through to ``model.cost``.
+            actions: candidate plans in model units.
             prior: action prior ``(H, A)``; ``None`` means zeros.
 
         Returns:
-            ``total (N,)`` and a dict of the weighted terms that have a non-zero weight, each ``(N,)``.
+            ``cost (N,)``, ``d cost / d actions (N, H, A)`` and the weighted terms by name, each ``(N,)``.
         """
-        n, h, _ = actions.shape
-        z = model.rollout(z0.expand(n, -1), actions)  # (N, H, Z)
-        terms: dict[str, Tensor] = {}
-        if self.step_weight or self.terminal_weight:
-            c = flat_cost(model, z, task)  # (N, H)
-            if self.step_weight:
-                disc = self.discount ** torch.arange(h, dtype=c.dtype, device=c.device)  # (H,)
-                terms["task"] = self.step_weight * (c * disc).sum(-1)
-            if self.terminal_weight:
-                terms["terminal"] = self.terminal_weight * c[:, -1]
+        cost = np.zeros(actions.shape[0], actions.dtype)
+        grad = np.zeros_like(actions)
+        terms: dict[str, np.ndarray] = {}
         if self.prior_weight:
             diff = actions if prior is None else actions - prior
-            terms["prior"] = self.prior_weight * diff.square().sum((-2, -1))
-        if self.smooth_weight and h > 1:
-            terms["smooth"] = self.smooth_weight * actions.diff(dim=-2).square().sum((-2, -1))
-        if not terms:
-            raise ValueError("every objective weight is zero: nothing to minimize")
-        total = torch.stack(list(terms.values())).sum(0)  # (N,)
-        return total, terms
-
-
-class GoalLatentObjective:
-    """A world model whose ``cost`` is the distance to a goal latent (goal-image tasks).
-
-    Plan with ``task = z_goal (1, Z)`` (the encoded goal image). ``step`` and ``rollout`` are the wrapped
-    model's; ``cost(z, z_goal)`` is the mean squared latent distance (``metric="l2"``) or one minus the
-    cosine similarity (``metric="cosine"``). The policy head, when the wrapped model has one, is exposed
-    only if ``policy_task`` (the task embedding it was trained with, ``(1, T)``) is given.
-
-    Args:
-        model: the wrapped world model.
-        metric: ``"l2"`` or ``"cosine"``.
-        policy_task: task embedding for the wrapped policy head, or ``None`` to hide the policy.
-    """
-
-    def __init__(self, model: Any, metric: str = "l2", policy_task: Tensor | None = None) -> None:
-        if metric not in ("l2", "cosine"):
-            raise ValueError(f"metric must be 'l2' or 'cosine', got {metric!r}")
-        self.model = model
-        self.metric = metric
-        self.action_dim: int = int(model.action_dim)
-        if policy_task is not None and callable(getattr(model, "policy", None)):
-            self._policy_task = policy_task
-            self.policy = self._policy
-
-    def step(self, z: Tensor, a: Tensor) -> Tensor:
-        """Wrapped model's ``step``: ``(B, Z), (B, A) -> (B, Z)``."""
-        return self.model.step(z, a)
-
-    def rollout(self, z0: Tensor, actions: Tensor) -> Tensor:
-        """Wrapped model's ``rollout``: ``(B, Z), (B, H, A) -> (B, H, Z)``."""
-        return self.model.rollout(z0, actions)
-
-    def cost(self, z: Tensor, task: Tensor) -> Tensor:
-        """Distance of ``z (N, Z)`` to the goal latent ``task (1, Z)`` or ``(N, Z)`` -> ``(N,)``, >= 0."""
-        if task.shape[-1] != z.shape[-1]:
-            raise ValueError(f"goal latent has size {task.shape[-1]}, states have {z.shape[-1]}")
-        if self.metric == "l2":
-            return (z - task).square().mean(-1)
-        return 1.0 - torch.nn.functional.cosine_similarity(z, task.expand_as(z), dim=-1)
-
-    def _policy(self, z: Tensor, task: Tensor) -> Tensor:
-        return self.model.policy(z, self._policy_task.expand(z.shape[0], -1))
+            terms["prior"] = self.prior_weight * np.square(diff).sum((1, 2))
+            grad += 2.0 * self.prior_weight * diff
+        if self.smooth_weight and actions.shape[1] > 1:
+            d = np.diff(actions, axis=1)  # (N, H-1, A)
+            terms["smooth"] = self.smooth_weight * np.square(d).sum((1, 2))
+            grad[:, 1:] += 2.0 * self.smooth_weight * d
+            grad[:, :-1] -= 2.0 * self.smooth_weight * d
+        for v in terms.values():
+            cost += v
+        return cost, grad, terms

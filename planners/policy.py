@@ -4,47 +4,47 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-from torch import Tensor
+import numpy as np
 
 from planners.base import BasePlanner
-from planners.common import Deadline, fit_horizon, policy_chunk
-from planners.protocol import has_policy
+from planners.common import Deadline, check_inputs, fit_horizon
 
 
 class PolicyPlanner(BasePlanner):
-    """Returns ``model.policy(z0, task)``: the chunk ``(K, A)`` as is, or fitted to ``horizon`` when set.
+    """Returns the policy's chunk for ``z0``: ``(K, A)`` as is, or fitted to ``horizon`` when set.
 
-    Its ``info["cost"]`` is the objective of the returned chunk (one batched rollout), so its plans can
-    be compared with the searching planners' on the same scale. The warm start is ignored.
+    Its ``info["cost"]`` is the objective of the returned chunk (one batched rollout; over the backend's
+    fixed horizon when it has one), so its plans can be compared with the searching planners' on the
+    same scale. The warm start is ignored.
 
     Args:
-        model: a world model with a ``policy`` head.
+        model: a world model with a ``policy`` head, or a planning backend with a policy.
         horizon: ``None`` (the policy's own chunk length) or ``H`` to truncate / pad the chunk.
         **kwargs: ``BasePlanner`` arguments (``objective``, ``bounds``, ``seed``).
 
     Raises:
-        TypeError: when the model has no policy head.
+        TypeError: when there is no policy head.
     """
 
     name = "policy"
 
     def __init__(self, model: Any, horizon: int | None = None, **kwargs: Any) -> None:
-        if not has_policy(model):
-            raise TypeError(f"{type(model).__name__} has no policy head: policy-only planning needs one")
         kwargs.pop("use_policy", None)
         super().__init__(model, horizon, use_policy=True, **kwargs)
+        if not self.backend.has_policy:
+            raise TypeError(f"{type(self.model).__name__} has no policy head: policy-only planning needs one")
 
     def plan(
-        self, z0: Tensor, task: Tensor, warm_start: Tensor | None = None, budget_ms: float | None = None
-    ) -> tuple[Tensor, dict[str, Any]]:
+        self, z0: Any, task: Any, warm_start: Any = None, budget_ms: float | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
         """The policy's chunk for ``z0 (1, Z)``: ``(K, A)`` or ``(H, A)``; ``warm_start`` is unused."""
-        if z0.dim() != 2 or z0.shape[0] != 1:
-            raise ValueError(f"z0 must be one latent of shape (1, Z), got {tuple(z0.shape)}")
+        check_inputs(z0, None, 1, self.action_dim)
         deadline = Deadline(None)
-        chunk = policy_chunk(self.model, z0, task)  # (K, A)
+        start = self.backend.prepare(z0, task)
+        chunk = self.backend.policy(start)  # (K, A)
+        assert chunk is not None
         if self.horizon is not None:
             chunk = fit_horizon(chunk, self.horizon)
-        with torch.no_grad():
-            cost, terms = self.objective(self.model, z0, chunk[None], task, chunk)
-        return chunk, self._info(0, float(cost[0]), deadline, {k: v[0] for k, v in terms.items()})
+        scored = chunk if self.backend.horizon is None else fit_horizon(chunk, self.backend.horizon)
+        cost, terms, _ = self.evaluate(start, scored[None], scored)
+        return chunk.astype(np.float32), self._info(0, float(cost[0]), deadline, terms)

@@ -1,21 +1,25 @@
-"""The world-model protocol: the only thing planners know about a model (docs/architecture.md, 4).
+"""The protocols planners are written against (docs/architecture.md): the world model and the planner.
 
-Any differentiable PyTorch object with these methods can be planned over, including the analytic
-double integrator in ``tests/planners``. All tensors are float32; ``B`` batch, ``H`` horizon,
-``Z`` latent size, ``A`` action size, ``K`` chunk length, ``T`` task-embedding size.
+``WorldModelProtocol`` is what a PyTorch model must offer to be planned over (through
+``planners.torch_backend.TorchBackend``); ``planners.backend.PlanningBackend`` is what every planning
+algorithm actually calls, with numpy arrays at the boundary, so the torch-free runtime runs the same
+algorithms on onnxruntime graphs. ``B`` batch, ``H`` horizon, ``Z`` latent size, ``A`` action size,
+``K`` chunk length, ``T`` task-embedding size. This module imports no torch at run time.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-import torch
-from torch import Tensor
+import numpy as np
+
+if TYPE_CHECKING:  # annotations only: the runtime imports this module without torch
+    from torch import Tensor
 
 
 @runtime_checkable
 class WorldModelProtocol(Protocol):
-    """A differentiable latent dynamics model with a task-conditioned cost.
+    """A differentiable latent dynamics model with a task-conditioned cost (PyTorch).
 
     Attributes:
         action_dim: ``A``, the size of one action (model space, normalized to ``[-1, 1]``).
@@ -47,35 +51,22 @@ class PolicyModel(WorldModelProtocol, Protocol):
 
 @runtime_checkable
 class Planner(Protocol):
-    """What every planner implements (docs/architecture.md, 5). Pure: no logger, env or evaluator."""
+    """What every planner implements. Pure: no logger, env or evaluator."""
 
     horizon: int | None
 
     def plan(
-        self,
-        z0: Tensor,
-        task: Tensor,
-        warm_start: Tensor | None = None,
-        budget_ms: float | None = None,
-    ) -> tuple[Tensor, dict[str, Any]]:
-        """Plan from ``z0 (1, Z)``: returns ``actions (H, A)`` and ``info`` with at least
-        ``iterations`` (int), ``cost`` (float, the objective of the returned plan) and ``plan_ms``."""
+        self, z0: Any, task: Any, warm_start: np.ndarray | None = None, budget_ms: float | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Plan from ``z0 (1, Z)`` (a numpy array or the backend's tensor): returns ``actions (H, A)``
+        float32 numpy and ``info`` with at least ``iterations`` (int), ``cost`` (float, the objective of
+        the returned plan) and ``plan_ms``."""
         ...
 
 
 def has_policy(model: Any) -> bool:
     """True when ``model`` has a callable ``policy`` head."""
     return callable(getattr(model, "policy", None))
-
-
-def freeze(model: Any) -> Any:
-    """Stop gradients into the model's parameters (only actions are optimized); returns ``model``.
-
-    Calls ``requires_grad_(False)`` on ``torch.nn.Module`` models; other objects are left as they are.
-    """
-    if isinstance(model, torch.nn.Module):
-        model.requires_grad_(False)
-    return model
 
 
 def check_model(model: Any) -> None:

@@ -1,10 +1,12 @@
-"""PyTorch-free runtime of export bundles: numpy + onnxruntime (+ numpy-only ``latent_vla`` helpers).
+"""PyTorch-free runtime of export bundles: numpy + onnxruntime, the numpy base (``latent_vla.base``) and the
+numpy planning algorithms of ``planners/`` (run on the bundle's graphs through ``BundleBackend``).
 
 Importing this package never imports torch; ``tests/export`` checks that in a subprocess where
 ``import torch`` fails.
 """
 
-from export.runtime.brain import MODES, BundleBrain, load_bundle_brain
+from export.runtime.backend import BundleBackend
+from export.runtime.brain import MODES, BundleBrain, BundlePerception, load_bundle_brain
 from export.runtime.bundle import Bundle, check_robot, load_bundle
 from export.runtime.errors import (
     BundleError,
@@ -16,34 +18,22 @@ from export.runtime.errors import (
     SchemaVersionError,
 )
 from export.runtime.manifest import SCHEMA_VERSION, GraphSpec, Manifest, TensorSpec, read_manifest, sha256_file
-from export.runtime.planners import (
-    ActionTerms,
-    CEMPlanner,
-    GradientPlanner,
-    GradSettings,
-    MPPIPlanner,
-    SamplingSettings,
-)
 
 __all__ = [
-    "ActionTerms",
     "MODES",
     "SCHEMA_VERSION",
     "Bundle",
+    "BundleBackend",
     "BundleBrain",
     "BundleError",
-    "CEMPlanner",
-    "GradSettings",
-    "GradientPlanner",
+    "BundlePerception",
     "GraphSpec",
     "InferenceError",
     "IntegrityError",
-    "MPPIPlanner",
     "Manifest",
     "ManifestError",
     "ObservationError",
     "RobotMismatchError",
-    "SamplingSettings",
     "SchemaVersionError",
     "TensorSpec",
     "check_robot",

@@ -1,108 +1,64 @@
-"""The ONNX bundle as a Brain (docs/architecture.md, section 6), in numpy + onnxruntime only.
+"""The ONNX bundle as a Brain, in numpy + onnxruntime only.
 
-``reset(instruction)`` embeds the instruction once; ``act(observation)`` checks LeRobot's observation
-dict (``"<joint>.pos"`` floats in robot units, one uint8 ``(H, W, 3)`` image per camera), encodes it,
-then asks the policy head or plans (gradient, CEM or MPPI) and returns the first action as
-``{"<joint>.pos": target}`` in robot units.
+:class:`BundleBrain` is :class:`planners.brain.LatentBrain` (the one brain of every model source) with a
+bundle's perception (:class:`BundlePerception`: LeRobot observation checks, the encoder graph, the
+normalizer) and a planner of ``planners/`` running on the bundle's graphs
+(:class:`export.runtime.backend.BundleBackend`), built from the planner settings the manifest
+records (``configs/planner/<mode>.yaml`` at export, budget included).
 """
 
 from __future__ import annotations
 
 import math
 import os
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
+from export.runtime.backend import BundleBackend
 from export.runtime.bundle import Bundle
-from export.runtime.errors import ObservationError
-from export.runtime.planners import (
-    ActionTerms,
-    CEMPlanner,
-    GradientPlanner,
-    GradSettings,
-    MPPIPlanner,
-    SamplingSettings,
-    settings_from_dict,
-    shift_plan,
-)
+from export.runtime.errors import BundleError, ObservationError
 from latent_vla.base.robot_spec import RobotSpec
-from latent_vla.base.temporal_ensemble import TemporalEnsemble
+from planners.brain import LatentBrain
+from planners.registry import make_planner, split_mpc_settings
 
 MODES = ("policy", "grad", "cem", "mppi")
 
 
-class BundleBrain:
-    """A Brain backed by an export bundle.
+class BundlePerception:
+    """A bundle's observation checks, encoder graph and normalizer as a ``planners.brain.Perception``.
 
     Args:
         bundle: an opened :class:`Bundle`.
-        mode: ``"policy"`` (policy head), ``"grad"`` (gradient planner), ``"cem"`` or ``"mppi"``.
-        planner: overrides of the manifest's planner settings for ``mode`` (see ``GradSettings`` /
-            ``SamplingSettings``).
-        budget_ms: anytime budget per plan in milliseconds, ``None`` for the full iteration count.
-        use_policy_proposal: seed the planners with the policy head's chunk.
-        temporal_ensemble: blend the overlapping plans of the last ticks (``latent_vla.base.temporal_ensemble``);
-            ``None`` = the manifest's setting for ``mode`` (``temporal_ensemble`` key), else off.
-
-    Attributes:
-        last_info: ``info`` of the last plan plus ``encode_ms`` and ``act_ms``.
     """
 
-    def __init__(
-        self,
-        bundle: Bundle,
-        mode: str = "policy",
-        planner: Mapping[str, Any] | None = None,
-        budget_ms: float | None = None,
-        use_policy_proposal: bool = True,
-        temporal_ensemble: float | None = None,
-    ) -> None:
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    def __init__(self, bundle: Bundle) -> None:
         self.bundle = bundle
-        self.mode = mode
-        self.budget_ms = budget_ms
-        self.use_policy_proposal = use_policy_proposal
         self.spec: RobotSpec = bundle.spec
-        defaults = dict(bundle.manifest.planner.get(mode, {}))
-        defaults.update(planner or {})
-        configured_ensemble = defaults.pop("temporal_ensemble", None)  # the loop's setting, not the planner's
-        if temporal_ensemble is None:
-            temporal_ensemble = configured_ensemble
-        self.ensemble = None if temporal_ensemble is None else TemporalEnsemble(float(temporal_ensemble))
-        objective = bundle.manifest.planner.get("objective", {})
-        terms = ActionTerms(
-            prior_weight=float(objective.get("prior_weight", 0.0)),
-            smooth_weight=float(objective.get("smooth_weight", 0.0)),
-        )
-        if mode == "grad":
-            settings = settings_from_dict(GradSettings, defaults, "grad planner")
-            self.planner: Any = GradientPlanner(bundle, settings, terms)
-        elif mode in ("cem", "mppi"):
-            cls = CEMPlanner if mode == "cem" else MPPIPlanner
-            self.planner = cls(bundle, settings_from_dict(SamplingSettings, defaults, f"{mode} planner"), terms)
-        else:
-            self.planner = None
-        self.instruction: str | None = bundle.manifest.model.get("default_instruction")
-        self._task: np.ndarray | None = None
-        self._warm: np.ndarray | None = None
-        self.last_info: dict[str, Any] = {}
 
-    def reset(self, instruction: str | None = None) -> None:
-        """Start an episode: embed ``instruction`` (or keep the previous one) and drop the warm start."""
-        if instruction is not None:
-            if not isinstance(instruction, str):
-                raise ObservationError(f"instruction must be a str, got {type(instruction).__name__}")
-            self.instruction = instruction
-        self._task = None if self.instruction is None else self.bundle.embed_task([self.instruction])
-        self._warm = None
-        if self.ensemble is not None:
-            self.ensemble.reset()
+    def embed_instruction(self, instruction: str) -> np.ndarray:
+        """``(1, T)`` task embedding from the ``task_embed`` graph."""
+        if not isinstance(instruction, str):
+            raise ObservationError(f"instruction must be a str, got {type(instruction).__name__}")
+        return self.bundle.embed_task([instruction])
 
-    # -- observation -> model inputs ---------------------------------------------------------
+    def encode_observation(self, observation: Mapping[str, Any], task: np.ndarray) -> np.ndarray:
+        """LeRobot observation dict -> latent ``(1, Z)``.
+
+        Raises:
+            ObservationError: not a dict, missing/mis-shaped keys, non-finite joints, wrong image dtype.
+        """
+        if not isinstance(observation, Mapping):
+            raise ObservationError(f"observation must be a dict, got {type(observation).__name__}")
+        return self.bundle.encode(self._images(observation), self._state(observation), task)
+
+    def action_to_robot(self, action: np.ndarray) -> np.ndarray:
+        """``(A,)`` in ``[-1, 1]`` -> ``(J,)`` robot units; refuses a non-finite action."""
+        if not np.all(np.isfinite(action)):
+            raise ObservationError(f"bundle produced a non-finite action {action.tolist()} (input out of range?)")
+        return self.bundle.normalizer.action_from_model(action)
+
     def _state(self, observation: Mapping[str, Any]) -> np.ndarray:
         missing = [k for k in self.spec.action_keys if k not in observation]
         if missing:
@@ -140,39 +96,33 @@ class BundleBrain:
             out[cam] = self.bundle.normalizer.image_to_model(img)[None]  # (1, 3, h, w)
         return out
 
-    # -- acting ------------------------------------------------------------------------------
-    def act(self, observation: Mapping[str, Any]) -> dict[str, float]:
-        """LeRobot observation dict -> ``{"<joint>.pos": absolute target}`` in robot units.
 
-        Raises:
-            ObservationError: missing/mis-shaped keys, non-finite joints, or no instruction set.
-        """
-        if not isinstance(observation, Mapping):
-            raise ObservationError(f"observation must be a dict, got {type(observation).__name__}")
-        t0 = time.perf_counter()
-        if self._task is None:
-            if self.instruction is None:
-                raise ObservationError("no instruction: call reset(instruction) before act()")
-            self.reset()
-        state, images = self._state(observation), self._images(observation)
-        z = self.bundle.encode(images, state, self._task)  # (1, Z)
-        t1 = time.perf_counter()
-        info: dict[str, Any] = {}
-        need_chunk = self.mode == "policy" or self.use_policy_proposal
-        chunk = self.bundle.policy(z, self._task)[0] if need_chunk else None  # (K, A)
-        if self.planner is None:
-            plan = chunk
-        else:
-            plan, info = self.planner.plan(z, self._task, self._warm, self.budget_ms, proposal=chunk)
-            self._warm = shift_plan(plan, 1)
-        action = plan[0] if self.ensemble is None else self.ensemble.blend(plan).astype(plan.dtype)
-        if not np.all(np.isfinite(action)):
-            raise ObservationError(f"bundle produced a non-finite action {action.tolist()} (input out of range?)")
-        robot = self.bundle.normalizer.action_from_model(action)
-        info.update(encode_ms=(t1 - t0) * 1e3, act_ms=(time.perf_counter() - t0) * 1e3)
-        self.last_info = info
-        return self.spec.vector_to_action(robot)
+class BundleBrain(LatentBrain):
+    """A Brain backed by an export bundle.
 
+    Args:
+        bundle: an opened :class:`Bundle`.
+        mode: ``"policy"`` (policy head), ``"grad"`` (gradient planner), ``"cem"`` or ``"mppi"``.
+        planner: overrides of the manifest's planner settings for ``mode`` (keys of
+            ``configs/planner/<mode>.yaml``; ``budget_ms`` and ``temporal_ensemble`` configure the loop).
+    """
+
+    def __init__(self, bundle: Bundle, mode: str = "policy", planner: Mapping[str, Any] | None = None) -> None:
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if mode not in bundle.manifest.planner:
+            raise BundleError(f"bundle {bundle.path} records no {mode!r} planner settings; re-export it")
+        self.bundle = bundle
+        self.mode = mode
+        cfg, mpc = split_mpc_settings({**bundle.manifest.planner[mode], **dict(planner or {})})
+        built = make_planner(cfg, BundleBackend(bundle))
+        super().__init__(
+            BundlePerception(bundle),
+            built,
+            bundle.manifest.model.get("default_instruction"),
+            budget_ms=mpc.get("budget_ms"),
+            temporal_ensemble=mpc.get("temporal_ensemble"),
+        )
 
 def load_bundle_brain(
     bundle_dir: str | os.PathLike[str],
@@ -182,7 +132,6 @@ def load_bundle_brain(
     providers: Sequence[str] | None = None,
     robot: RobotSpec | str | None = None,
     planner: Mapping[str, Any] | None = None,
-    budget_ms: float | None = None,
     threads: int | None = None,
 ) -> BundleBrain:
     """Open a bundle and wrap it as a Brain (the hook behind ``eval bundle=<dir>``).
@@ -194,12 +143,11 @@ def load_bundle_brain(
         precision: ``"fp32"``, ``"fp16"`` or ``"int8"`` (graphs lacking that variant use fp32).
         providers: execution providers (default: TensorRT, CUDA, CPU as available).
         robot: refuse the bundle unless it was made for this robot (spec or name).
-        planner: planner setting overrides.
-        budget_ms: anytime planning budget per tick, milliseconds.
+        planner: planner setting overrides (``budget_ms=33``...).
         threads: onnxruntime intra-op threads.
     """
     bundle = Bundle(bundle_dir, precision=precision, providers=providers, robot=robot, threads=threads)
-    brain = BundleBrain(bundle, mode=mode, planner=planner, budget_ms=budget_ms)
+    brain = BundleBrain(bundle, mode=mode, planner=planner)
     if instruction is not None:
         brain.reset(instruction)
     return brain

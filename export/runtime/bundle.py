@@ -191,10 +191,13 @@ class Bundle:
         out = self.sessions["rollout_cost"].run({"z0": z0, "actions": actions, "task": task})
         return out["cost"], out["step_cost"]
 
-    def cost_and_grad(self, z0: np.ndarray, actions: np.ndarray, task: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Trajectory cost ``(B,)`` and its gradient w.r.t. ``actions (B, H, A)``, same shape."""
+    def cost_and_grad(
+        self, z0: np.ndarray, actions: np.ndarray, task: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Trajectory cost ``(B,)``, its gradient w.r.t. ``actions (B, H, A)`` (same shape) and the
+        weighted per-step costs ``(B, H)``."""
         out = self.sessions["cost_grad"].run({"z0": z0, "actions": actions, "task": task})
-        return out["cost"], out["grad"]
+        return out["cost"], out["grad"], out["step_cost"]
 
 
 def load_bundle(

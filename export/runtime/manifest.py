@@ -7,7 +7,7 @@ A bundle is a directory::
     encoder.onnx           images (B, 3, h, w) per camera, state (B, S), task (B, T) -> z (B, Z)
     policy.onnx            z (B, Z), task (B, T) -> actions (B, K, A) in [-1, 1]
     rollout_cost.onnx      z0 (B, Z), actions (B, H, A), task (B, T) -> cost (B,), step_cost (B, H)
-    cost_grad.onnx         z0 (B, Z), actions (B, H, A), task (B, T) -> cost (B,), grad (B, H, A)
+    cost_grad.onnx         z0 (B, Z), actions (B, H, A), task (B, T) -> cost (B,), grad (B, H, A), step_cost (B, H)
     encoder.int8.onnx ...  optional precision variants of some graphs
 
 The manifest records for every graph and variant its file, sha256, size in bytes, and the names,
@@ -27,7 +27,7 @@ from typing import Any
 
 from export.runtime.errors import IntegrityError, ManifestError, SchemaVersionError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: cost_grad also returns step_cost; planner settings are configs/planner/*.yaml
 FORMAT = "latent-vla-bundle"
 MANIFEST_NAME = "manifest.json"
 REQUIRED_GRAPHS = ("task_embed", "encoder", "policy", "rollout_cost", "cost_grad")

@@ -37,11 +37,9 @@ def _brain_factory(cfg: DictConfig) -> tuple[Callable[[str, dict[str, Any]], Any
         assert isinstance(planner_cfgs, dict)
 
         def make(name: str, over: dict[str, Any]) -> Any:
-            pcfg = {**planner_cfgs[name], **over}
-            ens = cfg.get("temporal_ensemble")
-            return PlannerBrain(
-                checkpoint, pcfg, n_execute=int(cfg.n_execute), temporal_ensemble=None if ens is None else float(ens)
-            )
+            ens = cfg.get("temporal_ensemble")  # null = the planner config's own setting
+            pcfg = {**planner_cfgs[name], **over, **({} if ens is None else {"temporal_ensemble": float(ens)})}
+            return PlannerBrain(checkpoint, pcfg, n_execute=int(cfg.n_execute))
 
         return make, checkpoint.spec
     try:
@@ -52,9 +50,7 @@ def _brain_factory(cfg: DictConfig) -> tuple[Callable[[str, dict[str, Any]], Any
     def make_bundle(name: str, over: dict[str, Any]) -> Any:
         if name == "random":
             raise ValueError("bundle= supports planners grad, cem, mppi and policy, not random")
-        budget = over.pop("budget_ms", None)
-        return load_bundle_brain(Path(cfg.bundle), mode=name, precision=cfg.bundle_precision,
-                                 planner=over or None, budget_ms=budget)  # fmt: skip
+        return load_bundle_brain(Path(cfg.bundle), mode=name, precision=cfg.bundle_precision, planner=over or None)
 
     probe = make_bundle("policy", {})
     return make_bundle, probe.bundle.spec

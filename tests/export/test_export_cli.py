@@ -37,7 +37,8 @@ def test_export_cli_end_to_end(tiny_checkpoint_dir, tmp_path, capsys):
                                            ("shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll",
                                             "gripper")}  # fmt: skip
     manifest = read_manifest(out)
-    assert manifest.model["horizon"] == 4 and manifest.planner["grad"]["restarts"] == 4
+    assert manifest.model["horizon"] == 4 and manifest.planner["grad"]["horizon"] == 4
+    assert manifest.planner["grad"]["budget_ms"] == 40.0  # configs/planner/grad.yaml, recorded for the runtime
     brain = load_bundle_brain(out, mode="grad", instruction="reach the red target", planner={"iterations": 2})
     obs = {k: 0.0 for k in brain.spec.action_keys}
     obs.update(front=np.zeros((64, 64, 3), np.uint8), wrist=np.zeros((64, 64, 3), np.uint8))

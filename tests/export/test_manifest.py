@@ -50,7 +50,7 @@ def test_manifest_describes_the_bundle(bundle_dir, export_ckpt):
     assert [t.name for t in enc.inputs] == ["image_front", "image_wrist", "state", "task"]
     assert enc.inputs[0].shape == ("batch", 3, 32, 32) and enc.inputs[0].dtype == "float32"
     assert enc.inputs[3].shape == (1, 16)
-    assert [t.name for t in m.graph("cost_grad").outputs] == ["cost", "grad"]
+    assert [t.name for t in m.graph("cost_grad").outputs] == ["cost", "grad", "step_cost"]
     assert m.graph("cost_grad").outputs[1].shape == ("batch", 4, 6)
     assert m.graph("task_embed").inputs[0].dtype == "int64"
     for variants in m.graphs.values():

@@ -1,5 +1,6 @@
 """onnxruntime vs PyTorch: every fp32 graph within 1e-4, the exported gradient within 1e-3 (relative),
-fp16 / int8 variants within their stated tolerances, and the numpy planners against ``planners/``."""
+fp16 / int8 variants within their stated tolerances, the policy brain tick by tick. (The planners on
+both backends: ``test_planner_parity.py``.)"""
 
 from __future__ import annotations
 
@@ -8,9 +9,8 @@ import pytest
 import torch
 from export_helpers import CAMERAS, HORIZON, INSTRUCTION, random_observation
 
-from export.runtime import ActionTerms, GradientPlanner, GradSettings, load_bundle
-from planners.gradient import GradientPlanner as TorchGradientPlanner
-from planners.objectives import TrajectoryObjective
+from export.runtime import load_bundle
+from planners.torch_backend import TorchBackend
 
 FP32_TOL = 1e-4
 
@@ -20,14 +20,11 @@ def bundle(bundle_dir):
     return load_bundle(bundle_dir)
 
 
-def _objective(settings, with_action_terms: bool = True) -> TrajectoryObjective:
-    o = settings.objective
-    return TrajectoryObjective(
-        step_weight=o.step_weight,
-        terminal_weight=o.terminal_weight,
-        discount=o.discount,
-        prior_weight=o.prior_weight if with_action_terms else 0.0,
-        smooth_weight=o.smooth_weight if with_action_terms else 0.0,
+def _model_costs(ckpt, settings, z, actions, task):
+    """The PyTorch backend's weighted per-step costs ``(B, H)`` (the model terms the graphs bake in)."""
+    backend = TorchBackend(ckpt.model, settings.objective)
+    return backend.step_costs(backend.prepare(z[:1], task), actions.numpy()) if z.shape[0] == 1 else np.stack(
+        [backend.step_costs(backend.prepare(z[i : i + 1], task), actions[i : i + 1].numpy())[0] for i in range(len(z))]
     )
 
 
@@ -54,40 +51,46 @@ def test_fp32_graphs_match_pytorch(bundle, export_ckpt, export_settings, batch):
     np.testing.assert_allclose(z_onnx, z.numpy(), rtol=FP32_TOL, atol=FP32_TOL)
     with torch.no_grad():
         chunk = model.policy(z, task)
-        total, _ = _objective(export_settings, with_action_terms=False)(model, z, actions, task)
     np.testing.assert_allclose(bundle.policy(z.numpy(), task.numpy()), chunk.numpy(), rtol=FP32_TOL, atol=FP32_TOL)
     cost, steps = bundle.rollout_cost(z.numpy(), actions.numpy(), task.numpy())
     assert steps.shape == (batch, HORIZON)
-    np.testing.assert_allclose(cost, total.numpy(), rtol=FP32_TOL, atol=FP32_TOL)
+    want = _model_costs(export_ckpt, export_settings, z, actions, task)
+    np.testing.assert_allclose(steps, want, rtol=FP32_TOL, atol=FP32_TOL)
     np.testing.assert_allclose(steps.sum(1), cost, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("batch", [1, 6])
 def test_exported_gradient_matches_autograd(bundle, export_ckpt, export_settings, batch):
-    """cost_grad.onnx vs torch.autograd through planners' own TrajectoryObjective (task + terminal terms)."""
+    """cost_grad.onnx vs torch.autograd through the PyTorch backend's model terms (task + terminal)."""
     _, _, task, z, actions = _torch_inputs(export_ckpt, batch, seed=10 + batch)
-    a = actions.clone().requires_grad_(True)
-    total, _ = _objective(export_settings, with_action_terms=False)(export_ckpt.model, z, a, task)
-    (grad,) = torch.autograd.grad(total.sum(), a)
-    cost, grad_onnx = bundle.cost_and_grad(z.numpy(), actions.numpy(), task.numpy())
-    np.testing.assert_allclose(cost, total.detach().numpy(), rtol=FP32_TOL, atol=FP32_TOL)
-    rel = np.abs(grad_onnx - grad.numpy()).max() / np.abs(grad.numpy()).max()
+    backend = TorchBackend(export_ckpt.model, export_settings.objective)
+    want_steps, grads = [], []
+    for i in range(batch):  # the backend plans from one latent
+        steps, g = backend.step_costs_and_grad(backend.prepare(z[i : i + 1], task), actions[i : i + 1].numpy())
+        want_steps.append(steps[0])
+        grads.append(g[0])
+    grad = np.stack(grads)
+    cost, grad_onnx, steps_onnx = bundle.cost_and_grad(z.numpy(), actions.numpy(), task.numpy())
+    np.testing.assert_allclose(steps_onnx, np.stack(want_steps), rtol=FP32_TOL, atol=FP32_TOL)
+    np.testing.assert_allclose(cost, steps_onnx.sum(1), rtol=1e-5, atol=1e-5)
+    rel = np.abs(grad_onnx - grad).max() / np.abs(grad).max()
     assert rel < 1e-3, rel
-    assert np.abs(grad.numpy()).max() > 0  # the check is not vacuous
+    assert np.abs(grad).max() > 0  # the check is not vacuous
 
 
 def test_action_terms_gradient_is_exact(export_settings):
-    """The numpy prior/smooth terms and their analytic gradient equal PyTorch's objective terms."""
+    """The numpy prior/smooth terms (one implementation, both backends) and their analytic gradient equal
+    the same terms written in PyTorch and differentiated by autograd."""
     o = export_settings.objective
-    terms = ActionTerms(o.prior_weight, o.smooth_weight)
     rng = np.random.default_rng(0)
     a = rng.uniform(-1, 1, (3, HORIZON, 6)).astype(np.float32)
     prior = rng.uniform(-1, 1, (HORIZON, 6)).astype(np.float32)
-    cost, grad = terms(a, prior)
+    cost, grad, _ = o.action_terms(a, prior)
     at = torch.from_numpy(a).requires_grad_(True)
     ref = o.prior_weight * (at - torch.from_numpy(prior)).square().sum((1, 2))
     ref = ref + o.smooth_weight * at.diff(dim=1).square().sum((1, 2))
     (g,) = torch.autograd.grad(ref.sum(), at)
+    assert o.prior_weight > 0 and o.smooth_weight > 0
     np.testing.assert_allclose(cost, ref.detach().numpy(), rtol=1e-5)
     np.testing.assert_allclose(grad, g.numpy(), rtol=1e-5, atol=1e-6)
 
@@ -123,7 +126,7 @@ def test_policy_brain_matches_pytorch_pipeline(bundle_dir, export_ckpt):
 
     brain = load_bundle_brain(bundle_dir, mode="policy", instruction=INSTRUCTION)
     reference = PolicyBrain(export_ckpt, INSTRUCTION)
-    assert brain.ensemble is not None and reference.mpc.ensemble is not None
+    assert brain.mpc.ensemble is not None and reference.mpc.ensemble is not None
     for seed in range(3):
         obs = random_observation(seed)
         if seed == 0:
@@ -137,27 +140,3 @@ def test_policy_brain_matches_pytorch_pipeline(bundle_dir, export_ckpt):
         np.testing.assert_allclose(list(got.values()), list(want.values()), atol=1e-3)  # robot units
         if seed == 0:
             np.testing.assert_allclose(list(got.values()), list(chunk0.values()), atol=1e-3)
-
-
-def test_numpy_gradient_planner_follows_torch_planner(bundle, export_ckpt, export_settings):
-    """Same start, same Adam, same objective: the ONNX planner retraces planners.GradientPlanner."""
-    _, _, task, z, _ = _torch_inputs(export_ckpt, 1, seed=3)
-    warm = torch.rand(HORIZON, 6, generator=torch.Generator().manual_seed(4)) * 1.6 - 0.8
-    o = export_settings.objective
-    ref = TorchGradientPlanner(
-        export_ckpt.model, horizon=HORIZON, restarts=1, iterations=12, lr=0.1, patience=0,
-        objective=_objective(export_settings), use_policy=False,
-    )  # fmt: skip
-    plan_t, info_t = ref.plan(z, task, warm_start=warm)
-    ours = GradientPlanner(
-        bundle,
-        GradSettings(restarts=1, iterations=12, lr=0.1, patience=0),
-        ActionTerms(o.prior_weight, o.smooth_weight),
-    )
-    plan_n, info_n = ours.plan(z.numpy(), task.numpy(), warm_start=warm.numpy())
-    assert info_n["iterations"] == info_t["iterations"] == 12
-    np.testing.assert_allclose(plan_n, plan_t.numpy(), atol=1e-3)
-    assert info_n["cost"] == pytest.approx(info_t["cost"], rel=1e-4)
-    start_cost = bundle.rollout_cost(z.numpy(), warm.numpy()[None], task.numpy())[0][0]
-    start_cost += ActionTerms(o.prior_weight, o.smooth_weight)(warm.numpy()[None], None)[0][0]
-    assert info_n["cost"] < start_cost

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from planner_helpers import objective_of
 
 from planners.analytic import DoubleIntegrator, box_lq_optimum, lq_optimum
 from planners.common import Bounds, shift_plan
@@ -34,13 +35,13 @@ def problem() -> tuple[DoubleIntegrator, torch.Tensor, torch.Tensor, TrajectoryO
 def test_closed_form_matches_torch_objective(problem) -> None:
     model, z0, goal, obj = problem
     plan, cost = lq_optimum(model, z0, goal, H, R_WEIGHT)
-    total, terms = obj(model, z0, torch.tensor(plan, dtype=torch.float32)[None], goal)
-    assert float(total.detach()) == pytest.approx(cost, rel=1e-5)
+    total, terms = objective_of(obj, model, z0, plan[None], goal)
+    assert float(total[0]) == pytest.approx(cost, rel=1e-5)
     assert set(terms) == {"task", "prior"}
     # the optimum is a minimum: any perturbation costs more
     rng = np.random.default_rng(0)
     worse = plan + 0.05 * rng.standard_normal(plan.shape)
-    assert float(obj(model, z0, torch.tensor(worse, dtype=torch.float32)[None], goal)[0].detach()) > cost
+    assert float(objective_of(obj, model, z0, worse[None], goal)[0][0]) > cost
 
 
 def test_gradient_planner_reaches_lq_optimum_within_1_percent(problem) -> None:
@@ -51,9 +52,9 @@ def test_gradient_planner_reaches_lq_optimum_within_1_percent(problem) -> None:
     assert plan.shape == (H, 2)
     assert info["stopped"] == "converged"
     assert opt_cost * (1 - 1e-5) <= info["cost"] <= 1.01 * opt_cost
-    reported = float(obj(model, z0, plan[None], goal)[0][0])
+    reported = float(objective_of(obj, model, z0, plan[None], goal)[0][0])
     assert reported == pytest.approx(info["cost"], rel=1e-5)  # info cost is the returned plan's
-    assert np.abs(plan.numpy() - opt_plan).max() < 0.1 * np.abs(opt_plan).max()
+    assert np.abs(plan - opt_plan).max() < 0.1 * np.abs(opt_plan).max()
 
 
 @pytest.mark.parametrize("init", ["cem", "mppi"])
@@ -82,7 +83,7 @@ def test_cem_and_mppi_reach_lq_optimum_within_10_percent(problem, cls, kwargs) -
     plan, info = cls(model, H, objective=obj, bounds=LOOSE, seed=0, **kwargs).plan(z0, goal)
     assert info["iterations"] == kwargs["iterations"]
     assert opt_cost * (1 - 1e-5) <= info["cost"] <= 1.10 * opt_cost
-    assert float(obj(model, z0, plan[None], goal)[0][0]) == pytest.approx(info["cost"], rel=1e-5)
+    assert float(objective_of(obj, model, z0, plan[None], goal)[0][0]) == pytest.approx(info["cost"], rel=1e-5)
 
 
 def test_random_shooting_is_worse_than_cem_on_the_same_samples(problem) -> None:
@@ -113,7 +114,7 @@ def test_binding_bounds_are_never_violated(problem, cls, kwargs) -> None:
     planner = cls(model, H, objective=obj, bounds=TIGHT, seed=0, **kwargs)
     for ws in (None, warm):
         plan, info = planner.plan(z0, goal, warm_start=ws)
-        assert torch.isfinite(plan).all()
+        assert np.isfinite(plan).all()
         assert float(plan.min()) >= -0.5 and float(plan.max()) <= 0.5
         assert np.isfinite(info["cost"])
 
@@ -126,20 +127,21 @@ def test_gradient_planner_near_box_constrained_optimum(problem) -> None:
     planner = GradientPlanner(model, H, objective=obj, bounds=TIGHT, iterations=2000, lr=0.2, seed=0)
     plan, info = planner.plan(z0, goal)
     assert box_cost * (1 - 1e-5) <= info["cost"] <= 1.02 * box_cost
-    assert float(plan.abs().max()) < 0.5  # tanh keeps it strictly inside
+    assert float(np.abs(plan).max()) < 0.5  # tanh keeps it strictly inside
 
 
-def test_warm_start_reduces_iterations_to_convergence(problem) -> None:
+def test_warm_start_gives_a_near_optimal_plan_within_a_few_iterations(problem) -> None:
+    """What MPC wants from a warm start: a good plan at once. (With Adam it does not cut the iterations
+    to *settle*: Adam's first steps have the size of the learning rate whatever the gradient, so a
+    near-optimal start is kicked and settles again; the best plan seen is kept all the while.)"""
     model, z0, goal, obj = problem
-    planner = GradientPlanner(model, H, objective=obj, bounds=LOOSE, iterations=2000, seed=0)
-    plan, _ = planner.plan(z0, goal)
-    z1 = model.step(z0, plan[:1]).detach()  # one MPC tick later
+    plan, _ = GradientPlanner(model, H, objective=obj, bounds=LOOSE, iterations=2000, seed=0).plan(z0, goal)
+    z1 = model.step(z0, torch.from_numpy(plan[:1])).detach()  # one MPC tick later
     _, opt1 = lq_optimum(model, z1, goal, H, R_WEIGHT)
-    _, cold = planner.plan(z1, goal)
-    _, warm = planner.plan(z1, goal, warm_start=shift_plan(plan))
-    assert cold["stopped"] == warm["stopped"] == "converged"
-    assert warm["iterations"] * 3 < cold["iterations"]
-    assert warm["cost"] <= 1.01 * opt1
+    few = GradientPlanner(model, H, objective=obj, bounds=LOOSE, iterations=10, seed=0)
+    _, cold = few.plan(z1, goal)
+    _, warm = few.plan(z1, goal, warm_start=shift_plan(plan))
+    assert warm["cost"] <= 1.01 * opt1 < 1.5 * opt1 < cold["cost"]
 
 
 @pytest.mark.parametrize("cls", [GradientPlanner, CEMPlanner, MPPIPlanner, RandomShootingPlanner])
@@ -148,7 +150,7 @@ def test_budget_ms_is_honoured_and_anytime(problem, cls) -> None:
     kwargs = {"patience": 0, "lr": 0.01} if cls is GradientPlanner else {}
     planner = cls(model, H, objective=obj, bounds=LOOSE, iterations=10**6, seed=0, **kwargs)
     _, short = planner.plan(z0, goal, budget_ms=20.0)
-    planner.generator.manual_seed(0)
+    planner.rng = np.random.default_rng(0)
     _, long = planner.plan(z0, goal, budget_ms=80.0)
     for info, budget in ((short, 20.0), (long, 80.0)):
         assert 1 <= info["iterations"] < 10**6
@@ -165,8 +167,8 @@ def test_an_expired_budget_returns_the_best_evaluated_start(problem) -> None:
     planner = GradientPlanner(model, H, objective=obj, bounds=LOOSE, restarts=1, iterations=100)
     plan, info = planner.plan(z0, goal, warm_start=warm, budget_ms=1e-3)
     assert info["iterations"] == 1 and info["stopped"] == "budget"
-    torch.testing.assert_close(plan, warm, atol=1e-5, rtol=1e-5)  # evaluated, no gradient step
-    assert info["cost"] == pytest.approx(float(obj(model, z0, warm[None], goal)[0][0].detach()), rel=1e-5)
+    np.testing.assert_allclose(plan, warm.numpy(), atol=1e-5, rtol=1e-5)  # evaluated, no gradient step
+    assert info["cost"] == pytest.approx(float(objective_of(obj, model, z0, warm[None], goal)[0][0]), rel=1e-5)
 
 
 def test_policy_only_returns_the_policy_chunk(problem) -> None:
@@ -174,11 +176,11 @@ def test_policy_only_returns_the_policy_chunk(problem) -> None:
     chunk = torch.linspace(-1, 1, 10 * 2).reshape(10, 2)
     pmodel = DoubleIntegrator(dims=2, dt=0.2, policy_plan=chunk)
     plan, info = PolicyPlanner(pmodel, objective=obj).plan(z0, goal)
-    assert torch.equal(plan, chunk)
+    assert np.array_equal(plan, chunk.numpy())
     assert info["iterations"] == 0 and np.isfinite(info["cost"])
     fitted, _ = PolicyPlanner(pmodel, horizon=H, objective=obj).plan(z0, goal)
     assert fitted.shape == (H, 2)
-    assert torch.equal(fitted[:10], chunk) and torch.equal(fitted[10:], chunk[-1:].expand(6, 2))
+    assert np.array_equal(fitted[:10], chunk.numpy()) and np.array_equal(fitted[10:], chunk[-1:].expand(6, 2).numpy())
     with pytest.raises(TypeError, match="no policy head"):
         PolicyPlanner(model)
 
@@ -190,7 +192,7 @@ def test_policy_chunk_warm_starts_the_gradient_planner(problem) -> None:
     # with a policy prior the objective pulls toward the chunk; weight 0 keeps the LQ problem
     planner = GradientPlanner(pmodel, H, objective=TrajectoryObjective(), bounds=LOOSE, iterations=1)
     _, info = planner.plan(z0, goal)
-    task_only = float(TrajectoryObjective()(model, z0, torch.tensor(opt_plan)[None].float(), goal)[0][0].detach())
+    task_only = float(objective_of(TrajectoryObjective(), model, z0, opt_plan[None], goal)[0][0])
     assert info["iterations"] == 1
     assert info["cost"] == pytest.approx(task_only, rel=1e-3)
     no_pi = GradientPlanner(pmodel, H, objective=TrajectoryObjective(), bounds=LOOSE, iterations=1, use_policy=False)
@@ -212,7 +214,7 @@ def test_same_seed_same_plan(problem) -> None:
         GradientPlanner(model, H, objective=obj, bounds=LOOSE, iterations=30, seed=3).plan(z0, goal)[0]
         for _ in range(2)
     ]
-    assert torch.equal(plans[0], plans[1])
+    assert np.array_equal(plans[0], plans[1])
 
 
 def test_bad_inputs_are_refused_with_clear_messages(problem) -> None:
@@ -241,10 +243,32 @@ def test_inline_optimizer_matches_torch_optim(kind: str) -> None:
         ref = torch.optim.Adam([u_ref], lr=0.1)
     else:
         ref = torch.optim.SGD([u_ref], lr=0.1, momentum=0.9, nesterov=True)
-    mine = _Optimizer(u, kind, 0.1)
+    mine = _Optimizer(u.numpy(), kind, 0.1)
     for _ in range(25):
         g = torch.randn(4, 3, generator=gen)
         u_ref.grad = g.clone()
         ref.step()
-        mine.step(g)
-    torch.testing.assert_close(u, u_ref.detach(), atol=1e-5, rtol=1e-5)
+        mine.step(g.numpy())
+    np.testing.assert_allclose(mine.u, u_ref.detach().numpy(), atol=1e-5, rtol=1e-5)
+
+
+def test_shipped_grad_config_reaches_the_lq_optimum_from_20_random_starts() -> None:
+    """Issue 14's defect: the stall counter used to count Adam's overshoots (the best plan waits while the
+    iterate moves) as convergence and stopped at 3.4x the optimum. The shipped settings (budget aside:
+    it depends on the machine) must reach 1.01 of a bounded LQ problem whose optimum is inside the box."""
+    from planners.registry import make_planner, split_mpc_settings
+    from planners.shipped import planner_config
+
+    model = DoubleIntegrator(dims=2, dt=0.2)
+    cfg, _ = split_mpc_settings(planner_config("grad"))
+    r = cfg["objective"]["prior_weight"]  # no policy: the prior term is r ||a||^2, the LQ control cost
+    rng = np.random.default_rng(20)
+    ratios = []
+    while len(ratios) < 20:
+        z0, goal = torch.tensor(rng.uniform(-1, 1, (1, 4)), dtype=torch.float32), torch.zeros(1, 4)
+        opt_plan, opt_cost = lq_optimum(model, z0, goal, H, r)
+        if np.abs(opt_plan).max() >= 0.9:  # keep the optimum inside the [-1, 1] box
+            continue
+        _, info = make_planner(cfg, model).plan(z0, goal)
+        ratios.append(info["cost"] / opt_cost)
+    assert max(ratios) <= 1.01, np.round(ratios, 4)

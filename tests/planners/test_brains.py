@@ -9,9 +9,11 @@ import torch
 from hardware.brain import Brain, load_brain
 from latent_vla.base.robot_spec import SO101
 from latent_vla.checkpoint import load_checkpoint
-from planners.brains import PlannerBrain, PolicyBrain, planner_config
+from planners.brains import PlannerBrain, PolicyBrain
 from planners.gradient import GradientPlanner
-from planners.registry import PLANNERS, make_planner
+from planners.policy import PolicyPlanner
+from planners.registry import PLANNERS, make_planner, split_mpc_settings
+from planners.shipped import planner_config
 
 INSTRUCTION = "reach the red target"
 
@@ -26,12 +28,13 @@ def test_every_shipped_planner_config_builds_and_plans(name: str, random_checkpo
     ckpt = load_checkpoint(random_checkpoint_dir)
     cfg = planner_config(name)
     assert cfg["name"] == name
-    planner = make_planner(cfg, ckpt.model, budget_ms=None) if name != "policy" else make_planner(cfg, ckpt.model)
+    planner = make_planner(split_mpc_settings(cfg)[0], ckpt.model)
     task = ckpt.embed_instruction([INSTRUCTION])
     z0 = torch.softmax(torch.randn(1, ckpt.model.latent_dim), -1)
     plan, info = planner.plan(z0, task)
-    assert plan.shape[-1] == 6 and torch.isfinite(plan).all()
-    assert float(plan.abs().max()) <= 1.0
+    assert isinstance(plan, np.ndarray) and plan.dtype == np.float32
+    assert plan.shape[-1] == 6 and np.isfinite(plan).all()
+    assert float(np.abs(plan).max()) <= 1.0
     assert {"iterations", "cost", "plan_ms"} <= set(info)
     assert not any(p.requires_grad for p in ckpt.model.parameters())
 
@@ -45,7 +48,7 @@ def test_planner_brain_maps_observations_to_joint_targets(random_checkpoint_dir,
     norm = brain.checkpoint.normalizer
     assert np.all(vec >= norm.action_min - 1e-4) and np.all(vec <= norm.action_max + 1e-4)
     # the executed action is the first step of the plan, mapped back to robot units
-    expected = norm.action_from_model(brain.last_plan[0].numpy())
+    expected = norm.action_from_model(brain.last_plan[0])
     np.testing.assert_allclose(vec, expected, rtol=1e-5, atol=1e-4)
     assert brain.stats()["plans"] == 1
     frames = brain.imagine()
@@ -80,7 +83,7 @@ def test_hardware_load_brain_builds_torch_brains(random_checkpoint_dir, robot_ob
     brain = load_brain(str(random_checkpoint_dir), INSTRUCTION, mode="grad", iterations=3, horizon=4)
     assert isinstance(brain, PlannerBrain)
     assert set(brain.act(robot_observation)) == set(SO101.action_keys)
-    assert isinstance(load_brain(str(random_checkpoint_dir), INSTRUCTION, mode="policy"), PolicyBrain)
+    assert isinstance(load_brain(str(random_checkpoint_dir), INSTRUCTION, mode="policy").planner, PolicyPlanner)
 
 
 def test_brain_errors_are_clear(random_checkpoint_dir, robot_observation) -> None:

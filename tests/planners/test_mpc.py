@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -19,7 +20,8 @@ def _run(mpc: MPC, model: DoubleIntegrator, ticks: int) -> torch.Tensor:
         z0 = z if mpc.needs_plan else None
         a = mpc.act(z0, goal)
         assert a.shape == (2,)
-        z = model.step(z, a[None]).detach()
+        assert isinstance(a, np.ndarray)
+        z = model.step(z, torch.from_numpy(a)[None]).detach()
     return z
 
 
@@ -41,17 +43,18 @@ def test_mpc_drives_the_integrator_to_the_goal_and_records_ticks(n_execute: int)
     assert mpc.last_plan is not None and mpc.last_plan.shape == (10, 2)
 
 
-def test_warm_start_makes_later_ticks_cheaper() -> None:
+def test_warm_start_makes_later_ticks_better_on_a_small_budget() -> None:
+    """With few iterations a tick, the shifted previous plan keeps the later ticks' plans cheaper."""
     torch.set_num_threads(1)
     model = DoubleIntegrator(dims=2, dt=0.2)
     planner = GradientPlanner(model, 10, objective=TrajectoryObjective(prior_weight=0.05), bounds=Bounds(-4, 4),
-                              iterations=500, seed=0)  # fmt: skip
+                              iterations=5, seed=0)  # fmt: skip
     warm, cold = MPC(planner), MPC(planner, warm_start=False)
     _run(warm, model, 8)
     _run(cold, model, 8)
     later = slice(1, None)
-    mean = lambda recs: sum(r.iterations for r in recs) / len(recs)  # noqa: E731
-    assert mean(warm.records[later]) < 0.7 * mean(cold.records[later])
+    mean = lambda recs: sum(r.cost for r in recs) / len(recs)  # noqa: E731
+    assert mean(warm.records[later]) < 0.8 * mean(cold.records[later])  # 0.71 measured (seeded)
 
 
 def test_reset_and_bad_calls() -> None:

@@ -1,0 +1,67 @@
+"""An export bundle as a planning backend (``planners.backend.PlanningBackend``), numpy + onnxruntime.
+
+The planning algorithms of ``planners/`` run on it unchanged: ``rollout_cost.onnx`` gives the weighted
+per-step model costs, ``cost_grad.onnx`` their gradient w.r.t. the actions, ``policy.onnx`` the
+proposal. The weights are the ones baked in at export, recorded in the manifest's
+``planner.objective``; a planner asking for other model-term weights is refused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from export.runtime.bundle import Bundle
+from export.runtime.errors import BundleError
+from planners.objectives import TrajectoryObjective
+
+
+@dataclass
+class BundleStart:
+    """One planning call's start: ``z0 (1, Z)`` and ``task (1, T)`` float32 arrays."""
+
+    z0: np.ndarray
+    task: np.ndarray
+
+
+class BundleBackend:
+    """A :class:`Bundle`'s graphs behind the planning-backend protocol.
+
+    Args:
+        bundle: an opened bundle.
+    """
+
+    def __init__(self, bundle: Bundle) -> None:
+        outputs = [t.name for t in bundle.manifest.graph("cost_grad").outputs]
+        if "step_cost" not in outputs or "objective" not in bundle.manifest.planner:
+            raise BundleError(
+                f"bundle {bundle.path} was written by an older latent-vla (schema {bundle.manifest.schema_version}, "
+                f"cost_grad outputs {outputs}); re-export it with `latent-vla export`"
+            )
+        self.bundle = bundle
+        self.objective = TrajectoryObjective.from_dict(bundle.manifest.planner.get("objective"))
+        self.action_dim = bundle.action_dim
+        self.horizon: int | None = bundle.horizon
+        self.has_policy = True
+
+    def prepare(self, z0: np.ndarray, task: np.ndarray) -> BundleStart:
+        """``z0 (1, Z)`` and ``task (1, T)`` as contiguous float32 arrays."""
+        return BundleStart(np.ascontiguousarray(z0, np.float32), np.ascontiguousarray(task, np.float32))
+
+    def _tiled(self, start: BundleStart, n: int) -> np.ndarray:
+        return np.ascontiguousarray(np.broadcast_to(start.z0, (n, start.z0.shape[-1])))
+
+    def step_costs(self, start: BundleStart, actions: np.ndarray) -> np.ndarray:
+        """Weighted per-step costs ``(N, H)`` from ``rollout_cost.onnx``."""
+        _, steps = self.bundle.rollout_cost(self._tiled(start, actions.shape[0]), actions, start.task)
+        return steps
+
+    def step_costs_and_grad(self, start: BundleStart, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Weighted per-step costs ``(N, H)`` and their gradient ``(N, H, A)`` from ``cost_grad.onnx``."""
+        _, grad, steps = self.bundle.cost_and_grad(self._tiled(start, actions.shape[0]), actions, start.task)
+        return steps, grad
+
+    def policy(self, start: BundleStart) -> np.ndarray:
+        """The policy graph's chunk ``(K, A)``."""
+        return self.bundle.policy(start.z0, start.task)[0]

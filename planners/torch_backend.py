@@ -1,0 +1,121 @@
+"""The PyTorch planning backend: any differentiable world model (``planners.protocol``) as a
+:class:`planners.backend.PlanningBackend`, with gradients by autograd.
+
+:func:`weighted_step_costs` is the one definition of the objective's model terms in PyTorch: this
+backend evaluates it, and the exporter (``export.graphs``) traces it into the bundle's ONNX graphs.
+Only the actions carry gradients: the model's parameters are frozen when the backend is built.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from planners.objectives import TrajectoryObjective
+from planners.protocol import check_model, has_policy
+
+
+def flat_cost(model: Any, z: Tensor, task: Tensor) -> Tensor:
+    """``model.cost`` over a trajectory batch: ``z (N, H, Z)``, ``task (1, T)`` or ``(N, T)`` -> ``(N, H)``.
+
+    The states are flattened to ``(N*H, Z)``; a shared task stays ``(1, T)`` (the protocol's broadcast
+    case, so a model can project it once), a per-plan task is repeated to ``(N*H, T)``.
+    """
+    n, h, zd = z.shape
+    t = task.reshape(1, -1) if task.dim() == 1 else task
+    if t.shape[0] != 1:  # tested first: a shared task never compares the (possibly symbolic) batch size
+        if t.shape[0] != n:
+            raise ValueError(f"task batch {t.shape[0]} matches neither 1 nor the {n} candidate plans")
+        t = t.repeat_interleave(h, dim=0)
+    return model.cost(z.reshape(n * h, zd), t).reshape(n, h)
+
+
+def weighted_step_costs(model: Any, z0: Tensor, actions: Tensor, task: Tensor, weights: Tensor) -> Tensor:
+    """The objective's model terms per step: ``z0 (1 or B, Z)``, ``actions (B, H, A)``, ``task``,
+    ``weights (H,)`` (``TrajectoryObjective.step_weights``) -> ``weights[t] * cost(z_{t+1}) (B, H)``."""
+    z = z0.expand(actions.shape[0], -1)  # (B, Z); no branch on the batch size: the exporter traces this
+    states = []
+    for t in range(actions.shape[1]):
+        z = model.step(z, actions[:, t])
+        states.append(z)
+    return flat_cost(model, torch.stack(states, dim=1), task) * weights  # (B, H)
+
+
+def freeze(model: Any) -> Any:
+    """Stop gradients into a ``torch.nn.Module``'s parameters (only actions are optimized); returns it."""
+    if isinstance(model, torch.nn.Module):
+        model.requires_grad_(False)
+    return model
+
+
+@dataclass
+class TorchStart:
+    """One planning call's start: ``z0 (1, Z)`` and ``task (1, T)`` on the model's device."""
+
+    z0: Tensor
+    task: Tensor
+
+
+class TorchBackend:
+    """A PyTorch world model as a planning backend (see :class:`planners.backend.PlanningBackend`).
+
+    Args:
+        model: a world model (``step``, ``rollout``, ``cost``, ``action_dim``; optionally ``policy``).
+        objective: the spec whose model-term weights :meth:`step_costs` applies.
+    """
+
+    horizon: int | None = None
+
+    def __init__(self, model: Any, objective: TrajectoryObjective) -> None:
+        check_model(model)
+        self.model = freeze(model)
+        self.objective = objective
+        self.action_dim = int(model.action_dim)
+        self.has_policy = has_policy(model)
+        self._weights: dict[tuple[int, str, torch.dtype], Tensor] = {}
+
+    def prepare(self, z0: Any, task: Any) -> TorchStart:
+        """``z0 (1, Z)`` and ``task`` as detached tensors (numpy arrays are converted)."""
+        z = torch.as_tensor(z0).detach()
+        t = torch.as_tensor(task).detach()
+        if not z.is_floating_point():
+            z = z.float()
+        return TorchStart(z, t.to(z.device, z.dtype) if t.is_floating_point() else t.to(z.device))
+
+    def _step_weights(self, horizon: int, like: Tensor) -> Tensor:
+        key = (horizon, str(like.device), like.dtype)
+        if key not in self._weights:
+            self._weights[key] = torch.as_tensor(self.objective.step_weights(horizon)).to(like)
+        return self._weights[key]
+
+    def _actions(self, start: TorchStart, actions: np.ndarray) -> Tensor:
+        return torch.from_numpy(np.ascontiguousarray(actions, dtype=np.float32)).to(start.z0)
+
+    def step_costs(self, start: TorchStart, actions: np.ndarray) -> np.ndarray:
+        """Weighted per-step costs ``(N, H)`` of ``actions (N, H, A)``, no autograd."""
+        a = self._actions(start, actions)
+        with torch.no_grad():
+            c = weighted_step_costs(self.model, start.z0, a, start.task, self._step_weights(a.shape[1], a))
+        return c.float().cpu().numpy()
+
+    def step_costs_and_grad(self, start: TorchStart, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(N, H)`` costs and ``d sum_t cost / d actions (N, H, A)`` (rows are independent rollouts)."""
+        a = self._actions(start, actions).requires_grad_(True)
+        with torch.enable_grad():
+            c = weighted_step_costs(self.model, start.z0, a, start.task, self._step_weights(a.shape[1], a))
+            (grad,) = torch.autograd.grad(c.sum(), a)
+        return c.detach().float().cpu().numpy(), grad.float().cpu().numpy()
+
+    def policy(self, start: TorchStart) -> np.ndarray | None:
+        """The policy's chunk ``(K, A)`` for ``start``, or ``None`` when the model has no policy head."""
+        if not self.has_policy:
+            return None
+        with torch.no_grad():
+            chunk = self.model.policy(start.z0, start.task)  # (1, K, A)
+        if chunk.dim() != 3 or chunk.shape[0] != 1:
+            raise ValueError(f"policy must return (1, K, A) for one latent, got {tuple(chunk.shape)}")
+        return chunk[0].float().cpu().numpy()
