@@ -191,6 +191,28 @@ class _BrainRunner:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
+def check_loop_settings(
+    fps: Any, brain_deadline_s: Any = None, max_consecutive_faults: Any = 30, max_events: Any = 200
+) -> tuple[float, float, int, int]:
+    """The :class:`ControlLoop` settings, checked: ``(fps, brain_deadline_s, max_consecutive_faults, max_events)``.
+
+    ``fps`` in [1, 1000] Hz; ``brain_deadline_s`` finite and > 0 s (``None``: 80 % of a period);
+    ``max_consecutive_faults`` a whole number >= 1; ``max_events`` a whole number >= 0. A command
+    line can call this (and :func:`check_run_budget`) before it connects to a robot.
+
+    Raises:
+        SettingError: naming the first setting that is not a finite number in its range.
+    """
+    rate = check_real("fps", fps, low=MIN_FPS, low_inclusive=True, high=MAX_FPS, unit="Hz")
+    deadline = 0.8 / rate if brain_deadline_s is None else brain_deadline_s
+    return (
+        rate,
+        check_real("brain_deadline_s", deadline, low=0.0, unit="s"),
+        check_count("max_consecutive_faults", max_consecutive_faults, low=1),
+        check_count("max_events", max_events, low=0),
+    )
+
+
 def check_run_budget(steps: Any, duration_s: Any) -> tuple[int | None, float | None]:
     """``(steps, duration_s)`` of :meth:`ControlLoop.run` when valid, else :class:`SettingError`.
 
@@ -274,14 +296,10 @@ class ControlLoop:
         self.brain = brain
         self.safety = safety
         self.spec = safety.spec
-        self.fps = check_real(
-            "fps", self.spec.fps if fps is None else fps, low=MIN_FPS, low_inclusive=True, high=MAX_FPS, unit="Hz"
+        self.fps, self.brain_deadline_s, self.max_consecutive_faults, self.max_events = check_loop_settings(
+            self.spec.fps if fps is None else fps, brain_deadline_s, max_consecutive_faults, max_events
         )
         self.period = 1.0 / self.fps
-        deadline = 0.8 * self.period if brain_deadline_s is None else brain_deadline_s
-        self.brain_deadline_s = check_real("brain_deadline_s", deadline, low=0.0, unit="s")
-        self.max_consecutive_faults = check_count("max_consecutive_faults", max_consecutive_faults, low=1)
-        self.max_events = check_count("max_events", max_events, low=0)
         self.recorder = recorder
         self.task = task
         self.on_tick = on_tick
