@@ -313,7 +313,7 @@ def test_no_command_goes_out_after_an_estop_from_another_thread() -> None:
 
         thread = threading.Thread(target=estop)
         thread.start()
-        report = loop.run(steps=200)
+        report = loop.run(duration_s=10.0)  # the e-stop ends it within milliseconds
         thread.join()
         landed_in_a_tick += counted[0]
         assert report.stop_reason == "emergency_stop", report.stop_reason
