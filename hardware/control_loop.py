@@ -5,11 +5,17 @@ Every tick (period ``1 / fps`` seconds):
 1. read the robot's observation (a failure or a missing key makes this tick's observation stale);
 2. if the brain is idle, hand it the observation in a worker thread and wait at most
    ``brain_deadline_s`` (and never past the end of the tick) for its answer. A brain that is still
-   thinking, or that raised, makes the safety layer hold the last safe target; an answer that
+   thinking, that raised or that returned something malformed (not a dict, or joints that are not
+   finite real numbers) makes the safety layer hold (the arm, or those joints); an answer that
    arrives after its tick may serve a later tick if no fresher one does and the safety layer finds
    the observation it was computed from fresh enough (``max_observation_age_s``);
-3. filter the action through the :class:`~hardware.safety.SafetyLayer` and send what it allows;
+3. filter the action through the :class:`~hardware.safety.SafetyLayer` and send what it allows,
+   both under the safety layer's e-stop lock (no command goes out after an e-stop);
 4. optionally record the tick to a LeRobotDataset; sleep until the next tick.
+
+Its settings (``fps``, ``brain_deadline_s``, ``max_consecutive_faults``, ``steps``,
+``duration_s``...) are checked up front: anything that is not a finite number in range raises
+:class:`~hardware.safety.SettingError`.
 
 It measures tick-start jitter, deadline misses, brain and tick timing, and stops cleanly on the
 step/duration budget, an emergency stop, too many consecutive faults, ``Ctrl-C`` or any error:
@@ -30,7 +36,15 @@ from typing import Any
 import numpy as np
 
 from hardware.brain import Brain
-from hardware.safety import EmergencyStopped, SafetyLayer
+from hardware.safety import (
+    MALFORMED_OUTPUT_REASONS,
+    EmergencyStopped,
+    SafetyLayer,
+    action_problem,
+    check_count,
+    check_real,
+    joint_vector,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +80,10 @@ class LoopReport:
         brain_late: ticks that held because the brain had no answer in time.
         brain_late_results_used: ticks that used an answer computed from an earlier observation
             (a call that missed its tick but finished before the next; the safety layer checks its age).
-        brain_errors / observation_errors / send_errors: fault counts.
+        brain_errors: brain calls that raised or returned something that is not a mapping (held).
+        brain_bad_outputs: ticks whose action was a mapping with a missing joint or a joint that is
+            not a finite real number (those joints held).
+        observation_errors / send_errors: fault counts.
         stop_reason: why the loop ended (``"steps"``, ``"duration"``, ``"emergency_stop"``, ...).
         safety: :meth:`SafetyLayer.summary`.
         events: the first faults, as ``{"tick", "kind", "detail"}`` dicts.
@@ -87,6 +104,7 @@ class LoopReport:
     brain_late: int = 0
     brain_late_results_used: int = 0
     brain_errors: int = 0
+    brain_bad_outputs: int = 0
     observation_errors: int = 0
     send_errors: int = 0
     stop_reason: str = ""
@@ -113,10 +131,14 @@ class LoopReport:
 _SEND_MARGIN_S = 0.003
 _MIN_BRAIN_WAIT_S = 0.002
 
+# The control rates the loop accepts, Hz.
+MIN_FPS = 1.0
+MAX_FPS = 1000.0
+
 
 @dataclass
 class _BrainResult:
-    action: dict[str, float] | None
+    action: Any  # a mapping when error is None
     error: str | None
     obs_time: float  # perf_counter() when the observation it answers was read
 
@@ -147,12 +169,16 @@ class _BrainRunner:
         self.pending_obs_time = obs_time
 
     def take(self, timeout: float = 0.0) -> _BrainResult | None:
-        """The finished call's result (waiting up to ``timeout`` s), or None if it is still running."""
+        """The finished call's result (waiting up to ``timeout`` s), or None if it is still running.
+
+        A call that raised, or returned something that is not a mapping, comes back with ``error`` set.
+        """
         if self.pending is None:
             return None
         try:
             action = self.pending.result(timeout=timeout)
-            result = _BrainResult(action, None, self.pending_obs_time)
+            problem = action_problem(action)  # None, a float, bytes...: an error, like raising
+            result = _BrainResult(action if problem is None else None, problem, self.pending_obs_time)
         except TimeoutError:
             return None
         except Exception as exc:
@@ -165,6 +191,68 @@ class _BrainRunner:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
+def check_loop_settings(
+    fps: Any, brain_deadline_s: Any = None, max_consecutive_faults: Any = 30, max_events: Any = 200
+) -> tuple[float, float, int, int]:
+    """The :class:`ControlLoop` settings, checked: ``(fps, brain_deadline_s, max_consecutive_faults, max_events)``.
+
+    ``fps`` in [1, 1000] Hz; ``brain_deadline_s`` finite and > 0 s (``None``: 80 % of a period);
+    ``max_consecutive_faults`` a whole number >= 1; ``max_events`` a whole number >= 0. A command
+    line can call this (and :func:`check_run_budget`) before it connects to a robot.
+
+    Raises:
+        SettingError: naming the first setting that is not a finite number in its range.
+    """
+    rate = check_real("fps", fps, low=MIN_FPS, low_inclusive=True, high=MAX_FPS, unit="Hz")
+    deadline = 0.8 / rate if brain_deadline_s is None else brain_deadline_s
+    return (
+        rate,
+        check_real("brain_deadline_s", deadline, low=0.0, unit="s"),
+        check_count("max_consecutive_faults", max_consecutive_faults, low=1),
+        check_count("max_events", max_events, low=0),
+    )
+
+
+def check_run_budget(steps: Any, duration_s: Any) -> tuple[int | None, float | None]:
+    """``(steps, duration_s)`` of :meth:`ControlLoop.run` when valid, else :class:`SettingError`.
+
+    ``steps``: ``None`` or a whole number >= 0 of ticks; ``duration_s``: ``None`` or a finite
+    number of seconds > 0 (use ``None``, not infinity, to run until stopped).
+    """
+    n = None if steps is None else check_count("steps", steps, low=0)
+    d = None if duration_s is None else check_real("duration_s", duration_s, low=0.0, unit="s")
+    return n, d
+
+
+@dataclass
+class _Run:
+    """The state of one :meth:`ControlLoop.run`: the brain worker, the clock, counters and timings (ms)."""
+
+    runner: _BrainRunner
+    steps: int | None = None
+    duration_s: float | None = None
+    progress: Any = None
+    t_start: float = field(default_factory=time.perf_counter)
+    next_t: float = 0.0  # perf_counter() when the next tick is due
+    tick: int = 0
+    faults: int = 0  # consecutive faulty ticks
+    last_obs_time: float = 0.0  # perf_counter() when the last usable observation was read
+    obs_ms: list[float] = field(default_factory=list)
+    tick_ms: list[float] = field(default_factory=list)
+    jitter_ms: list[float] = field(default_factory=list)
+    starts: list[float] = field(default_factory=list)
+
+
+@dataclass
+class _Thought:
+    """What the brain gave for one tick: an action (any object) with the time of its observation."""
+
+    action: Any = None
+    obs_time: float = 0.0
+    late: bool = False
+    error: str | None = None
+
+
 class ControlLoop:
     """Drive ``robot`` with ``brain`` through ``safety`` at a fixed rate.
 
@@ -172,17 +260,22 @@ class ControlLoop:
         robot: a connected ``lerobot.robots.robot.Robot`` (a real follower or the twin).
         brain: anything implementing :class:`~hardware.brain.Brain`.
         safety: the safety layer for this robot's spec.
-        fps: control rate, Hz (default: the spec's).
-        brain_deadline_s: how long a tick waits for the brain once it has the observation, seconds
-            (default: 80 % of a period; never past the end of the tick, less a few ms to send).
-            A call that takes longer is late: the arm holds, and its answer, once it arrives, may
-            serve the next tick if the safety layer finds its observation fresh enough.
-        max_consecutive_faults: stop after this many ticks in a row without a usable observation
-            or without a successful send.
+        fps: control rate, Hz, in [1, 1000] (default: the spec's).
+        brain_deadline_s: how long a tick waits for the brain once it has the observation, seconds,
+            finite and > 0 (default: 80 % of a period; never past the end of the tick, less a few ms
+            to send). A call that takes longer is late: the arm holds, and its answer, once it
+            arrives, may serve the next tick if the safety layer finds its observation fresh enough.
+        max_consecutive_faults: stop after this many ticks in a row (a whole number >= 1) without a
+            usable observation, with a brain that raised or gave a malformed output, or without a
+            successful send.
         recorder: optional :class:`~hardware.recorder.EpisodeRecorder`; closed at shutdown.
         task: the instruction, recorded as each frame's task.
         on_tick: optional callback ``(tick, observation_or_None, command_or_None)`` for UIs/tests.
         disconnect_on_exit: disconnect the robot (torque off) when the loop ends.
+        max_events: keep at most this many fault events in the report (a whole number >= 0).
+
+    Raises:
+        SettingError: a setting that is not a finite number in its range (named in the message).
     """
 
     def __init__(
@@ -203,19 +296,14 @@ class ControlLoop:
         self.brain = brain
         self.safety = safety
         self.spec = safety.spec
-        self.fps = float(fps or self.spec.fps)
-        if not self.fps > 0:
-            raise ValueError(f"fps must be > 0 Hz, got {fps}")
+        self.fps, self.brain_deadline_s, self.max_consecutive_faults, self.max_events = check_loop_settings(
+            self.spec.fps if fps is None else fps, brain_deadline_s, max_consecutive_faults, max_events
+        )
         self.period = 1.0 / self.fps
-        self.brain_deadline_s = float(brain_deadline_s if brain_deadline_s is not None else 0.8 * self.period)
-        if not self.brain_deadline_s > 0:
-            raise ValueError(f"brain_deadline_s must be > 0 s, got {brain_deadline_s}")
-        self.max_consecutive_faults = int(max_consecutive_faults)
         self.recorder = recorder
         self.task = task
         self.on_tick = on_tick
         self.disconnect_on_exit = disconnect_on_exit
-        self.max_events = max_events
         self._stop = threading.Event()
         self._stop_reason = ""
         self.report = LoopReport(fps_target=self.fps)
@@ -232,16 +320,15 @@ class ControlLoop:
             self.report.events.append({"tick": tick, "kind": kind, "detail": detail})
 
     def _valid_observation(self, obs: Any) -> str | None:
-        """None when ``obs`` has every joint and camera key, else what is missing."""
+        """None when ``obs`` has every joint and camera key and real, finite joints, else what is wrong."""
         if not isinstance(obs, dict):
             return f"observation is a {type(obs).__name__}, not a dict"
         needed = list(getattr(self.robot, "observation_features", {}) or self.spec.action_keys)
         missing = [k for k in needed if k not in obs or obs[k] is None]
         if missing:
             return f"observation lacks {missing}"
-        joints = np.asarray([obs[k] for k in self.spec.action_keys], dtype=np.float64)
-        if not np.all(np.isfinite(joints)):
-            return "observation has non-finite joint positions"
+        if not np.all(np.isfinite(joint_vector(self.spec, obs))):
+            return "observation has joint positions that are not finite real numbers"
         return None
 
     def _read(self, tick: int, timings: list[float]) -> dict[str, Any] | None:
@@ -269,131 +356,18 @@ class ControlLoop:
 
         The loop always shuts down cleanly: brain worker abandoned, recorder closed, robot
         disconnected with torque disabled (when ``disconnect_on_exit``). ``KeyboardInterrupt``
-        ends it with ``stop_reason="interrupted"``; any other error is re-raised after shutdown.
+        ends it with ``stop_reason="interrupted"``; any other error (including a
+        :class:`SettingError` for a bad ``steps`` / ``duration_s``) is re-raised after shutdown.
         """
         rep = self.report
-        runner = _BrainRunner(self.brain)
-        obs_ms: list[float] = []
-        tick_ms: list[float] = []
-        jitter: list[float] = []
-        starts: list[float] = []
-        progress = None
-        if show_progress:
-            from tqdm import tqdm
-
-            progress = tqdm(total=steps, desc="control loop", unit="tick", leave=False)
-        t_start = time.perf_counter()
+        state = _Run(_BrainRunner(self.brain))
         try:
-            first = None
-            for _ in range(self.max_consecutive_faults):
-                first = self._read(-1, [])  # start-up reads (renderer creation...) are not timed
-                if first is not None:
-                    break
-            if first is None:
-                rep.stop_reason = "no_observation"
-                return rep
-            self.safety.reset(first)
-            last_obs_time = time.perf_counter()
-            faults = 0
-            tick = 0
-            t_start = time.perf_counter()
-            next_t = t_start
-            while True:
-                if steps is not None and tick >= steps:
-                    rep.stop_reason = "steps"
-                    break
-                if duration_s is not None and time.perf_counter() - t_start >= duration_s:
-                    rep.stop_reason = "duration"
-                    break
-                if self.safety.estopped:
-                    raise EmergencyStopped(self.safety.estop_reason or "emergency stop")
-                if self._stop.is_set():
-                    rep.stop_reason = self._stop_reason or "stop requested"
-                    break
-                # -- wait for this tick's slot
-                now = time.perf_counter()
-                if now < next_t:
-                    time.sleep(next_t - now)
-                t0 = time.perf_counter()
-                jitter.append((t0 - next_t) * 1e3)
-                starts.append(t0)
-                # -- observe
-                obs = self._read(tick, obs_ms)
-                if obs is not None:
-                    last_obs_time = time.perf_counter()
-                # -- think (with a watchdog). A call that missed an earlier deadline and has
-                # finished since is a fallback; a fresh call on this tick's observation wins if it
-                # answers in time. The safety layer judges the age of whichever is used.
-                action, late, error = None, False, None
-                action_obs_time = 0.0
-                fallback = runner.take()
-                if fallback is not None and fallback.error is not None:
-                    rep.brain_errors += 1
-                    self._event(tick, "brain_error", fallback.error)
-                    error, fallback = fallback.error, None
-                submitted = obs is not None and not runner.busy
-                if submitted:
-                    runner.submit(obs, last_obs_time)
-                    remaining = t0 + self.period - _SEND_MARGIN_S - time.perf_counter()
-                    wait = max(_MIN_BRAIN_WAIT_S, min(self.brain_deadline_s, remaining))
-                    fresh = runner.take(timeout=wait)
-                    if fresh is not None and fresh.error is not None:
-                        rep.brain_errors += 1
-                        self._event(tick, "brain_error", fresh.error)
-                        error = fresh.error
-                    elif fresh is not None:
-                        action, action_obs_time, error = fresh.action, fresh.obs_time, None
-                if action is None and fallback is not None and obs is not None:
-                    action, action_obs_time, error = fallback.action, fallback.obs_time, None
-                    rep.brain_late_results_used += 1
-                if action is None and error is None and obs is not None:
-                    late = True
-                    rep.brain_late += 1
-                    if submitted:  # log the tick it started thinking, not every tick it keeps thinking
-                        self._event(tick, "brain_late", f"no answer within {wait * 1e3:.0f} ms")
-                # -- make safe
-                age = None if obs is None else time.perf_counter() - (action_obs_time or last_obs_time)
-                command = self.safety.filter(
-                    action,
-                    self.period,
-                    tick=tick,
-                    measured=None if obs is None else self.spec.action_to_vector(obs),
-                    observation_age_s=age,
-                    brain_late=late,
-                    brain_error=error,
-                )
-                # -- act
-                sent = None
-                try:
-                    sent = self.robot.send_action(command)
-                    rep.commands_sent += 1
-                except Exception as exc:
-                    rep.send_errors += 1
-                    self._event(tick, "send_error", f"{type(exc).__name__}: {exc}")
-                healthy = obs is not None and sent is not None and error is None
-                faults = 0 if healthy else faults + 1
-                if self.recorder is not None and obs is not None and sent is not None:
-                    self.recorder.add(obs, command | dict(sent), self.task)  # what reached the motors
-                if self.on_tick is not None:
-                    self.on_tick(tick, obs, command if sent is not None else None)
-                t_end = time.perf_counter()
-                tick_ms.append((t_end - t0) * 1e3)
-                tick += 1
-                rep.ticks = tick
-                if progress is not None:
-                    progress.update(1)
-                # -- schedule
-                next_t += self.period
-                if t_end > next_t:
-                    rep.deadline_misses += 1
-                    if t_end > next_t + self.period:  # a whole period behind: re-sync, do not burst
-                        skipped = int((t_end - next_t) // self.period)
-                        rep.skipped_ticks += skipped
-                        next_t += skipped * self.period
-                if faults >= self.max_consecutive_faults:
-                    rep.stop_reason = "faults"
-                    self._event(tick, "stop", f"{faults} consecutive faulty ticks (observation, brain or send)")
-                    break
+            state.steps, state.duration_s = check_run_budget(steps, duration_s)
+            if show_progress:
+                from tqdm import tqdm
+
+                state.progress = tqdm(total=state.steps, desc="control loop", unit="tick", leave=False)
+            rep.stop_reason = self._drive(state) if self._start(state) else "no_observation"
         except EmergencyStopped as exc:
             rep.stop_reason = "emergency_stop"
             self._event(rep.ticks, "emergency_stop", str(exc))
@@ -404,18 +378,180 @@ class ControlLoop:
             rep.stop_reason = f"error: {type(exc).__name__}: {exc}"
             raise
         finally:
-            rep.duration_s = time.perf_counter() - t_start
-            rep.fps_achieved = rep.ticks / rep.duration_s if rep.duration_s > 0 else 0.0
-            rep.jitter_ms = _percentiles(jitter)
-            rep.period_ms = _percentiles(list(np.diff(starts) * 1e3)) if len(starts) > 1 else _percentiles([])
-            rep.tick_ms = _percentiles(tick_ms)
-            rep.brain_ms = _percentiles(runner.durations_ms)
-            rep.observation_ms = _percentiles(obs_ms)
-            if progress is not None:
-                progress.close()
-            self._shutdown(runner)
-            rep.safety = self.safety.summary()
+            self._finish(state)
         return rep
+
+    def _start(self, state: _Run) -> bool:
+        """Read a first observation (untimed: renderers start up) and reset the safety layer there."""
+        first = None
+        for _ in range(self.max_consecutive_faults):
+            first = self._read(-1, [])
+            if first is not None:
+                break
+        if first is None:
+            return False
+        self.safety.reset(first)
+        state.last_obs_time = time.perf_counter()
+        state.t_start = state.next_t = time.perf_counter()
+        return True
+
+    def _drive(self, state: _Run) -> str:
+        """Tick until a budget is spent, a stop is requested or faults pile up; returns why it stopped.
+
+        Raises:
+            EmergencyStopped: when the emergency stop has been triggered.
+        """
+        while True:
+            if state.steps is not None and state.tick >= state.steps:
+                return "steps"
+            if state.duration_s is not None and time.perf_counter() - state.t_start >= state.duration_s:
+                return "duration"
+            self.safety.check_estop(state.tick)
+            if self._stop.is_set():
+                return self._stop_reason or "stop requested"
+            self._tick(state)
+            if state.faults >= self.max_consecutive_faults:
+                detail = f"{state.faults} consecutive faulty ticks (observation, brain or send)"
+                self._event(state.tick, "stop", detail)
+                return "faults"
+
+    def _tick(self, state: _Run) -> None:
+        """One tick: wait for its slot, observe, think, filter and send, then the bookkeeping."""
+        now = time.perf_counter()
+        if now < state.next_t:
+            time.sleep(state.next_t - now)
+        t0 = time.perf_counter()
+        state.jitter_ms.append((t0 - state.next_t) * 1e3)
+        state.starts.append(t0)
+        obs = self._read(state.tick, state.obs_ms)
+        if obs is not None:
+            state.last_obs_time = time.perf_counter()
+        thought = self._think(state, obs, t0)
+        command, sent = self._filter_and_send(state, obs, thought)
+        self._bookkeep(state, obs, thought, command, sent, t0)
+
+    def _brain_error(self, tick: int, error: str) -> None:
+        self.report.brain_errors += 1
+        self._event(tick, "brain_error", error)
+
+    def _think(self, state: _Run, obs: dict[str, Any] | None, t0: float) -> _Thought:
+        """The brain's answer for this tick, with a watchdog.
+
+        A call that missed an earlier deadline and has finished since is a fallback; a fresh call
+        on this tick's observation wins if it answers in time. The safety layer judges the age of
+        whichever is used. A call that raised, or returned something that is not a mapping, is an
+        error (the arm holds).
+        """
+        rep, runner, tick = self.report, state.runner, state.tick
+        thought = _Thought()
+        fallback = runner.take()
+        if fallback is not None and fallback.error is not None:
+            self._brain_error(tick, fallback.error)
+            thought.error, fallback = fallback.error, None
+        submitted = obs is not None and not runner.busy
+        wait = 0.0
+        if submitted:
+            runner.submit(obs, state.last_obs_time)
+            remaining = t0 + self.period - _SEND_MARGIN_S - time.perf_counter()
+            wait = max(_MIN_BRAIN_WAIT_S, min(self.brain_deadline_s, remaining))
+            fresh = runner.take(timeout=wait)
+            if fresh is not None and fresh.error is not None:
+                self._brain_error(tick, fresh.error)
+                thought.error = fresh.error
+            elif fresh is not None:
+                thought = _Thought(fresh.action, fresh.obs_time)
+        if thought.action is None and fallback is not None and obs is not None:
+            thought = _Thought(fallback.action, fallback.obs_time)
+            rep.brain_late_results_used += 1
+        if thought.action is None and thought.error is None and obs is not None:
+            thought.late = True
+            rep.brain_late += 1
+            if submitted:  # log the tick it started thinking, not every tick it keeps thinking
+                self._event(tick, "brain_late", f"no answer within {wait * 1e3:.0f} ms")
+        return thought
+
+    def _filter_and_send(
+        self, state: _Run, obs: dict[str, Any] | None, thought: _Thought
+    ) -> tuple[dict[str, float], dict[str, Any] | None]:
+        """Filter the action through the safety layer and send it; returns ``(command, sent or None)``.
+
+        The e-stop check, the filter and the send happen under the safety layer's e-stop lock, so an
+        e-stop from another thread cannot fall between them: no command goes out after it.
+
+        Raises:
+            EmergencyStopped: the e-stop has been triggered; nothing was sent.
+        """
+        age = None if obs is None else time.perf_counter() - (thought.obs_time or state.last_obs_time)
+        measured = None if obs is None else joint_vector(self.spec, obs)
+        with self.safety.estop_lock:
+            command = self.safety.filter(
+                thought.action,
+                self.period,
+                tick=state.tick,
+                measured=measured,
+                observation_age_s=age,
+                brain_late=thought.late,
+                brain_error=thought.error,
+            )
+            self.safety.check_estop(state.tick)  # a signal handler on this thread may have set it meanwhile
+            try:
+                sent = self.robot.send_action(command)
+            except Exception as exc:
+                self.report.send_errors += 1
+                self._event(state.tick, "send_error", f"{type(exc).__name__}: {exc}")
+                return command, None
+        self.report.commands_sent += 1
+        return command, sent
+
+    def _bookkeep(
+        self,
+        state: _Run,
+        obs: dict[str, Any] | None,
+        thought: _Thought,
+        command: dict[str, float],
+        sent: dict[str, Any] | None,
+        t0: float,
+    ) -> None:
+        """Count faults, record the tick, call ``on_tick``, time it and schedule the next one."""
+        rep = self.report
+        bad = [r for r in self.safety.last_tick if r.reason in MALFORMED_OUTPUT_REASONS]
+        if bad and thought.error is None:  # the output was a mapping, but some joints were unusable
+            rep.brain_bad_outputs += 1
+            self._event(state.tick, "brain_output", "; ".join(f"{r.reason} {r.joint or 'arm'}" for r in bad))
+        healthy = obs is not None and sent is not None and thought.error is None and not bad
+        state.faults = 0 if healthy else state.faults + 1
+        if self.recorder is not None and obs is not None and sent is not None:
+            self.recorder.add(obs, command | dict(sent), self.task)  # what reached the motors
+        if self.on_tick is not None:
+            self.on_tick(state.tick, obs, command if sent is not None else None)
+        t_end = time.perf_counter()
+        state.tick_ms.append((t_end - t0) * 1e3)
+        state.tick += 1
+        rep.ticks = state.tick
+        if state.progress is not None:
+            state.progress.update(1)
+        state.next_t += self.period
+        if t_end > state.next_t:
+            rep.deadline_misses += 1
+            if t_end > state.next_t + self.period:  # a whole period behind: re-sync, do not burst
+                skipped = int((t_end - state.next_t) // self.period)
+                rep.skipped_ticks += skipped
+                state.next_t += skipped * self.period
+
+    def _finish(self, state: _Run) -> None:
+        """Fill in the report's statistics and shut down (brain, recorder, robot). Never raises."""
+        rep = self.report
+        rep.duration_s = time.perf_counter() - state.t_start
+        rep.fps_achieved = rep.ticks / rep.duration_s if rep.duration_s > 0 else 0.0
+        rep.jitter_ms = _percentiles(state.jitter_ms)
+        rep.period_ms = _percentiles(list(np.diff(state.starts) * 1e3) if len(state.starts) > 1 else [])
+        rep.tick_ms = _percentiles(state.tick_ms)
+        rep.brain_ms = _percentiles(state.runner.durations_ms)
+        rep.observation_ms = _percentiles(state.obs_ms)
+        if state.progress is not None:
+            state.progress.close()
+        self._shutdown(state.runner)
+        rep.safety = self.safety.summary()
 
     def _shutdown(self, runner: _BrainRunner) -> None:
         """Abandon the brain, finalize the recording, disconnect with torque off. Never raises."""

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hardware.kinematics import ArmKinematics
-from hardware.safety import EmergencyStopped, SafetyConfig, SafetyLayer
+from hardware.safety import EmergencyStopped, SafetyConfig, SafetyLayer, SettingError
 from latent_vla.base.robot_spec import KOCH, SO101
 
 SPEC = SO101
@@ -133,7 +133,7 @@ def test_bad_settings_and_inputs_are_refused() -> None:
         SafetyConfig(velocity_scale=2.0)
     with pytest.raises(ValueError, match="max_step"):
         SafetyConfig(max_step=0.0)
-    with pytest.raises(TypeError):
+    with pytest.raises(SettingError, match="unknown safety setting.*max_stpe"):
         SafetyConfig.from_mapping({"max_stpe": 1.0})
     s = SafetyLayer(SPEC)
     with pytest.raises(RuntimeError, match="reset"):
