@@ -42,6 +42,10 @@ TEXT_ENCODERS = ("bag", "gru")
 class ModelConfig:
     """Architecture of a :class:`WorldModel`; dimensions come from the dataset, never from the user.
 
+    It is also the schema of the ``model`` group of ``latent-vla train`` (``configs/model/*.yaml``):
+    every field but ``state_dim``, ``action_dim``, ``vocab_size`` and ``env_state_dim`` is a setting
+    there (see :func:`latent_vla.train.model_settings`).
+
     Attributes:
         camera_names: cameras the encoder reads, in order; ``decode`` draws the first one.
         state_dim: S, joint-state size.
@@ -100,6 +104,8 @@ class ModelConfig:
         object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
         if not self.camera_names:
             raise ValueError("a world model needs at least one camera")
+        if len(self.image_size) != 2 or min(self.image_size) < 1:
+            raise ValueError(f"image_size must be (h, w) in pixels, got {list(self.image_size)}")
         if self.norm not in NORMS:
             raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
         if self.text_encoder not in TEXT_ENCODERS:

@@ -2,12 +2,16 @@
 
 ``train(settings)`` is what ``latent-vla train`` calls (via :mod:`latent_vla.app.train_cli`). It
 
-1. reads the LeRobotDataset once into memory (:mod:`latent_vla.data`), computes (or, when resuming,
+1. checks the settings and the ``out`` directory (writable; empty, a run of the same model to resume,
+   or the leftovers of a run that never saved) before any data is decoded;
+2. reads the LeRobotDataset once into memory (:mod:`latent_vla.data`), computes (or, when resuming,
    reloads) the normalization stats;
-2. builds the :class:`~latent_vla.model.WorldModel` from ``model`` settings + dataset dimensions;
-3. optimizes :class:`~latent_vla.losses.WorldModelLoss` with AdamW until ``train.steps`` optimizer steps
-   (a total, so a resumed run continues the count) or ``train.minutes`` of wall-clock in this call;
-4. logs every term to a tqdm bar, ``train_log.csv`` and TensorBoard (``tb/``), validates on held-out
+3. builds the :class:`~latent_vla.model.WorldModel` from the ``model`` settings (the fields of
+   :class:`~latent_vla.model.ModelConfig`) + the dataset's dimensions;
+4. optimizes :class:`~latent_vla.losses.WorldModelLoss` with AdamW until ``train.steps`` optimizer steps
+   (a total, so a resumed run continues the count), ``train.minutes`` of wall-clock in this call, or
+   SIGINT/SIGTERM (the current step finishes, a resumable checkpoint is saved);
+5. logs every term to a tqdm bar, ``train_log.csv`` and TensorBoard (``tb/``), validates on held-out
    episodes, and writes checkpoints atomically (:mod:`latent_vla.checkpoint`).
 
 Under ``torchrun`` (``WORLD_SIZE > 1``) the loss module is wrapped in
@@ -23,8 +27,12 @@ import json
 import logging
 import math
 import os
+import signal
+import tempfile
+import threading
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +40,18 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+from safetensors.torch import load_file
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
+from latent_vla.base.errors import UserError
 from latent_vla.base.normalize import Normalizer
 from latent_vla.base.robot_spec import CameraSpec, JointSpec, RobotSpec, get_robot_spec
 from latent_vla.base.text import Tokenizer
 from latent_vla.checkpoint import (
-    CheckpointError,
+    MANIFEST,
     load_optimizer_state,
     load_train_state,
     load_weights,
@@ -51,37 +64,18 @@ from latent_vla.model import ModelConfig, WorldModel
 
 log = logging.getLogger(__name__)
 
-
-# -- settings (the schema of configs/model/*.yaml and configs/train/*.yaml) -------------------------
-@dataclass
-class ModelSettings:
-    """User-facing architecture settings; dimensions (cameras, S, A) come from the dataset."""
-
-    image_size: list[int] = field(default_factory=lambda: [64, 64])
-    latent_dim: int = 64
-    chunk_len: int = 8
-    task_dim: int = 32
-    text_encoder: str = "bag"
-    word_dim: int = 32
-    vocab_buckets: int = 4096
-    max_tokens: int = 24
-    bigrams: bool = True
-    channels: list[int] = field(default_factory=lambda: [16, 32, 64, 64])
-    image_feat: int = 128
-    keypoints: int = 8
-    film: bool = True
-    proprio_latent: bool = True
-    state_feat: int = 64
-    hidden: int = 256
-    head_hidden: int = 128
-    norm: str = "simnorm"
-    simnorm_dim: int = 8
-    cameras: list[str] | None = None
+FROM_DATASET = ("state_dim", "action_dim", "vocab_size", "env_state_dim")
+""":class:`ModelConfig` fields filled in at build time (dataset, tokenizer, loss weights); never in the config."""
+TARGETS = ("stopgrad", "ema")
+RESUME_MODES = ("auto", "true", "false")
+RUN_LEFTOVERS = ("train_log.csv", "tb", "train_summary.json")
+"""What a run that never saved a checkpoint leaves in ``out``: a re-run starts afresh over it."""
 
 
+# -- settings (the schema of configs/train.yaml, configs/model/*.yaml and configs/train/*.yaml) ---------
 @dataclass
 class TrainSettings:
-    """Optimization settings (see ``docs/training.md``)."""
+    """Optimization settings (see ``docs/training.md``); minutes and seconds are wall-clock."""
 
     minutes: float = 10.0
     steps: int = 100_000
@@ -104,10 +98,40 @@ class TrainSettings:
     motion_weighting: float = 0.0
     loss: LossWeights = field(default_factory=LossWeights)
 
+    def check(self) -> None:
+        """Raise :class:`UserError` on a number or choice no run can use (NaN, inf, out of range)."""
+        for name in ("minutes", "steps", "batch_size", "horizon", "lr", "log_every", "save_every_minutes"):
+            _require(f"train.{name}", getattr(self, name), lambda v: v > 0, "a finite number > 0")
+        for name in ("weight_decay", "warmup_steps", "grad_clip", "val_every", "num_threads"):
+            _require(f"train.{name}", getattr(self, name), lambda v: v >= 0, "a finite number >= 0")
+        _require("train.ema_tau", self.ema_tau, lambda v: 0 < v <= 1, "in (0, 1]")
+        _require("train.val_fraction", self.val_fraction, lambda v: 0 <= v < 1, "in [0, 1)")
+        _require("train.motion_weighting", self.motion_weighting, lambda v: 0 <= v <= 1, "in [0, 1]")
+        if self.target not in TARGETS:
+            raise UserError(f"train.target must be one of {TARGETS}, got {self.target!r}")
+        for f in fields(self.loss):
+            value = getattr(self.loss, f.name)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                _require(f"train.loss.{f.name}", value, lambda v: v >= 0, "a finite number >= 0")
+        try:
+            self.loss.check()
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+
+
+def _require(key: str, value: float, ok: Callable[[float], bool], allowed: str) -> None:
+    if not (math.isfinite(value) and ok(value)):
+        raise UserError(f"{key}={value} is not allowed: it must be {allowed}")
+
 
 @dataclass
 class RunSettings:
-    """Top level of ``configs/train.yaml``."""
+    """Top level of ``configs/train.yaml``.
+
+    ``model`` holds :class:`~latent_vla.model.ModelConfig` fields (its schema, see :func:`model_settings`)
+    and ``tokenizer`` the fields of :class:`~latent_vla.base.text.Tokenizer`; both are plain dicts so a
+    config can name any subset, and :func:`settings_from_config` fills in the defaults.
+    """
 
     data: str
     out: str = "runs/default"
@@ -115,15 +139,81 @@ class RunSettings:
     robot: str = "so101"
     resume: str = "auto"
     device: str = "auto"
-    model: ModelSettings = field(default_factory=ModelSettings)
+    model: dict[str, Any] = field(default_factory=dict)
+    tokenizer: dict[str, Any] = field(default_factory=dict)
     train: TrainSettings = field(default_factory=TrainSettings)
 
+    def check(self) -> None:
+        """Validate every group; raise :class:`UserError` (one line) on the first bad setting."""
+        model_settings(self.model)
+        make_tokenizer(self.tokenizer)
+        self.train.check()
+        if str(self.resume).lower() not in RESUME_MODES:
+            raise UserError(f"resume must be one of {RESUME_MODES}, got {self.resume!r}")
+        try:
+            resolve_device(self.device)
+        except RuntimeError as exc:
+            raise UserError(f"device={self.device!r} is not a torch device ({exc})") from None
 
-def settings_from_config(cfg: DictConfig | dict[str, Any]) -> RunSettings:
-    """Validate a (Hydra) config against :class:`RunSettings`; unknown keys or bad types raise."""
-    schema = OmegaConf.structured(RunSettings)
-    merged = OmegaConf.merge(schema, cfg)
-    return OmegaConf.to_object(merged)  # type: ignore[return-value]
+
+def _from_schema(cls: type, *groups: Mapping[str, Any], key: str) -> Any:
+    """Instantiate dataclass ``cls`` from config ``groups`` (later ones win), typed by OmegaConf.
+
+    Raises:
+        UserError: an unknown key, a value of the wrong type, or one ``cls`` refuses (one line).
+    """
+    schema = OmegaConf.structured(cls)
+    OmegaConf.set_readonly(schema, False)
+    try:
+        return OmegaConf.to_object(OmegaConf.merge(schema, *groups))
+    except (OmegaConfBaseException, ValueError) as exc:
+        where = ".".join(p for p in (key, getattr(exc, "full_key", "")) if p)
+        raise UserError(f"bad setting {where or 'in the config'}: {str(exc).splitlines()[0]}") from None
+
+
+def model_settings(group: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The ``model`` config group checked against :class:`ModelConfig`, its schema.
+
+    Every field of ``ModelConfig`` is settable except :data:`FROM_DATASET`; ``camera_names`` may be
+    None (every camera of the dataset, in its order). Values are checked by ``ModelConfig`` itself,
+    on placeholder dimensions.
+
+    Returns:
+        every settable field, the defaults of ``ModelConfig`` filled in (a JSON-ready dict).
+
+    Raises:
+        UserError: an unknown key, a dimension that comes from the dataset, or a bad value.
+    """
+    given = {k: v for k, v in dict(group or {}).items() if k != "camera_names"}
+    derived = sorted(set(given) & set(FROM_DATASET))
+    if derived:
+        raise UserError(
+            f"model.{derived[0]} is not a setting: state_dim, action_dim and env_state_dim come from the dataset, "
+            "vocab_size from tokenizer.num_buckets"
+        )
+    cameras = (group or {}).get("camera_names")
+    cameras = list(cameras) if cameras else None
+    placeholders = {"camera_names": cameras or ["camera"], "state_dim": 1, "action_dim": 1}
+    trial = _from_schema(ModelConfig, given, placeholders, key="model").to_dict()
+    return {**{k: v for k, v in trial.items() if k not in FROM_DATASET}, "camera_names": cameras}
+
+
+def make_tokenizer(group: Mapping[str, Any] | None) -> Tokenizer:
+    """The instruction :class:`Tokenizer` of the ``tokenizer`` config group (its fields; UserError if bad)."""
+    return _from_schema(Tokenizer, dict(group or {}), key="tokenizer")
+
+
+def settings_from_config(cfg: DictConfig | Mapping[str, Any]) -> RunSettings:
+    """Validate a (Hydra) config against :class:`RunSettings`; defaults of every group filled in.
+
+    Raises:
+        UserError: an unknown key, a bad type or a value no run can use (one line).
+    """
+    settings: RunSettings = _from_schema(RunSettings, cfg, key="")
+    settings.check()
+    settings.model = model_settings(settings.model)
+    settings.tokenizer = asdict(make_tokenizer(settings.tokenizer))
+    return settings
 
 
 @dataclass
@@ -137,10 +227,12 @@ class TrainResult:
         seconds: wall-clock of the optimization loop, seconds.
         first: mean of each logged term over the first logging window of this call.
         last: mean of each logged term over the last logging window.
-        val: validation terms at the end (empty without held-out episodes).
+        val: validation terms at the end (empty without held-out episodes or when interrupted).
         skipped: notes about heads that could not be trained.
         num_parameters: trainable parameters of the model.
         world_size: number of DDP processes that trained it.
+        interrupted: name of the signal that stopped the run early (``"SIGINT"``, ``"SIGTERM"``), else None;
+            the checkpoint of ``step`` was saved and a re-run into ``run_dir`` resumes from it.
     """
 
     run_dir: Path
@@ -153,6 +245,7 @@ class TrainResult:
     skipped: list[str]
     num_parameters: int
     world_size: int = 1
+    interrupted: str | None = None
 
 
 # -- helpers ---------------------------------------------------------------------------------------
@@ -161,6 +254,32 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def check_output_dir(path: str | os.PathLike, key: str) -> Path:
+    """``path`` as a directory to write into: an existing writable one, or one that can be created.
+
+    Nothing is created (a probe file is made and removed in the nearest existing folder).
+
+    Raises:
+        UserError: ``path`` is a file, lies under a file, or is not writable (one line).
+    """
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{key}={out} is a file; give a directory (new or existing) to write into")
+    probe = out
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise UserError(f"{key}={out} cannot be created: {probe} is a file")
+    try:
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as exc:
+        raise UserError(
+            f"{key}={out} is not writable ({exc.strerror or exc}); give a directory you can write to"
+        ) from None
+    return out
 
 
 def dataset_spec(base: RobotSpec, cache: FrameCache, image_size: tuple[int, int]) -> RobotSpec:
@@ -193,37 +312,22 @@ def _spec_fields(spec: RobotSpec) -> dict[str, Any]:
 
 
 def build_model_config(
-    ms: ModelSettings, cache: FrameCache, tokenizer: Tokenizer, env_state_head: bool = True
+    model: Mapping[str, Any], cache: FrameCache, tokenizer: Tokenizer, env_state_head: bool = True
 ) -> ModelConfig:
-    """ModelConfig from user settings + the dataset's cameras and dimensions.
+    """The ``model`` settings (:func:`model_settings`) + the dataset's cameras and dimensions.
 
     ``env_state_head``: build the auxiliary environment-state head when the dataset records
-    ``observation.environment_state`` (off when its loss weight is 0).
+    ``observation.environment_state`` (off when its loss weight is 0). ``model`` is not changed.
     """
     env_dim = int(cache.env_state.shape[1]) if cache.env_state is not None and env_state_head else 0
-    return ModelConfig(
-        camera_names=tuple(cache.camera_names),
-        state_dim=int(cache.state.shape[1]),
-        action_dim=int(cache.action.shape[1]),
-        image_size=tuple(ms.image_size),
-        latent_dim=ms.latent_dim,
-        chunk_len=ms.chunk_len,
-        vocab_size=tokenizer.vocab_size,
-        task_dim=ms.task_dim,
-        text_encoder=ms.text_encoder,
-        word_dim=ms.word_dim,
-        channels=tuple(ms.channels),
-        image_feat=ms.image_feat,
-        keypoints=ms.keypoints,
-        film=ms.film,
-        proprio_latent=ms.proprio_latent,
-        state_feat=ms.state_feat,
-        hidden=ms.hidden,
-        head_hidden=ms.head_hidden,
-        norm=ms.norm,
-        simnorm_dim=ms.simnorm_dim,
-        env_state_dim=env_dim,
-    )
+    dims = {
+        "camera_names": tuple(cache.camera_names),  # load_frames kept model["camera_names"] (or all)
+        "state_dim": int(cache.state.shape[1]),
+        "action_dim": int(cache.action.shape[1]),
+        "vocab_size": tokenizer.vocab_size,
+        "env_state_dim": env_dim,
+    }
+    return ModelConfig(**{**model_settings(model), **dims})
 
 
 def _lr_at(step: int, ts: TrainSettings) -> float:
@@ -255,33 +359,93 @@ def evaluate(
     return {k: v / batches for k, v in sums.items()}
 
 
-def _check_resume(run_dir: Path, model_cfg: ModelConfig, normalizer_dims: tuple[int, int]) -> dict[str, Any]:
-    manifest = read_manifest(run_dir)
-    saved = json.loads((run_dir / "model.json").read_text())
-    want = model_cfg.to_dict()
-    diff = {k: (saved.get(k), want[k]) for k in want if saved.get(k) != want[k]}
-    if diff:
-        text = ", ".join(f"{k}: checkpoint {a!r} vs config/dataset {b!r}" for k, (a, b) in diff.items())
-        raise CheckpointError(
-            f"cannot resume {run_dir}: the checkpoint does not match this config and dataset ({text}). "
+# -- the run directory: refuse a foreign one, resume our own ----------------------------------------
+def _model_mismatch(saved: Mapping[str, Any], want: Mapping[str, Any]) -> str:
+    """``"key: checkpoint a vs config/dataset b, ..."`` for every key of ``want`` that differs."""
+    return ", ".join(
+        f"{k}: checkpoint {saved.get(k)!r} vs config/dataset {v!r}" for k, v in want.items() if saved.get(k) != v
+    )
+
+
+def _refuse_mismatch(run_dir: Path, text: str) -> None:
+    if text:
+        raise UserError(
+            f"cannot resume {run_dir}: it is a run of another model ({text}). "
             "Use another out= directory, or resume=false into a fresh one."
         )
+
+
+def _check_out(settings: RunSettings, model: Mapping[str, Any]) -> bool:
+    """Check ``out`` before any data is decoded; True when it holds a checkpoint to resume.
+
+    Refuses (UserError) a file or unwritable path, a directory that is not a run, a checkpoint
+    ``resume=false`` forbids or ``resume=true`` misses, and a run whose model settings differ.
+    """
+    run_dir = check_output_dir(settings.out, "out")
+    has_ckpt = (run_dir / MANIFEST).exists()
+    resume = str(settings.resume).lower()
+    if resume == "true" and not has_ckpt:
+        raise UserError(f"resume=true but {run_dir} holds no checkpoint")
+    if resume == "false" and has_ckpt:
+        raise UserError(f"{run_dir} already holds a checkpoint; choose another out= or resume=auto to continue it")
+    if not has_ckpt and run_dir.is_dir():
+        foreign = sorted(p.name for p in run_dir.iterdir() if p.name not in RUN_LEFTOVERS and p.name[:6] != ".ckpt-")
+        if foreign:
+            raise UserError(
+                f"out={run_dir} is not a latent-vla run (it holds {foreign[0]!r} and no {MANIFEST}); "
+                "give a new or empty directory"
+            )
+    if has_ckpt:
+        read_manifest(run_dir)  # a corrupt checkpoint is refused here, not after decoding
+        saved = json.loads((run_dir / "model.json").read_text())
+        want = {k: v for k, v in model.items() if not (k == "camera_names" and v is None)}
+        _refuse_mismatch(run_dir, _model_mismatch(saved, want))
+    return has_ckpt
+
+
+def _check_resume(run_dir: Path, model_cfg: ModelConfig, normalizer_dims: tuple[int, int]) -> dict[str, Any]:
+    """After decoding: the checkpoint's model and stats must match this dataset's dimensions too."""
+    manifest = read_manifest(run_dir)
+    saved = json.loads((run_dir / "model.json").read_text())
+    _refuse_mismatch(run_dir, _model_mismatch(saved, model_cfg.to_dict()))
     stats = json.loads((run_dir / "stats.json").read_text())
     if (len(stats["state_mean"]), len(stats["action_min"])) != normalizer_dims:
-        raise CheckpointError(f"cannot resume {run_dir}: stats.json dimensions differ from the dataset's")
+        raise UserError(f"cannot resume {run_dir}: stats.json dimensions differ from the dataset's")
     return manifest
 
 
+# -- logs ------------------------------------------------------------------------------------------
 class _CsvLog:
-    def __init__(self, path: Path) -> None:
+    """``train_log.csv``, one row per logging window; rows after ``keep_through`` (a step) are dropped first.
+
+    A resumed run keeps the rows up to its checkpoint's step and appends after them, so steps stay
+    strictly increasing even when the previous run logged past its last checkpoint.
+    """
+
+    def __init__(self, path: Path, keep_through: int) -> None:
         self.path = path
         self.fields: list[str] | None = None
-        if path.exists():
-            with open(path) as f:
-                header = f.readline().strip()
-            self.fields = header.split(",") if header else None
+        if not path.exists():
+            return
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            rows = list(reader)
+            header = list(reader.fieldnames or [])
+        kept = [r for r in rows if _row_step(r) is not None and _row_step(r) <= keep_through]
+        if not kept:
+            path.unlink()
+            return
+        self.fields = header
+        if len(kept) < len(rows):
+            tmp = path.with_suffix(".csv.tmp")
+            with open(tmp, "w", newline="") as f:
+                writer = csv.DictWriter(f, header)
+                writer.writeheader()
+                writer.writerows(kept)
+            os.replace(tmp, path)
 
     def write(self, row: dict[str, float]) -> None:
+        """Append one row (the first row of a new file writes the header)."""
         if self.fields is None:
             self.fields = list(row)
             with open(self.path, "w", newline="") as f:
@@ -290,90 +454,180 @@ class _CsvLog:
             csv.DictWriter(f, self.fields, extrasaction="ignore").writerow(row)
 
 
-# -- the loop --------------------------------------------------------------------------------------
-def train(settings: RunSettings, full_config: dict[str, Any] | None = None) -> TrainResult:
-    """Train (or resume) a world model; see the module docstring.
+def _row_step(row: Mapping[str, str]) -> int | None:
+    try:
+        return int(float(row.get("step") or "nan"))
+    except ValueError:
+        return None
 
-    Args:
-        settings: validated settings (:func:`settings_from_config`).
-        full_config: the resolved configuration to save as ``config.yaml`` (default: ``settings``).
 
-    Raises:
-        latent_vla.data.DatasetError: unusable dataset.
-        CheckpointError: resuming from a checkpoint that does not match, or a corrupt one.
+class _Progress:
+    """Loss terms averaged over logging windows -> ``train_log.csv``, TensorBoard and the tqdm bar.
+
+    Only rank 0 writes files. TensorBoard continues the same run (``tb/``): a new event file whose
+    ``purge_step`` makes TensorBoard drop what the old files logged after ``start_step``.
     """
-    ms, ts = settings.model, settings.train
+
+    def __init__(self, run_dir: Path, start_step: int, total_steps: int, is_main: bool, bar: bool) -> None:
+        self.window: dict[str, list[float]] = {}
+        self.first: dict[str, float] = {}
+        self.last: dict[str, float] = {}
+        self.writer: SummaryWriter | None = None
+        self.csv: _CsvLog | None = None
+        if is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            tb = run_dir / "tb"
+            purge = start_step + 1 if any(tb.glob("events.out.tfevents.*")) else None
+            self.writer = SummaryWriter(str(tb), purge_step=purge)
+            self.csv = _CsvLog(run_dir / "train_log.csv", keep_through=start_step)
+        self.bar = tqdm(
+            total=max(total_steps - start_step, 0), desc="train", disable=not (bar and is_main), unit="step"
+        )
+
+    def add(self, terms: Mapping[str, torch.Tensor], grad_norm: float) -> None:
+        """Record one optimizer step's terms."""
+        for k, v in terms.items():
+            self.window.setdefault(k, []).append(float(v))
+        self.window.setdefault("grad_norm", []).append(grad_norm)
+        self.bar.update(1)
+
+    def flush(self, step: int, seconds: float, lr: float) -> None:
+        """Close the logging window at ``step``: its means become a CSV row, scalars and the bar's postfix."""
+        if not self.window:
+            return
+        means = {k: float(np.mean(v)) for k, v in self.window.items()}
+        self.window = {}
+        self.first = self.first or means
+        self.last = means
+        if self.csv is not None:
+            self.csv.write({"step": step, "seconds": round(seconds, 3), "lr": lr, **means})
+        self.scalars("train", means, step)
+        self.bar.set_postfix({k: f"{means[k]:.3g}" for k in ("total", "consistency", "cost", "policy") if k in means})
+
+    def scalars(self, prefix: str, values: Mapping[str, float], step: int) -> None:
+        """``prefix/key`` scalars at ``step`` to TensorBoard (rank 0)."""
+        if self.writer is not None:
+            for k, v in values.items():
+                self.writer.add_scalar(f"{prefix}/{k}", v, step)
+
+    def close(self) -> None:
+        """Close the bar and the event file (the CSV is closed after every row)."""
+        self.bar.close()
+        if self.writer is not None:
+            self.writer.close()
+
+
+class _StopSignals:
+    """While entered, SIGINT/SIGTERM set :attr:`received` instead of stopping the process.
+
+    The loop reads it between steps, saves and returns; a second signal raises ``KeyboardInterrupt``
+    at once (quit without saving). Python delivers signals to the main thread only, so elsewhere
+    (a training thread) this does nothing.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.received: signal.Signals | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+        self._previous = {}
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.received is not None:
+            raise KeyboardInterrupt
+        self.received = signal.Signals(signum)
+
+
+# -- set-up ----------------------------------------------------------------------------------------
+@dataclass
+class _Run:
+    """Everything one :func:`train` call works with, built by :func:`_setup`."""
+
+    settings: RunSettings
+    run_dir: Path
+    device: torch.device
+    world: int
+    rank: int
+    cache: FrameCache
+    tokenizer: Tokenizer
+    spec: RobotSpec
+    normalizer: Normalizer
+    model: WorldModel
+    target: WorldModel | None
+    loss_fn: WorldModelLoss
+    train_fn: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    sampler: WindowSampler
+    val_sampler: WindowSampler | None
+    batch_size: int
+    start_step: int
+    config_to_save: dict[str, Any]
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the process that logs and saves."""
+        return self.rank == 0
+
+
+def _setup_process(settings: RunSettings) -> tuple[torch.device, int, int]:
+    """``(device, world size, rank)``; joins the DDP process group under ``torchrun``."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
-    distributed = world > 1
     device = resolve_device(settings.device)
-    if distributed:
-        local = int(os.environ.get("LOCAL_RANK", "0"))
+    if world > 1:
         if device.type == "cuda":
-            device = torch.device("cuda", local)
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
             torch.cuda.set_device(device)
         if not dist.is_initialized():
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    if ts.num_threads > 0:
-        torch.set_num_threads(ts.num_threads)
-    is_main = rank == 0
+    if settings.train.num_threads > 0:
+        torch.set_num_threads(settings.train.num_threads)
+    return device, world, rank
+
+
+def _build_model(
+    settings: RunSettings, model_cfg: ModelConfig, cache: FrameCache, resuming: bool
+) -> tuple[WorldModel, Normalizer, int]:
+    """``(model, normalizer, start step)``: fresh with the dataset's stats, or the checkpoint's weights and stats."""
     run_dir = Path(settings.out)
-    if ts.target not in ("stopgrad", "ema"):
-        raise ValueError(f"train.target must be 'stopgrad' or 'ema', got {ts.target!r}")
-    ts.loss.check()
-
-    # data
-    image_size = (int(ms.image_size[0]), int(ms.image_size[1]))
-    cache = load_frames(
-        settings.data,
-        image_size,
-        cameras=ms.cameras,
-        repo_id=settings.repo_id,
-        video_backend=ts.video_backend,
-        progress=ts.progress and is_main,
-    )
-    tokenizer = Tokenizer(ms.vocab_buckets, ms.max_tokens, ms.bigrams)
-    model_cfg = build_model_config(ms, cache, tokenizer, env_state_head=ts.loss.env_state > 0)
-    spec = dataset_spec(get_robot_spec(settings.robot), cache, image_size)
-
-    has_ckpt = (run_dir / "checkpoint.json").exists()
-    resume = str(settings.resume).lower()
-    if resume not in ("auto", "true", "false"):
-        raise ValueError(f"resume must be auto, true or false, got {settings.resume!r}")
-    if resume == "true" and not has_ckpt:
-        raise CheckpointError(f"resume=true but {run_dir} holds no checkpoint")
-    if resume == "false" and has_ckpt:
-        raise CheckpointError(
-            f"{run_dir} already holds a checkpoint; choose another out= or resume=auto to continue it"
-        )
-    resuming = has_ckpt and resume != "false"
-
-    torch.manual_seed(ts.seed)
+    torch.manual_seed(settings.train.seed)
     model = WorldModel(model_cfg)
     start_step = 0
     if resuming:
         manifest = _check_resume(run_dir, model_cfg, (cache.state.shape[1], cache.action.shape[1]))
         normalizer = Normalizer.from_dict(json.loads((run_dir / "stats.json").read_text()))
-        from safetensors.torch import load_file
-
-        load_weights(model, load_file(str(run_dir / "model.safetensors")), str(run_dir / "model.safetensors"))
+        weights = run_dir / "model.safetensors"
+        load_weights(model, load_file(str(weights)), str(weights))
         start_step = int(manifest["step"])
     else:
-        normalizer = cache.normalizer(image_size)
+        normalizer = cache.normalizer(model_cfg.image_size)
     model.set_proprio_map(normalizer.state_mean, normalizer.state_std, normalizer.action_min, normalizer.action_max)
     if model.env_state_dim > 0 and not resuming:  # a resumed model brings its own (saved buffers)
         assert cache.env_state is not None
         model.set_env_state_stats(*env_state_statistics(cache.env_state))
-    env_stats = (
-        (model.env_state_mean.numpy().copy(), model.env_state_std.numpy().copy()) if model.env_state_dim > 0 else None
-    )
+    return model, normalizer, start_step
+
+
+def _build_optimization(
+    settings: RunSettings, model: WorldModel, cache: FrameCache, device: torch.device, world: int, resuming: bool
+) -> tuple[WorldModel | None, WorldModelLoss, torch.nn.Module, torch.optim.Optimizer]:
+    """``(EMA target or None, loss, the module a step calls (DDP-wrapped under torchrun), AdamW)``."""
+    ts, run_dir = settings.train, Path(settings.out)
     model.to(device).train()
     target = None
     if ts.target == "ema":
         target = copy.deepcopy(model).requires_grad_(False)
         if resuming:
-            state = load_train_state(run_dir)
-            ema = {k[len("ema.") :]: v for k, v in state.items() if k.startswith("ema.")}
+            ema = {k[len("ema.") :]: v for k, v in load_train_state(run_dir).items() if k.startswith("ema.")}
             if ema:
                 load_weights(target, ema, "EMA target in train_state.safetensors")
     loss_fn = WorldModelLoss(model, ts.loss)
@@ -381,138 +635,199 @@ def train(settings: RunSettings, full_config: dict[str, Any] | None = None) -> T
     if resuming and (run_dir / "optimizer.safetensors").exists():
         load_optimizer_state(run_dir, optimizer)
     train_fn: torch.nn.Module = loss_fn
-    if distributed:
-        from torch.nn.parallel import DistributedDataParallel
-
+    if world > 1:
         unused = cache.reward is None or cache.success is None
-        train_fn = DistributedDataParallel(
-            loss_fn, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=unused
-        )
+        ids = [device.index] if device.type == "cuda" else None
+        train_fn = DistributedDataParallel(loss_fn, device_ids=ids, find_unused_parameters=unused)
+    return target, loss_fn, train_fn, optimizer
 
-    train_eps, val_eps = split_episodes(cache.num_episodes, ts.val_fraction, ts.seed)
-    sampler = WindowSampler(
-        cache,
-        normalizer,
-        tokenizer,
-        ts.horizon,
-        ms.chunk_len,
-        train_eps,
-        motion_weighting=ts.motion_weighting,
-        env_state_stats=env_stats,
-    )
-    val_sampler = (
-        WindowSampler(cache, normalizer, tokenizer, ts.horizon, ms.chunk_len, val_eps, env_state_stats=env_stats)
-        if len(val_eps)
+
+def _build_samplers(
+    settings: RunSettings, cache: FrameCache, normalizer: Normalizer, tokenizer: Tokenizer, model: WorldModel
+) -> tuple[WindowSampler, WindowSampler | None]:
+    """Training and (when episodes are held out) validation window samplers."""
+    ts = settings.train
+    env_stats = (
+        (model.env_state_mean.cpu().numpy().copy(), model.env_state_std.cpu().numpy().copy())
+        if model.env_state_dim > 0
         else None
     )
-    rng = np.random.default_rng([ts.seed, rank, start_step])
-    per_rank_batch = max(1, ts.batch_size // world)
+    train_eps, val_eps = split_episodes(cache.num_episodes, ts.val_fraction, ts.seed)
+    common = (cache, normalizer, tokenizer, ts.horizon, model.config.chunk_len)
+    sampler = WindowSampler(*common, train_eps, motion_weighting=ts.motion_weighting, env_state_stats=env_stats)
+    val = WindowSampler(*common, val_eps, env_state_stats=env_stats) if len(val_eps) else None
+    return sampler, val
 
-    config_to_save = full_config if full_config is not None else asdict(settings)
-    writer = None
-    csv_log = None
-    if is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        from torch.utils.tensorboard import SummaryWriter
 
-        writer = SummaryWriter(str(run_dir / "tb"), purge_step=start_step if resuming else None)
-        csv_log = _CsvLog(run_dir / "train_log.csv")
-        for note in cache.skipped:
-            print(f"latent-vla train: {note}")
-        if model.env_state_dim > 0:
-            print(
-                f"latent-vla train: auxiliary head on observation.environment_state ({model.env_state_dim} values, "
-                f"weight {ts.loss.env_state}); it is for training and inspection only"
-            )
+def _setup(settings: RunSettings, full_config: dict[str, Any] | None) -> _Run:
+    """Check everything that needs no data, then decode the dataset and build model, optimizer and samplers."""
+    settings.check()
+    model_group = model_settings(settings.model)
+    tokenizer = make_tokenizer(settings.tokenizer)
+    resuming = _check_out(settings, model_group)
+    device, world, rank = _setup_process(settings)
+    ts = settings.train
+    image_size = tuple(model_group["image_size"])
+    cache = load_frames(
+        settings.data,
+        image_size,
+        cameras=model_group["camera_names"],
+        repo_id=settings.repo_id,
+        video_backend=ts.video_backend,
+        progress=ts.progress and rank == 0,
+    )
+    model_cfg = build_model_config(model_group, cache, tokenizer, env_state_head=ts.loss.env_state > 0)
+    model, normalizer, start_step = _build_model(settings, model_cfg, cache, resuming)
+    target, loss_fn, train_fn, optimizer = _build_optimization(settings, model, cache, device, world, resuming)
+    sampler, val_sampler = _build_samplers(settings, cache, normalizer, tokenizer, model)
+    return _Run(
+        settings=settings,
+        run_dir=Path(settings.out),
+        device=device,
+        world=world,
+        rank=rank,
+        cache=cache,
+        tokenizer=tokenizer,
+        spec=dataset_spec(get_robot_spec(settings.robot), cache, model_cfg.image_size),
+        normalizer=normalizer,
+        model=model,
+        target=target,
+        loss_fn=loss_fn,
+        train_fn=train_fn,
+        optimizer=optimizer,
+        sampler=sampler,
+        val_sampler=val_sampler,
+        batch_size=max(1, ts.batch_size // world),
+        start_step=start_step,
+        config_to_save=full_config if full_config is not None else asdict(settings),
+    )
 
-    def save(step: int) -> None:
-        if not is_main:
-            return
-        extra = {f"ema.{k}": v for k, v in target.state_dict().items()} if target is not None else None
-        save_checkpoint(run_dir, model, normalizer, tokenizer, spec, config_to_save, step, optimizer, train_state=extra)
 
-    budget_s = ts.minutes * 60.0
-    t_start = time.monotonic()
-    last_save = t_start
-    step = start_step
-    window: dict[str, list[float]] = {}
-    first: dict[str, float] = {}
-    last: dict[str, float] = {}
-    val: dict[str, float] = {}
-    bar = tqdm(total=max(ts.steps - start_step, 0), desc="train", disable=not (ts.progress and is_main), unit="step")
-    while step < ts.steps:
-        stop = time.monotonic() - t_start >= budget_s
-        if distributed:
-            flag = torch.tensor([1.0 if stop else 0.0], device=device)
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-            stop = bool(flag.item() > 0)
-        if stop:
-            break
-        for g in optimizer.param_groups:
-            g["lr"] = _lr_at(step, ts)
-        batch = sampler.sample(per_rank_batch, rng).to(device)
-        total, terms = train_fn(batch, target)
-        optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), ts.grad_clip if ts.grad_clip > 0 else math.inf)
-        if not torch.isfinite(total):
-            raise FloatingPointError(
-                f"loss is {float(total)} at step {step}: terms { ({k: float(v) for k, v in terms.items()}) }"
-            )
-        optimizer.step()
-        if target is not None:
-            _ema_update(target, model, ts.ema_tau)
+# -- the loop --------------------------------------------------------------------------------------
+def _train_step(run: _Run, step: int, rng: np.random.Generator) -> tuple[dict[str, torch.Tensor], float]:
+    """One optimizer step at (0-based) ``step``; returns the loss terms and the pre-clip grad norm."""
+    ts = run.settings.train
+    for g in run.optimizer.param_groups:
+        g["lr"] = _lr_at(step, ts)
+    batch = run.sampler.sample(run.batch_size, rng).to(run.device)
+    total, terms = run.train_fn(batch, run.target)
+    run.optimizer.zero_grad(set_to_none=True)
+    total.backward()
+    clip = ts.grad_clip if ts.grad_clip > 0 else math.inf
+    grad_norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), clip)
+    if not torch.isfinite(total):
+        raise FloatingPointError(
+            f"loss is {float(total)} at step {step}: terms { ({k: float(v) for k, v in terms.items()}) }"
+        )
+    run.optimizer.step()
+    if run.target is not None:
+        _ema_update(run.target, run.model, ts.ema_tau)
+    return terms, float(grad_norm)
+
+
+def _should_stop(run: _Run, elapsed_s: float, signals: _StopSignals) -> bool:
+    """Out of time, or a signal arrived; under DDP every rank stops when any one would."""
+    stop = elapsed_s >= run.settings.train.minutes * 60.0 or signals.received is not None
+    if run.world > 1:
+        flag = torch.tensor([1.0 if stop else 0.0], device=run.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        stop = bool(flag.item() > 0)
+    return stop
+
+
+def _validate(run: _Run, progress: _Progress, step: int, batches: int) -> dict[str, float]:
+    """Validation terms on the held-out episodes (rank 0; empty when there are none), logged as ``val/*``."""
+    if not run.is_main or run.val_sampler is None:
+        return {}
+    val = evaluate(run.loss_fn, run.val_sampler, batches, run.batch_size, run.settings.train.seed, run.device)
+    progress.scalars("val", val, step)
+    return val
+
+
+def _save(run: _Run, step: int) -> None:
+    """Write a resumable checkpoint of ``step`` (rank 0): weights, stats, AdamW state, EMA target."""
+    if not run.is_main:
+        return
+    extra = {f"ema.{k}": v for k, v in run.target.state_dict().items()} if run.target is not None else None
+    save_checkpoint(
+        run.run_dir,
+        run.model,
+        run.normalizer,
+        run.tokenizer,
+        run.spec,
+        run.config_to_save,
+        step,
+        run.optimizer,
+        train_state=extra,
+    )
+
+
+def _optimize(run: _Run, progress: _Progress, signals: _StopSignals) -> tuple[int, float]:
+    """Step until ``train.steps``, ``train.minutes`` or a signal; returns ``(step, seconds)``."""
+    ts = run.settings.train
+    rng = np.random.default_rng([ts.seed, run.rank, run.start_step])
+    t_start = last_save = time.monotonic()
+    step = run.start_step
+    while step < ts.steps and not _should_stop(run, time.monotonic() - t_start, signals):
+        terms, grad_norm = _train_step(run, step, rng)
         step += 1
-        bar.update(1)
-        for k, v in terms.items():
-            window.setdefault(k, []).append(float(v))
-        window.setdefault("grad_norm", []).append(float(grad_norm))
+        progress.add(terms, grad_norm)
         if step % ts.log_every == 0 or step == ts.steps:
-            means = {k: float(np.mean(v)) for k, v in window.items()}
-            window = {}
-            if not first:
-                first = means
-            last = means
-            if is_main:
-                elapsed = time.monotonic() - t_start
-                row = {"step": step, "seconds": round(elapsed, 3), "lr": optimizer.param_groups[0]["lr"], **means}
-                csv_log.write(row)
-                for k, v in means.items():
-                    writer.add_scalar(f"train/{k}", v, step)
-                bar.set_postfix(
-                    {k: f"{means[k]:.3g}" for k in ("total", "consistency", "cost", "policy") if k in means}
-                )
-        if is_main and val_sampler is not None and ts.val_every > 0 and step % ts.val_every == 0:
-            val = evaluate(loss_fn, val_sampler, 2, per_rank_batch, ts.seed, device)
-            for k, v in val.items():
-                writer.add_scalar(f"val/{k}", v, step)
-        if is_main and time.monotonic() - last_save >= ts.save_every_minutes * 60.0:
-            save(step)
+            progress.flush(step, time.monotonic() - t_start, run.optimizer.param_groups[0]["lr"])
+        if ts.val_every > 0 and step % ts.val_every == 0:
+            _validate(run, progress, step, batches=2)
+        if time.monotonic() - last_save >= ts.save_every_minutes * 60.0:
+            _save(run, step)
             last_save = time.monotonic()
-    bar.close()
-    seconds = time.monotonic() - t_start
-    if window:
-        means = {k: float(np.mean(v)) for k, v in window.items()}
-        first = first or means
-        last = means
-    if is_main and val_sampler is not None:
-        val = evaluate(loss_fn, val_sampler, 4, per_rank_batch, ts.seed, device)
-        for k, v in val.items():
-            writer.add_scalar(f"val/{k}", v, step)
-    save(step)
-    if writer is not None:
-        writer.close()
-    if distributed:
+    return step, time.monotonic() - t_start
+
+
+def train(settings: RunSettings, full_config: dict[str, Any] | None = None) -> TrainResult:
+    """Train (or resume) a world model; see the module docstring.
+
+    SIGINT/SIGTERM during the loop stop it after the current step: the checkpoint is saved, the logs
+    closed, and the result says so (``interrupted``); a second signal quits at once.
+
+    Args:
+        settings: validated settings (:func:`settings_from_config`).
+        full_config: the resolved configuration to save as ``config.yaml`` (default: ``settings``).
+
+    Raises:
+        UserError: a bad setting, an unusable ``out``, or a checkpoint there of another model (all
+            before any data is decoded, except dimensions only the dataset tells).
+        latent_vla.data.DatasetError: unusable dataset.
+        latent_vla.checkpoint.CheckpointError: a corrupt checkpoint in ``out``.
+    """
+    run = _setup(settings, full_config)
+    if run.is_main:
+        for note in run.cache.skipped:
+            print(f"latent-vla train: {note}")
+        if run.model.env_state_dim > 0:
+            print(
+                f"latent-vla train: auxiliary head on observation.environment_state ({run.model.env_state_dim} "
+                f"values, weight {settings.train.loss.env_state}); it is for training and inspection only"
+            )
+    progress = _Progress(run.run_dir, run.start_step, settings.train.steps, run.is_main, settings.train.progress)
+    with _StopSignals() as signals:
+        try:
+            step, seconds = _optimize(run, progress, signals)
+            progress.flush(step, seconds, run.optimizer.param_groups[0]["lr"])
+            val = _validate(run, progress, step, batches=4) if signals.received is None else {}
+            _save(run, step)
+        finally:
+            progress.close()
+    if run.world > 1:
         dist.barrier()
     return TrainResult(
-        run_dir=run_dir,
+        run_dir=run.run_dir,
         step=step,
-        steps_this_call=step - start_step,
+        steps_this_call=step - run.start_step,
         seconds=seconds,
-        first=first,
-        last=last,
+        first=progress.first,
+        last=progress.last,
         val=val,
-        skipped=list(cache.skipped),
-        num_parameters=model.num_parameters(),
-        world_size=world,
+        skipped=list(run.cache.skipped),
+        num_parameters=run.model.num_parameters(),
+        world_size=run.world,
+        interrupted=signals.received.name if signals.received is not None else None,
     )

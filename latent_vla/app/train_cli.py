@@ -1,22 +1,27 @@
 """``latent-vla train``: thin wiring from the Hydra config to :func:`latent_vla.train.train`.
 
 Prints a summary table at the end and writes ``train_summary.json`` (figures of the run) into ``out``.
+Stopped by Ctrl-C or SIGTERM, training saves a checkpoint first; the command then prints one line on
+stderr (where the checkpoint is, how to resume) and exits ``128 + signal`` (130 for SIGINT, 143 for SIGTERM).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from latent_vla.base.errors import UserError
 from latent_vla.checkpoint import CheckpointError
 from latent_vla.data import DatasetError
+from latent_vla.train import TrainResult, settings_from_config, train
 
 
-def summary_dict(result) -> dict[str, Any]:
+def summary_dict(result: TrainResult) -> dict[str, Any]:
     """JSON-ready figures of a :class:`~latent_vla.train.TrainResult`."""
     return {
         "run_dir": str(result.run_dir),
@@ -30,6 +35,7 @@ def summary_dict(result) -> dict[str, Any]:
         "last": result.last,
         "val": result.val,
         "skipped": result.skipped,
+        "interrupted": result.interrupted,
     }
 
 
@@ -56,21 +62,23 @@ def print_summary(summary: dict[str, Any]) -> None:
 
 def main(cfg: DictConfig) -> int:
     """Run ``latent-vla train`` with a composed config; returns the exit code."""
-    from latent_vla.train import settings_from_config, train
-
     try:
         settings = settings_from_config(cfg)
-    except Exception as exc:  # OmegaConf validation errors have many types
-        print(f"latent-vla train: bad configuration: {exc}", file=sys.stderr)
-        return 2
-    full = OmegaConf.to_container(cfg, resolve=True)
-    try:
-        result = train(settings, full_config=full)  # type: ignore[arg-type]
-    except (DatasetError, CheckpointError) as exc:
+        result = train(settings, full_config=OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
+    except (UserError, DatasetError, CheckpointError) as exc:
         print(f"latent-vla train: {exc}", file=sys.stderr)
         return 2
-    if int(os.environ.get("RANK", "0")) == 0:
-        summary = summary_dict(result)
-        (result.run_dir / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    code = 128 + signal.Signals[result.interrupted].value if result.interrupted else 0
+    if int(os.environ.get("RANK", "0")) != 0:
+        return code
+    summary = summary_dict(result)
+    (result.run_dir / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if result.interrupted:
+        print(
+            f"latent-vla train: stopped by {result.interrupted} at step {result.step}; checkpoint saved in "
+            f"{result.run_dir}; run the same command again (resume=auto) to continue from step {result.step}",
+            file=sys.stderr,
+        )
+    else:
         print_summary(summary)
-    return 0
+    return code

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -15,7 +16,8 @@ import torch
 from synthetic_data import make_synthetic_dataset, tiny_run_settings
 
 from latent_vla.app.cli import main as cli_main
-from latent_vla.checkpoint import CheckpointError, load_checkpoint, read_manifest
+from latent_vla.base.errors import UserError
+from latent_vla.checkpoint import load_checkpoint, read_manifest
 from latent_vla.train import train
 
 SMALL_MODEL = [
@@ -85,21 +87,25 @@ def test_resume_continues_step_count(tiny_train_result, tiny_dataset_dir, tmp_pa
     assert train(tiny_run_settings(tiny_dataset_dir, run, steps=90)).steps_this_call == 0
 
 
-def test_resume_refuses_mismatches(tiny_train_result, tiny_dataset_dir, tmp_path):
+def test_resume_refuses_mismatches(tiny_train_result, tmp_path):
+    """Refused before any data is decoded: the data path does not even exist."""
     run = tmp_path / "mismatch"
     shutil.copytree(tiny_train_result.run_dir, run)
-    settings = tiny_run_settings(tiny_dataset_dir, run, steps=85)
-    settings.model.latent_dim = 64
-    with pytest.raises(CheckpointError, match="latent_dim"):
+    before = sorted(p.name for p in run.iterdir())
+    no_data = tmp_path / "no-such-dataset"
+    settings = tiny_run_settings(no_data, run, steps=85)
+    settings.model["latent_dim"] = 64
+    with pytest.raises(UserError, match="latent_dim: checkpoint 32 vs config/dataset 64"):
         train(settings)
-    settings = tiny_run_settings(tiny_dataset_dir, run, steps=85)
+    settings = tiny_run_settings(no_data, run, steps=85)
     settings.resume = "false"
-    with pytest.raises(CheckpointError, match="already holds a checkpoint"):
+    with pytest.raises(UserError, match="already holds a checkpoint"):
         train(settings)
-    settings = tiny_run_settings(tiny_dataset_dir, tmp_path / "empty", steps=85)
+    settings = tiny_run_settings(no_data, tmp_path / "empty", steps=85)
     settings.resume = "true"
-    with pytest.raises(CheckpointError, match="holds no checkpoint"):
+    with pytest.raises(UserError, match="holds no checkpoint"):
         train(settings)
+    assert sorted(p.name for p in run.iterdir()) == before and not (tmp_path / "empty").exists()
 
 
 def test_cli_trains_on_differently_named_cameras_without_task_signals(tmp_path, capsys):
@@ -146,7 +152,7 @@ def test_planning_switches_and_ema_target(tiny_dataset_dir, tmp_path):
     assert res2.step == 6  # resumes with its EMA target
     bad = tiny_run_settings(tiny_dataset_dir, tmp_path / "bad", steps=1)
     bad.train.loss.policy_loss = "huber"
-    with pytest.raises(ValueError, match="policy_loss"):
+    with pytest.raises(UserError, match="policy_loss"):
         train(bad)
 
 
@@ -196,19 +202,21 @@ def test_hydra_configs_compose_and_validate():
     from hydra.errors import ConfigCompositionException
 
     from latent_vla.app.cli import compose
-    from latent_vla.train import LossWeights, ModelSettings, TrainSettings, settings_from_config
+    from latent_vla.base.text import Tokenizer
+    from latent_vla.train import LossWeights, TrainSettings, model_settings, settings_from_config
 
     cfg = compose("train", ["data=/x", "train=planning", "model.norm=layernorm", "train.minutes=1"])
     s = settings_from_config(cfg)
     assert s.train.loss.adversarial == 1.0 and s.train.loss.straightness == 0.1 and s.train.minutes == 1.0
-    assert s.model.norm == "layernorm" and s.train.batch_size == 64
+    assert s.model["norm"] == "layernorm" and s.train.batch_size == 64
     # the YAML defaults are the dataclass defaults (one schema, no drift)
     default = settings_from_config(compose("train", ["data=/x"]))
-    assert default.model == ModelSettings() and default.train.loss == LossWeights()
+    assert default.model == model_settings({}) and default.train.loss == LossWeights()
+    assert default.tokenizer == asdict(Tokenizer())
     assert {k: v for k, v in vars(default.train).items() if k != "loss"} == {
         k: v for k, v in vars(TrainSettings()).items() if k != "loss"
     }
     with pytest.raises(ConfigCompositionException):
         compose("train", ["data=/x", "train.loss.nonsense=1"])
-    with pytest.raises(Exception, match="batch_size"):
+    with pytest.raises(UserError, match="batch_size"):
         settings_from_config({"data": "/x", "train": {"batch_size": "many"}})
