@@ -127,6 +127,7 @@ def load_brain(
     robot_spec: RobotSpec = SO101,
     mode: str = "grad",
     budget_ms: float | None = None,
+    brain_sha256: str | None = None,
     **kwargs: Any,
 ) -> Brain:
     """Build a brain from a command-line string.
@@ -140,6 +141,8 @@ def load_brain(
         mode: ``"policy"`` (policy head only) or a planner: ``"grad"``, ``"cem"``, ``"mppi"``
             (``"random"`` for training runs only). Ignored by the scripted brain.
         budget_ms: anytime planning budget per tick, milliseconds (planner modes).
+        brain_sha256: pin of an ONNX bundle: the sha256 of its ``manifest.json`` printed by ``export``;
+            another manifest is refused (``export.runtime.IntegrityError``). Only for bundles.
         **kwargs: passed to the brain's constructor / loader.
 
     Raises:
@@ -148,6 +151,8 @@ def load_brain(
             made for another arm.
         BrainNotAvailable: the part implementing that brain kind is not installed or has not landed.
     """
+    if brain_sha256 is not None and not (Path(spec_string).expanduser() / "manifest.json").is_file():
+        raise ValueError(f"brain_sha256 pins an ONNX bundle (a directory with manifest.json), not {spec_string!r}")
     if spec_string == "scripted":
         brain: Brain = ScriptedBrain(robot_spec, **kwargs)
         brain.reset(instruction)
@@ -164,7 +169,11 @@ def load_brain(
         load = _import_part("export.runtime", "load_bundle_brain", "an ONNX bundle brain")
         if mode == "random":
             raise ValueError("an ONNX bundle brain supports modes policy, grad, cem, mppi; not random")
+        if brain_sha256 is not None:  # refuse another manifest before onnxruntime parses any of its graphs
+            _import_part("export.runtime", "read_manifest", "an ONNX bundle brain")(path, expected_sha256=brain_sha256)
         brain = load(path, mode=mode, robot=robot_spec, budget_ms=None if mode == "policy" else budget_ms, **kwargs)
+        if brain_sha256 is not None:  # and check the manifest actually loaded (it could be swapped in between)
+            brain.bundle.check_sha256(brain_sha256)
     elif (path / "model.safetensors").is_file():
         if mode == "policy":
             cls = _import_part("planners.brains", "PolicyBrain", "a torch policy brain")
