@@ -361,13 +361,13 @@ def load_checkpoint(run_dir: str | os.PathLike, map_location: str | torch.device
     tokenizer = _parse_json(run_dir, "tokenizer.json", Tokenizer.from_dict)
     spec = _parse_json(run_dir, "spec.json", RobotSpec.from_dict)
     config = _read_config(run_dir)
-    problems = _fit_problems(model_cfg, normalizer, tokenizer, spec)
-    if problems:
-        raise CheckpointError(f"checkpoint {run_dir} does not fit together: " + "; ".join(problems[:4]))
-    try:
+    try:  # first, so that model.json's values are known to be sizes
         model = WorldModel(model_cfg)
     except (TypeError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"checkpoint {run_dir}: model.json describes no buildable model: {exc}") from None
+    problems = _fit_problems(model_cfg, normalizer, tokenizer, spec)
+    if problems:
+        raise CheckpointError(f"checkpoint {run_dir} does not fit together: " + "; ".join(problems[:4]))
     load_weights(model, _load_tensors(run_dir / "model.safetensors", "cpu"), f"{run_dir / 'model.safetensors'}")
     model.to(map_location).eval()
     return Checkpoint(model, normalizer, tokenizer, spec, config, int(manifest["step"]), run_dir)

@@ -234,7 +234,10 @@ def limit_problems(norm: Normalizer, spec: RobotSpec, margin: float = LIMIT_MARG
     Returns:
         One message per problem, each naming the field, the joint and both values.
     """
-    lo, hi = spec.lower, spec.upper
+    try:
+        lo, hi = spec.lower, spec.upper
+    except (TypeError, ValueError):
+        return [f"robot spec {spec.name!r} has non-numeric joint limits"]
     if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi)) and np.all(lo < hi)):
         return [f"robot spec {spec.name!r} has non-finite or inverted joint limits {lo.tolist()}..{hi.tolist()}"]
     j = spec.num_joints

@@ -177,6 +177,12 @@ def test_non_finite_robot_limits_are_refused(copy):
         load_bundle(copy)
 
 
+def test_non_numeric_robot_limits_are_refused(copy):
+    edit_manifest(copy, lambda d: d["robot_spec"]["joints"][0].update(lower="low"))
+    with pytest.raises(ManifestError, match="non-numeric joint limits"):
+        load_bundle(copy)
+
+
 def test_a_koch_bundle_is_refused_on_the_so101(copy):
     edit_manifest(copy, lambda d: d.update(robot_spec=json.loads(json.dumps(KOCH.to_dict()))))
     assert load_bundle(copy).spec == KOCH  # a consistent Koch bundle

@@ -210,8 +210,11 @@ BAD_METADATA = [
     ),
     ("stats.json", lambda d: d.update(action_min=[-1e6] * 6), r"action_min of shoulder_pan is -1e\+06"),
     ("spec.json", lambda d: d["joints"][1].update(lower=200.0), "non-finite or inverted joint limits"),
+    ("spec.json", lambda d: d["joints"][0].update(upper="far"), "non-numeric joint limits"),
     ("spec.json", lambda d: d["joints"].pop(), r"model\.json action_dim 6 != robot 'so101''s 5 joints"),
     ("tokenizer.json", lambda d: d.update(num_buckets=1000), r"yields ids up to 1000, model\.json has 101 rows"),
+    ("model.json", lambda d: d.update(latent_dim="big"), r"model\.json is malformed"),
+    ("model.json", lambda d: d.update(hidden=-5), r"model\.json describes no buildable model"),
     ("model.json", lambda d: d.update(mystery=1), r"model\.json is malformed: unknown model config keys \['mystery'\]"),
 ]
 
