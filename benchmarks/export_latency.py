@@ -51,7 +51,9 @@ def _random_checkpoint(run_dir: Path) -> Path:
     model = WorldModel(ModelConfig(camera_names=("front", "wrist"), state_dim=6, action_dim=6))  # default sizes
     rng = np.random.default_rng(0)
     norm = Normalizer.from_arrays(
-        rng.uniform(-45, 45, (100, 6)), rng.uniform(-50, 50, (100, 6)), camera_names=("front", "wrist")
+        rng.uniform(0.4 * SO101.lower, 0.4 * SO101.upper, (100, 6)),  # within the joint limits, as load checks
+        rng.uniform(0.45 * SO101.lower, 0.45 * SO101.upper, (100, 6)),
+        camera_names=("front", "wrist"),
     )
     save_checkpoint(run_dir, model, norm, Tokenizer(), SO101, {"benchmark": True}, 0)
     return run_dir

@@ -4,7 +4,9 @@
 dynamic batch axis, runs each one in onnxruntime against PyTorch on fresh inputs (the export fails if
 an fp32 graph differs by more than ``settings.parity_tol``), writes the fp16 / int8 variants of the
 encoder and the policy with their measured error, and finally writes ``manifest.json`` (last, so a
-half-written bundle never loads).
+half-written bundle never loads). The sha256 of ``manifest.json``, which holds the sha256 of every graph,
+pins the whole bundle: it is logged, written to ``manifest.sha256`` (``sha256sum -c`` format) and returned
+as :attr:`ExportResult.manifest_sha256`, for ``latent-vla run brain_sha256=<hex>``.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ log = logging.getLogger("latent_vla.export")
 
 _ONNX_TYPES = {1: "float32", 10: "float16", 7: "int64", 6: "int32", 2: "uint8", 9: "bool"}
 VARIANT_GRAPHS = ("encoder", "policy")  # graphs that get fp16 / int8 variants
+PIN_NAME = "manifest.sha256"  # the manifest's sha256, as `sha256sum manifest.json` writes it
 
 
 class ExportError(RuntimeError):
@@ -211,15 +214,21 @@ def _max_err(a: Any, b: Any) -> float:
 
 @dataclass
 class ExportResult:
-    """What :func:`export_bundle` wrote: the manifest, one report row per file, and the bundle path."""
+    """What :func:`export_bundle` wrote: the manifest, one report row per file, the bundle path, and the
+    hex sha256 of ``manifest.json`` (the bundle's pin)."""
 
     manifest: Manifest
     rows: list[ReportRow]
     path: Path
+    manifest_sha256: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready figures (``export_report.json``)."""
-        return {"bundle": str(self.path), "files": [asdict(r) for r in self.rows]}
+        return {
+            "bundle": str(self.path),
+            "manifest_sha256": self.manifest_sha256,
+            "files": [asdict(r) for r in self.rows],
+        }
 
 
 def _observations_to_inputs(
@@ -268,6 +277,7 @@ def export_bundle(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST_NAME).unlink(missing_ok=True)  # a half-written bundle must not look valid
+    (out / PIN_NAME).unlink(missing_ok=True)
     gen = torch.Generator().manual_seed(settings.seed)
     h, w = model.image_size
     cams = list(model.camera_names)
@@ -430,8 +440,10 @@ def export_bundle(
         },
         schema_version=SCHEMA_VERSION,
     )
-    write_manifest(out, manifest)
-    return ExportResult(manifest, rows, out)
+    digest = sha256_file(write_manifest(out, manifest))
+    (out / PIN_NAME).write_text(f"{digest}  {MANIFEST_NAME}\n", encoding="utf-8")
+    log.info("manifest.json sha256 %s: pin this bundle with `latent-vla run brain_sha256=%s`", digest, digest)
+    return ExportResult(manifest, rows, out, digest)
 
 
 def planner_section(settings: ExportSettings) -> dict[str, Any]:

@@ -173,6 +173,7 @@ def load_brain(
     robot_spec: RobotSpec = SO101,
     mode: str = "grad",
     budget_ms: float | None = None,
+    brain_sha256: str | None = None,
     **kwargs: Any,
 ) -> Brain:
     """Build a brain from a command-line string: ``"scripted"`` or a model path (:func:`load_model_brain`).
@@ -184,8 +185,12 @@ def load_brain(
         mode: ``"policy"`` or a planner (see :func:`load_model_brain`); ignored by the scripted brain.
         budget_ms: anytime planning budget per tick, milliseconds, overriding the planner config's
             (planner modes; ``None`` keeps the config's).
+        brain_sha256: pin of an ONNX bundle: the sha256 of its ``manifest.json`` printed by ``export``;
+            another manifest is refused (``export.runtime.IntegrityError``). Only for bundles.
         **kwargs: the scripted brain's arguments, or :func:`load_model_brain`'s.
     """
+    if brain_sha256 is not None and not (Path(spec_string).expanduser() / "manifest.json").is_file():
+        raise ValueError(f"brain_sha256 pins an ONNX bundle (a directory with manifest.json), not {spec_string!r}")
     if spec_string == "scripted":
         brain: Brain = ScriptedBrain(robot_spec, **kwargs)
         brain.reset(instruction)
@@ -193,4 +198,6 @@ def load_brain(
     planner = dict(kwargs.pop("planner", None) or {})
     if budget_ms is not None and mode != "policy":
         planner["budget_ms"] = budget_ms
+    if brain_sha256 is not None:
+        kwargs["expected_sha256"] = brain_sha256
     return load_model_brain(spec_string, instruction, robot_spec=robot_spec, mode=mode, planner=planner, **kwargs)

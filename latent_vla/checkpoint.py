@@ -15,6 +15,11 @@ A run directory holds (no pickle anywhere)::
 Every file is written to a temporary directory first and moved into place with ``os.replace``;
 ``checkpoint.json`` goes last and lists each file's sha256, so a half-written or corrupted checkpoint
 is refused on load with a message instead of being silently mixed.
+
+Loading trusts none of it: every problem (a missing or malformed ``checkpoint.json``, a hash mismatch,
+a JSON/YAML file that is not UTF-8, not parseable or absurdly nested, statistics whose sizes do not fit
+the model or whose bounds lie outside the robot's joint limits, weights that do not fit ``model.json``)
+is a :class:`CheckpointError` naming the file, at load time rather than at the first ``act()``.
 """
 
 from __future__ import annotations
@@ -35,16 +40,19 @@ import yaml
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from latent_vla.base.normalize import Normalizer
+from latent_vla.base.errors import UserError
+from latent_vla.base.files import read_json, read_small_file
+from latent_vla.base.normalize import Normalizer, limit_problems
 from latent_vla.base.robot_spec import RobotSpec
 from latent_vla.base.text import Tokenizer
 from latent_vla.model import ModelConfig, WorldModel
 
 FORMAT_VERSION = 1
 MANIFEST = "checkpoint.json"
+REQUIRED_FILES = ("model.safetensors", "model.json", "config.yaml", "stats.json", "tokenizer.json", "spec.json")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint directory is missing, incomplete, corrupt or does not match the model."""
 
 
@@ -206,11 +214,36 @@ def save_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _check_manifest(manifest: Any, path: Path) -> None:
+    """The structure of a parsed ``checkpoint.json``: format, step and a ``files`` table of plain names -> sha256."""
+    if not isinstance(manifest, Mapping):
+        raise CheckpointError(f"{path} must hold a JSON object, not {type(manifest).__name__}")
+    if manifest.get("format") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint format {manifest.get('format')} but this version reads {FORMAT_VERSION}"
+        )
+    step = manifest.get("step")
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        raise CheckpointError(f"{path}: step must be a non-negative integer, got {step!r}")
+    files = manifest.get("files")
+    if not isinstance(files, Mapping):
+        raise CheckpointError(f"{path} has no 'files' table of file name -> sha256 (not written by save_checkpoint)")
+    for name, digest in files.items():
+        if Path(name).name != name or name in {"", ".", ".."}:
+            raise CheckpointError(f"{path}: files entry {name!r} is not a plain file name inside the run directory")
+        if not isinstance(digest, str) or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+            raise CheckpointError(f"{path}: sha256 of {name} must be 64 lower-case hex digits, got {digest!r}")
+    missing = [f for f in REQUIRED_FILES if f not in files]
+    if missing:
+        raise CheckpointError(f"{path}: files table lacks {missing}")
+
+
 def read_manifest(run_dir: str | os.PathLike, verify: bool = True) -> dict[str, Any]:
-    """Read ``checkpoint.json`` and (optionally) check every file's sha256.
+    """Read ``checkpoint.json``, check its structure and (optionally) every file's sha256.
 
     Raises:
-        CheckpointError: when the directory is not a checkpoint, a file is missing or a hash differs.
+        CheckpointError: when the directory is not a checkpoint, the manifest is malformed, a file is
+            missing or a hash differs.
     """
     run_dir = Path(run_dir)
     path = run_dir / MANIFEST
@@ -220,24 +253,18 @@ def read_manifest(run_dir: str | os.PathLike, verify: bool = True) -> dict[str, 
         raise CheckpointError(
             f"{run_dir} holds no {MANIFEST}: not a latent-vla checkpoint (or one still being written)"
         )
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{path} is not valid JSON: {exc}") from exc
-    if manifest.get("format") != FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path}: checkpoint format {manifest.get('format')} but this version reads {FORMAT_VERSION}"
-        )
+    manifest = read_json(path, CheckpointError)
+    _check_manifest(manifest, path)
     if verify:
         for name, digest in manifest["files"].items():
             f = run_dir / name
-            if not f.exists():
+            if not f.is_file():
                 raise CheckpointError(f"checkpoint {run_dir} is incomplete: {name} is missing")
             if _sha256(f) != digest:
                 raise CheckpointError(
                     f"checkpoint {run_dir}: {name} is corrupt or was changed after saving (sha256 mismatch)"
                 )
-    return manifest
+    return dict(manifest)
 
 
 def _load_tensors(path: Path, map_location: str | torch.device) -> dict[str, torch.Tensor]:
@@ -269,6 +296,54 @@ def load_weights(model: WorldModel, weights: Mapping[str, torch.Tensor], source:
     model.load_state_dict(weights, strict=True)
 
 
+def _parse_json(run_dir: Path, name: str, parse: Any) -> Any:
+    """``parse(content of run_dir/name)``, every failure a :class:`CheckpointError` naming the file."""
+    data = read_json(run_dir / name, CheckpointError)
+    try:
+        return parse(data)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {run_dir}: {name} is malformed: {exc}") from None
+
+
+def _read_config(run_dir: Path) -> dict[str, Any]:
+    """``config.yaml`` as a dict; YAML errors (one line) and non-mappings are :class:`CheckpointError`."""
+    path = run_dir / "config.yaml"
+    try:
+        config = yaml.safe_load(read_small_file(path, CheckpointError).decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise CheckpointError(f"{path} is not UTF-8 text (bad byte at offset {exc.start})") from None
+    except yaml.YAMLError as exc:
+        raise CheckpointError(f"{path} is not valid YAML: {' '.join(str(exc).split())}") from None
+    except RecursionError:
+        raise CheckpointError(f"{path} is nested too deeply to be a training configuration") from None
+    if config is None:
+        return {}
+    if not isinstance(config, Mapping):
+        raise CheckpointError(f"{path} must hold a mapping of settings, not {type(config).__name__}")
+    return dict(config)
+
+
+def _fit_problems(cfg: ModelConfig, normalizer: Normalizer, tokenizer: Tokenizer, spec: RobotSpec) -> list[str]:
+    """Where ``stats.json``, ``tokenizer.json`` and ``spec.json`` do not fit ``model.json`` or the arm."""
+    problems = []
+    if (normalizer.state_dim, normalizer.action_dim) != (cfg.state_dim, cfg.action_dim):
+        problems.append(
+            f"stats.json has {normalizer.state_dim} state / {normalizer.action_dim} action values, "
+            f"model.json {cfg.state_dim} / {cfg.action_dim}"
+        )
+    if tuple(normalizer.camera_names) != tuple(cfg.camera_names):
+        problems.append(f"stats.json cameras {list(normalizer.camera_names)} != model.json's {list(cfg.camera_names)}")
+    if tuple(normalizer.image_size) != tuple(cfg.image_size):
+        problems.append(f"stats.json image size {list(normalizer.image_size)} != model.json's {list(cfg.image_size)}")
+    if tokenizer.vocab_size > cfg.vocab_size:
+        problems.append(
+            f"tokenizer.json yields ids up to {tokenizer.num_buckets}, model.json has {cfg.vocab_size} rows"
+        )
+    if cfg.action_dim != spec.num_joints:
+        problems.append(f"model.json action_dim {cfg.action_dim} != robot {spec.name!r}'s {spec.num_joints} joints")
+    return problems or limit_problems(normalizer, spec)
+
+
 def load_checkpoint(run_dir: str | os.PathLike, map_location: str | torch.device = "cpu") -> Checkpoint:
     """Load a checkpoint directory written by :func:`save_checkpoint`.
 
@@ -276,19 +351,23 @@ def load_checkpoint(run_dir: str | os.PathLike, map_location: str | torch.device
         A :class:`Checkpoint` whose model is in eval mode on ``map_location``.
 
     Raises:
-        CheckpointError: not a checkpoint, incomplete, corrupt, or weights that do not fit ``model.json``.
+        CheckpointError: not a checkpoint, incomplete, corrupt, unreadable metadata, statistics that do not
+            fit the model or the robot's joint limits, or weights that do not fit ``model.json``.
     """
     run_dir = Path(run_dir)
     manifest = read_manifest(run_dir)
-    try:
-        model_cfg = ModelConfig.from_dict(json.loads((run_dir / "model.json").read_text()))
-        normalizer = Normalizer.from_dict(json.loads((run_dir / "stats.json").read_text()))
-        tokenizer = Tokenizer.from_dict(json.loads((run_dir / "tokenizer.json").read_text()))
-        spec = RobotSpec.from_dict(json.loads((run_dir / "spec.json").read_text()))
-        config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise CheckpointError(f"checkpoint {run_dir}: bad metadata: {exc}") from exc
-    model = WorldModel(model_cfg)
+    model_cfg = _parse_json(run_dir, "model.json", ModelConfig.from_dict)
+    normalizer = _parse_json(run_dir, "stats.json", Normalizer.from_dict)
+    tokenizer = _parse_json(run_dir, "tokenizer.json", Tokenizer.from_dict)
+    spec = _parse_json(run_dir, "spec.json", RobotSpec.from_dict)
+    config = _read_config(run_dir)
+    try:  # first, so that model.json's values are known to be sizes
+        model = WorldModel(model_cfg)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"checkpoint {run_dir}: model.json describes no buildable model: {exc}") from None
+    problems = _fit_problems(model_cfg, normalizer, tokenizer, spec)
+    if problems:
+        raise CheckpointError(f"checkpoint {run_dir} does not fit together: " + "; ".join(problems[:4]))
     load_weights(model, _load_tensors(run_dir / "model.safetensors", "cpu"), f"{run_dir / 'model.safetensors'}")
     model.to(map_location).eval()
     return Checkpoint(model, normalizer, tokenizer, spec, config, int(manifest["step"]), run_dir)
@@ -305,12 +384,14 @@ def load_optimizer_state(run_dir: str | os.PathLike, optimizer: torch.optim.Opti
     meta = manifest.get("optimizer")
     if meta is None or not (run_dir / "optimizer.safetensors").exists():
         raise CheckpointError(f"checkpoint {run_dir} holds no optimizer state")
+    if not isinstance(meta, Mapping) or "class" not in meta or "param_groups" not in meta:
+        raise CheckpointError(f"{run_dir / MANIFEST}: optimizer entry lacks class or param_groups")
     if meta["class"] != type(optimizer).__name__:
         raise CheckpointError(f"checkpoint optimizer is {meta['class']}, not {type(optimizer).__name__}")
     tensors = _load_tensors(run_dir / "optimizer.safetensors", "cpu")
     try:
         optimizer.load_state_dict(_unflatten_optimizer(tensors, meta))
-    except (ValueError, KeyError, RuntimeError) as exc:
+    except (ValueError, KeyError, TypeError, RuntimeError) as exc:
         raise CheckpointError(f"optimizer state in {run_dir} does not fit this model: {exc}") from exc
 
 

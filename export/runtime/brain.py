@@ -133,6 +133,7 @@ def load_bundle_brain(
     robot: RobotSpec | str | None = None,
     planner: Mapping[str, Any] | None = None,
     threads: int | None = None,
+    expected_sha256: str | None = None,
 ) -> BundleBrain:
     """Open a bundle and wrap it as a Brain (the hook behind ``eval bundle=<dir>``).
 
@@ -145,8 +146,12 @@ def load_bundle_brain(
         robot: refuse the bundle unless it was made for this robot (spec or name).
         planner: planner setting overrides (``budget_ms=33``...).
         threads: onnxruntime intra-op threads.
+        expected_sha256: pin: the sha256 of ``manifest.json`` that ``latent-vla export`` printed; another
+            manifest is refused before any graph is parsed.
     """
-    bundle = Bundle(bundle_dir, precision=precision, providers=providers, robot=robot, threads=threads)
+    bundle = Bundle(
+        bundle_dir, precision=precision, providers=providers, robot=robot, threads=threads, expected_sha256=expected_sha256
+    )
     brain = BundleBrain(bundle, mode=mode, planner=planner)
     if instruction is not None:
         brain.reset(instruction)

@@ -1,13 +1,17 @@
 """Exceptions of the ONNX bundle runtime: every bundle problem surfaces as a :class:`BundleError`.
 
 The runtime checks a bundle before onnxruntime sees it, and translates what onnxruntime still
-raises into these classes, so a caller never has to parse an onnxruntime traceback.
+raises into these classes, so a caller never has to parse an onnxruntime traceback. They are
+subclasses of :class:`latent_vla.base.errors.UserError` (the ``latent-vla`` command prints one line,
+no traceback) and still of ``RuntimeError``, for callers that catch that.
 """
 
 from __future__ import annotations
 
+from latent_vla.base.errors import UserError
 
-class BundleError(RuntimeError):
+
+class BundleError(UserError, RuntimeError):
     """Base class: something is wrong with an export bundle or with what was fed to it."""
 
 
@@ -20,7 +24,8 @@ class SchemaVersionError(ManifestError):
 
 
 class IntegrityError(BundleError):
-    """A bundle file is missing, has the wrong sha256/size, or is not a loadable ONNX graph."""
+    """A bundle file is missing, lies outside the bundle, has the wrong sha256/size, is not a loadable ONNX
+    graph or has other inputs/outputs than the model's sizes imply; or the manifest is not the pinned one."""
 
 
 class RobotMismatchError(ManifestError):

@@ -13,6 +13,10 @@ A bundle is a directory::
 The manifest records for every graph and variant its file, sha256, size in bytes, and the names,
 shapes (ints, or a string for a dynamic axis) and dtypes of its inputs and outputs, together with the
 robot spec, the normalization stats, the tokenizer settings, the model's sizes and the planner settings.
+
+Every file the manifest names must be a regular file inside the bundle directory (a symlink may point
+only inside it). The sha256 of ``manifest.json`` itself (:attr:`Manifest.sha256`) covers every other
+file through their hashes, so pinning it (``read_manifest(dir, expected_sha256=...)``) pins the bundle.
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from export.runtime.errors import IntegrityError, ManifestError, SchemaVersionError
+from export.runtime.errors import BundleError, IntegrityError, ManifestError, SchemaVersionError
+from latent_vla.base.files import loads_json, read_small_file
 
 SCHEMA_VERSION = 2  # 2: cost_grad also returns step_cost; planner settings are configs/planner/*.yaml
 FORMAT = "latent-vla-bundle"
@@ -34,6 +39,7 @@ REQUIRED_GRAPHS = ("task_embed", "encoder", "policy", "rollout_cost", "cost_grad
 PRECISIONS = ("fp32", "fp16", "int8")
 DTYPES = ("float32", "float16", "int64", "int32", "uint8", "bool")
 _REQUIRED_MODEL_KEYS = ("latent_dim", "action_dim", "chunk_len", "task_dim", "state_dim", "token_len", "horizon")
+MAX_GRAPH_BYTES = 2 << 30  # protobuf's limit: an ONNX file without external data cannot be larger
 
 
 def sha256_file(path: str | os.PathLike[str], chunk_bytes: int = 1 << 20) -> str:
@@ -135,8 +141,8 @@ class GraphSpec:
         if precision not in PRECISIONS:
             raise ManifestError(f"manifest {where}: precision {precision!r} is not one of {PRECISIONS}")
         size = data["bytes"]
-        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-            raise ManifestError(f"manifest {where}: bytes must be a non-negative int, got {size!r}")
+        if not isinstance(size, int) or isinstance(size, bool) or not 0 < size <= MAX_GRAPH_BYTES:
+            raise ManifestError(f"manifest {where}: bytes must be an int in 1..{MAX_GRAPH_BYTES} (2 GiB), got {size!r}")
         if not isinstance(data["inputs"], list) or not isinstance(data["outputs"], list):
             raise ManifestError(f"manifest {where}: inputs and outputs must be lists")
         return cls(
@@ -164,6 +170,7 @@ class Manifest:
         graphs: graph name -> precision -> :class:`GraphSpec`.
         producer: package, version and tool versions that wrote the bundle.
         schema_version: :data:`SCHEMA_VERSION` of the writer.
+        sha256: hex sha256 of the ``manifest.json`` bytes this was parsed from (``""`` if built in memory).
     """
 
     robot_spec: dict[str, Any]
@@ -174,6 +181,7 @@ class Manifest:
     graphs: dict[str, dict[str, GraphSpec]]
     producer: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
+    sha256: str = field(default="", compare=False)
 
     def graph(self, name: str, precision: str = "fp32") -> GraphSpec:
         """The entry of graph ``name`` at ``precision``, falling back to fp32 when that variant was not exported.
@@ -234,14 +242,17 @@ class Manifest:
         for key in ("robot_spec", "normalization", "tokenizer", "model", "planner", "graphs"):
             if not isinstance(data[key], Mapping):
                 raise ManifestError(f"manifest {key} must be an object, got {type(data[key]).__name__}")
-        model_missing = [k for k in _REQUIRED_MODEL_KEYS if not isinstance(data["model"].get(k), int)]
+        model_missing = [k for k in _REQUIRED_MODEL_KEYS if not _positive_int(data["model"].get(k))]
         if model_missing:
-            raise ManifestError(f"manifest model section lacks integer {model_missing}")
+            raise ManifestError(f"manifest model section lacks positive integer {model_missing}")
         graphs: dict[str, dict[str, GraphSpec]] = {}
         for name, variants in data["graphs"].items():
             if not isinstance(variants, Mapping) or not variants:
                 raise ManifestError(f"manifest graphs.{name} must map precisions to graph entries")
             graphs[name] = {p: GraphSpec.from_dict(g, f"graphs.{name}.{p}") for p, g in variants.items()}
+            wrong = [p for p, g in graphs[name].items() if g.precision != p]
+            if wrong:
+                raise ManifestError(f"manifest graphs.{name}: entries {wrong} declare another precision than their key")
         absent = [g for g in REQUIRED_GRAPHS if g not in graphs or "fp32" not in graphs[g]]
         if absent:
             raise ManifestError(f"manifest lacks the fp32 graphs {absent}")
@@ -257,24 +268,83 @@ class Manifest:
         )
 
 
-def read_manifest(bundle_dir: str | os.PathLike[str]) -> Manifest:
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def check_sha256(actual: str, expected: str) -> None:
+    """Refuse a manifest whose sha256 is not the pinned one.
+
+    Args:
+        actual: hex sha256 of the ``manifest.json`` bytes that were read (:attr:`Manifest.sha256`).
+        expected: the pin, as ``latent-vla export`` printed it (64 hex digits, case and spaces ignored).
+
+    Raises:
+        BundleError: the pin is not 64 hex digits.
+        IntegrityError: the digests differ.
+    """
+    pin = str(expected).strip().lower()
+    if len(pin) != 64 or any(c not in "0123456789abcdef" for c in pin):
+        raise BundleError(
+            f"a pinned manifest sha256 must be 64 hex digits (as `latent-vla export` prints it), got {expected!r}"
+        )
+    if actual != pin:
+        raise IntegrityError(
+            f"bundle manifest.json has sha256 {actual}, not the pinned {pin}: this is not the bundle you pinned "
+            "(re-exported, or modified); check where it came from before pinning the new hash"
+        )
+
+
+def bundle_file(bundle_dir: str | os.PathLike[str], name: str, what: str) -> Path:
+    """The resolved path of file ``name`` of a bundle, refusing one that is absent, not regular, or outside.
+
+    Args:
+        bundle_dir: the bundle directory.
+        name: a plain file name from the manifest.
+        what: what the file is, for messages (e.g. ``"graph 'encoder@fp32'"``).
+
+    Raises:
+        IntegrityError: the file is missing, is not a regular file, or is a symlink leading out of the bundle.
+    """
+    root = Path(bundle_dir).resolve()
+    path = root / name
+    if not os.path.lexists(path):
+        raise IntegrityError(f"bundle {what}: file {path} is missing")
+    real = path.resolve()
+    if not real.is_relative_to(root):
+        raise IntegrityError(f"bundle {what}: {name} is a symlink to {real}, outside the bundle directory {root}")
+    if not real.exists():
+        raise IntegrityError(f"bundle {what}: file {path} is missing (a dangling symlink)")
+    if not real.is_file():
+        raise IntegrityError(f"bundle {what}: {path} is not a regular file")
+    return real
+
+
+def read_manifest(bundle_dir: str | os.PathLike[str], expected_sha256: str | None = None) -> Manifest:
     """Read and check ``<bundle_dir>/manifest.json`` (schema only; see :func:`verify_files` for hashes).
+
+    Args:
+        bundle_dir: the bundle directory.
+        expected_sha256: when given, the manifest's bytes must have this sha256 (checked before parsing).
 
     Raises:
         ManifestError: the directory or manifest is missing or not valid JSON, or a field is wrong.
         SchemaVersionError: the manifest's schema is newer than this runtime.
+        IntegrityError: the manifest is a symlink out of the bundle, or not the pinned one.
     """
     bundle = Path(bundle_dir)
-    path = bundle / MANIFEST_NAME
     if not bundle.is_dir():
         raise ManifestError(f"export bundle directory {bundle} does not exist")
-    if not path.is_file():
+    if not os.path.lexists(bundle / MANIFEST_NAME):
         raise ManifestError(f"{bundle} is not an export bundle: it has no {MANIFEST_NAME}")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ManifestError(f"{path} is not valid JSON: {exc}") from None
-    return Manifest.from_dict(data)
+    path = bundle_file(bundle, MANIFEST_NAME, "manifest")
+    data = read_small_file(path, ManifestError)
+    digest = sha256_bytes(data)
+    if expected_sha256 is not None:
+        check_sha256(digest, expected_sha256)
+    manifest = Manifest.from_dict(loads_json(data, str(bundle / MANIFEST_NAME), ManifestError))
+    manifest.sha256 = digest
+    return manifest
 
 
 def write_manifest(bundle_dir: str | os.PathLike[str], manifest: Manifest) -> Path:
@@ -286,23 +356,31 @@ def write_manifest(bundle_dir: str | os.PathLike[str], manifest: Manifest) -> Pa
     return path
 
 
+def _sized_file(bundle_dir: str | os.PathLike[str], graph: GraphSpec, name: str) -> Path:
+    """The graph's file, refused unless it is inside the bundle and has the manifest's size (nothing read)."""
+    path = bundle_file(bundle_dir, graph.file, f"graph {name!r}")
+    size = path.stat().st_size
+    if size != graph.bytes:
+        raise IntegrityError(
+            f"bundle graph {name!r}: {graph.file} is {size} bytes but the manifest says {graph.bytes} "
+            "(truncated or modified file; re-copy or re-export the bundle)"
+        )
+    return path
+
+
 def read_verified_bytes(bundle_dir: str | os.PathLike[str], graph: GraphSpec, name: str) -> bytes:
-    """Read one graph file and check its size and sha256 against the manifest.
+    """Read one graph file and check its size (before reading it) and sha256 against the manifest.
 
     The returned bytes are the ones that were hashed, so what onnxruntime loads is what was checked.
 
     Raises:
-        IntegrityError: the file is missing, truncated or extended, or its content differs.
+        IntegrityError: the file is missing, outside the bundle, truncated or extended, or its content differs.
     """
-    path = Path(bundle_dir) / graph.file
-    if not path.is_file():
-        raise IntegrityError(f"bundle graph {name!r}: file {path} is missing")
-    data = path.read_bytes()
+    path = _sized_file(bundle_dir, graph, name)
+    with open(path, "rb") as fh:
+        data = fh.read(graph.bytes + 1)
     if len(data) != graph.bytes:
-        raise IntegrityError(
-            f"bundle graph {name!r}: {graph.file} is {len(data)} bytes but the manifest says {graph.bytes} "
-            "(truncated or modified file; re-copy or re-export the bundle)"
-        )
+        raise IntegrityError(f"bundle graph {name!r}: {graph.file} changed size while being read")
     digest = sha256_bytes(data)
     if digest != graph.sha256:
         raise IntegrityError(
@@ -310,6 +388,17 @@ def read_verified_bytes(bundle_dir: str | os.PathLike[str], graph: GraphSpec, na
             "(file was modified or corrupted; re-copy or re-export the bundle)"
         )
     return data
+
+
+def check_files(bundle_dir: str | os.PathLike[str], manifest: Manifest) -> None:
+    """Cheap check of every file the manifest names (all graphs, all precisions): present, inside, right size.
+
+    Raises:
+        IntegrityError: naming the first bad entry.
+    """
+    for name, variants in manifest.graphs.items():
+        for precision, graph in variants.items():
+            _sized_file(bundle_dir, graph, f"{name}@{precision}")
 
 
 def verify_files(bundle_dir: str | os.PathLike[str], manifest: Manifest) -> None:

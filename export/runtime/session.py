@@ -68,6 +68,16 @@ def _session_options(threads: int | None) -> ort.SessionOptions:
     return opts
 
 
+def _same_shape(actual: Sequence[int | str | None], declared: Sequence[int | str]) -> bool:
+    """Same rank, the same size on every fixed axis, and dynamic exactly where the manifest says so."""
+    if len(actual) != len(declared):
+        return False
+    for x, y in zip(actual, declared, strict=True):
+        if isinstance(x, int) != isinstance(y, int) or (isinstance(y, int) and x != y):
+            return False
+    return True
+
+
 class GraphSession:
     """One bundle graph in onnxruntime, with inputs checked against the manifest before each run.
 
@@ -113,9 +123,7 @@ class GraphSession:
                     raise IntegrityError(
                         f"bundle graph {self.name!r}: {a.name} is {dtype} in ONNX, {e.dtype} in the manifest"
                     )
-                if len(a.shape) != len(e.shape) or any(
-                    isinstance(x, int) and isinstance(y, int) and x != y for x, y in zip(a.shape, e.shape, strict=True)
-                ):
+                if not _same_shape(a.shape, e.shape):
                     raise IntegrityError(
                         f"bundle graph {self.name!r}: {a.name} has shape {a.shape} in ONNX, "
                         f"{list(e.shape)} in the manifest"

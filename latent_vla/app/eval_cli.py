@@ -28,6 +28,8 @@ def _brain_factory(cfg: DictConfig) -> tuple[Callable[[str, dict[str, Any]], Any
     """``(make_brain(name, overrides), robot spec)`` for ``ckpt=`` or ``bundle=``."""
     if (cfg.ckpt is None) == (cfg.bundle is None):
         raise ValueError("eval needs exactly one of ckpt=<run dir> or bundle=<bundle dir>")
+    if cfg.brain_sha256 is not None and cfg.bundle is None:
+        raise ValueError("brain_sha256= pins an ONNX bundle=, not a ckpt=")
     if cfg.ckpt is not None:
         from latent_vla.checkpoint import load_checkpoint
         from planners.brains import PlannerBrain
@@ -44,13 +46,15 @@ def _brain_factory(cfg: DictConfig) -> tuple[Callable[[str, dict[str, Any]], Any
         return make, checkpoint.spec
     try:
         from export.runtime.brain import load_bundle_brain
+        from latent_vla.base.robot_spec import SO101  # the arm of the simulator (sim.env.SO101Env)
     except ImportError as exc:
         raise RuntimeError(f"bundle= needs export.runtime, which is not available: {exc}") from exc
 
     def make_bundle(name: str, over: dict[str, Any]) -> Any:
         if name == "random":
             raise ValueError("bundle= supports planners grad, cem, mppi and policy, not random")
-        return load_bundle_brain(Path(cfg.bundle), mode=name, precision=cfg.bundle_precision, planner=over or None)
+        return load_bundle_brain(Path(cfg.bundle), mode=name, precision=cfg.bundle_precision, robot=SO101,
+                                 planner=over or None, expected_sha256=cfg.brain_sha256)  # fmt: skip
 
     probe = make_bundle("policy", {})
     return make_bundle, probe.bundle.spec

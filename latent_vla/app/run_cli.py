@@ -147,7 +147,8 @@ def main(cfg: DictConfig) -> int:
     deadline_s = (cfg.brain_deadline_ms if cfg.brain_deadline_ms is not None else 0.8 * period_ms) / 1e3
 
     try:
-        brain = load_brain(str(cfg.brain), cfg.task, robot_spec=spec, mode=cfg.brain_mode, budget_ms=budget_ms)
+        brain = load_brain(str(cfg.brain), cfg.task, robot_spec=spec, mode=cfg.brain_mode, budget_ms=budget_ms,
+                           brain_sha256=cfg.brain_sha256)  # fmt: skip
         robot = make_robot(robot_node)
         check_robot_matches_spec(robot, spec)
     except (FileNotFoundError, ValueError, RuntimeError) as exc:  # incl. BrainNotAvailable, bundle errors

@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from latent_vla.base.robot_spec import RobotSpec
+
 _MIN_RANGE = 1e-3  # robot units; a joint that never moved still maps to a finite range
 _MIN_STD = 1e-3
 
@@ -211,3 +213,46 @@ class Normalizer:
             image_size=tuple(image_size),
             camera_names=tuple(camera_names),
         )
+
+
+LIMIT_MARGIN = 0.1  # fraction of a joint's range that statistics may reach beyond its limits
+
+
+def limit_problems(norm: Normalizer, spec: RobotSpec, margin: float = LIMIT_MARGIN) -> list[str]:
+    """Where dataset statistics do not fit the arm they claim to describe (empty when they do).
+
+    Data recorded on an arm lies within its joint limits, so action bounds (``action_min/max``) and
+    the state mean must lie within ``[lower - m, upper + m]`` per joint, ``m = margin * (upper - lower)``
+    (robot units), and the state std within half that widened range. Statistics beyond that (say
+    ``+-1e6``) were not measured on this arm and would scale every action out of it.
+
+    Args:
+        norm: the statistics (``A = S = J`` expected).
+        spec: the robot spec, whose limits must themselves be finite with ``lower < upper``.
+        margin: allowed excess as a fraction of each joint's range.
+
+    Returns:
+        One message per problem, each naming the field, the joint and both values.
+    """
+    try:
+        lo, hi = spec.lower, spec.upper
+    except (TypeError, ValueError):
+        return [f"robot spec {spec.name!r} has non-numeric joint limits"]
+    if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi)) and np.all(lo < hi)):
+        return [f"robot spec {spec.name!r} has non-finite or inverted joint limits {lo.tolist()}..{hi.tolist()}"]
+    j = spec.num_joints
+    if (norm.state_dim, norm.action_dim) != (j, j):
+        return [f"statistics have {norm.state_dim} state and {norm.action_dim} action values, the arm {j} joints"]
+    slack = margin * (hi - lo)
+    checks = (
+        ("action_min", norm.action_min, lo - slack, hi + slack),
+        ("action_max", norm.action_max, lo - slack, hi + slack),
+        ("state_mean", norm.state_mean, lo - slack, hi + slack),
+        ("state_std", norm.state_std, np.zeros(j), 0.5 * (hi - lo) + slack),
+    )
+    problems = []
+    for field_name, values, low, high in checks:
+        for name, v, a, b in zip(spec.joint_names, values, low, high, strict=True):
+            if not a <= v <= b:
+                problems.append(f"{field_name} of {name} is {v:g}, outside {a:g}..{b:g}")
+    return problems

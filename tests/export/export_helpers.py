@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import torch
 
@@ -27,8 +29,8 @@ def make_checkpoint(run_dir, seed: int = 0):
     )  # fmt: skip
     model = WorldModel(cfg)
     rng = np.random.default_rng(seed)
-    states = rng.uniform(-45, 45, (200, 6))
-    actions = rng.uniform(-50, 50, (200, 6))
+    states = rng.uniform(0.4 * SO101.lower, 0.4 * SO101.upper, (200, 6))  # inside the arm's limits, as recorded
+    actions = rng.uniform(0.45 * SO101.lower, 0.45 * SO101.upper, (200, 6))  # data is (the loaders check)
     normalizer = Normalizer.from_arrays(states, actions, image_size=(32, 32), camera_names=CAMERAS)
     save_checkpoint(run_dir, model, normalizer, Tokenizer(num_buckets=256, max_len=12), SO101, {"seed": seed}, 7)
     return run_dir
@@ -41,3 +43,11 @@ def random_observation(seed: int, size: int = 48) -> dict:
     for cam in CAMERAS:
         obs[cam] = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
     return obs
+
+
+def edit_manifest(bundle, fn) -> None:
+    """Apply ``fn`` to the parsed ``manifest.json`` of ``bundle`` and write it back."""
+    path = bundle / "manifest.json"
+    data = json.loads(path.read_text())
+    fn(data)
+    path.write_text(json.dumps(data))

@@ -29,8 +29,8 @@ def random_run(run_dir: Path, seed: int = 0) -> Path:
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    states = rng.uniform(-40, 40, size=(64, 6)) + SO101.home_vector
-    actions = states + rng.normal(0, 5.0, size=states.shape)
+    states = np.clip(rng.uniform(-40, 40, size=(64, 6)) + SO101.home_vector, SO101.lower, SO101.upper)
+    actions = np.clip(states + rng.normal(0, 5.0, size=states.shape), SO101.lower, SO101.upper)  # checked at load
     tokenizer = Tokenizer(num_buckets=256, max_len=12)
     normalizer = Normalizer.from_arrays(states, actions, image_size=(32, 32), camera_names=("front", "wrist"))
     config = ModelConfig(

@@ -11,6 +11,7 @@ import pytest
 import torch
 from test_wm_model import inputs, small_config
 
+from latent_vla.base.errors import UserError
 from latent_vla.base.normalize import Normalizer
 from latent_vla.base.robot_spec import SO101
 from latent_vla.base.text import Tokenizer
@@ -157,3 +158,79 @@ def test_weights_that_do_not_fit_model_json_are_refused(saved, tmp_path):
     (other / "checkpoint.json").write_text(json.dumps(manifest))
     with pytest.raises(CheckpointError, match="shape mismatches"):
         load_checkpoint(other)
+
+
+def test_checkpoint_errors_are_user_errors():
+    assert issubclass(CheckpointError, UserError) and issubclass(CheckpointError, RuntimeError)
+
+
+def _write(run, name: str, content: bytes, rehash: bool = True) -> None:
+    """Replace ``run/name`` and (unless told not to) record its new sha256 in checkpoint.json."""
+    (run / name).write_bytes(content)
+    if rehash and name != "checkpoint.json":
+        manifest = json.loads((run / "checkpoint.json").read_text())
+        manifest["files"][name] = hashlib.sha256(content).hexdigest()
+        (run / "checkpoint.json").write_text(json.dumps(manifest))
+
+
+def _edited_json(run, name: str, fn) -> bytes:
+    data = json.loads((run / name).read_text())
+    fn(data)
+    return json.dumps(data).encode()
+
+
+def _pop_action_joint(d):
+    d["action_min"].pop(), d["action_max"].pop()
+
+
+# (file, raw bytes or an edit of its parsed JSON, what the error must say)
+BAD_METADATA = [
+    ("checkpoint.json", lambda d: d.pop("files"), r"checkpoint\.json has no 'files' table"),
+    ("checkpoint.json", lambda d: d["files"].update({"../x": "0" * 64}), r"'\.\./x' is not a plain file name"),
+    ("checkpoint.json", lambda d: d["files"].pop("spec.json"), r"files table lacks \['spec\.json'\]"),
+    ("checkpoint.json", lambda d: d.update(step="many"), "step must be a non-negative integer"),
+    ("checkpoint.json", b'{"format": 1, "step": "\xe9"}', r"checkpoint\.json is not UTF-8 text"),
+    ("checkpoint.json", b"[" * 100_000, r"checkpoint\.json is nested too deeply"),
+    ("checkpoint.json", b"[1]", r"checkpoint\.json must hold a JSON object, not list"),
+    ("config.yaml", b"train: {lr: [1, 2\n", r"config\.yaml is not valid YAML: while parsing a flow"),
+    ("config.yaml", b"[" * 100_000, r"config\.yaml is nested too deeply"),
+    ("config.yaml", b"- 1\n- 2\n", r"config\.yaml must hold a mapping of settings, not list"),
+    ("config.yaml", b"lr: \xff\n", r"config\.yaml is not UTF-8 text"),
+    ("stats.json", b'{"state_mean": "\xff"}', r"stats\.json is not UTF-8 text"),
+    ("stats.json", b"[" * 100_000, r"stats\.json is nested too deeply"),
+    ("stats.json", lambda d: d.pop("action_max"), r"stats\.json is malformed: .*action_max"),
+    ("stats.json", lambda d: d["state_std"].__setitem__(0, float("nan")), r"stats\.json is malformed: .*non-finite"),
+    ("stats.json", _pop_action_joint, r"stats\.json has 6 state / 5 action values, model\.json 6 / 6"),
+    ("stats.json", lambda d: d.update(camera_names=["front"]), r"cameras \['front'\] != model\.json's \['front', 'wr"),
+    ("stats.json", lambda d: d.update(image_size=[64, 64]), r"image size \[64, 64\] != model\.json's \[32, 32\]"),
+    (
+        "stats.json",
+        lambda d: d["action_max"].__setitem__(0, 1e6),
+        r"action_max of shoulder_pan is 1e\+06, outside -132",
+    ),
+    ("stats.json", lambda d: d.update(action_min=[-1e6] * 6), r"action_min of shoulder_pan is -1e\+06"),
+    ("spec.json", lambda d: d["joints"][1].update(lower=200.0), "non-finite or inverted joint limits"),
+    ("spec.json", lambda d: d["joints"][0].update(upper="far"), "non-numeric joint limits"),
+    ("spec.json", lambda d: d["joints"].pop(), r"model\.json action_dim 6 != robot 'so101''s 5 joints"),
+    ("tokenizer.json", lambda d: d.update(num_buckets=1000), r"yields ids up to 1000, model\.json has 101 rows"),
+    ("model.json", lambda d: d.update(latent_dim="big"), r"model\.json is malformed"),
+    ("model.json", lambda d: d.update(hidden=-5), r"model\.json describes no buildable model"),
+    ("model.json", lambda d: d.update(mystery=1), r"model\.json is malformed: unknown model config keys \['mystery'\]"),
+]
+
+
+@pytest.mark.parametrize(("name", "edit", "message"), BAD_METADATA)
+def test_bad_metadata_is_refused_at_load(saved, tmp_path, name, edit, message):
+    run = tmp_path / "bad"
+    shutil.copytree(saved[0], run)
+    _write(run, name, edit if isinstance(edit, bytes) else _edited_json(run, name, edit))
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(run)
+
+
+def test_optimizer_entry_without_class_is_refused(saved, tmp_path):
+    run = tmp_path / "bad"
+    shutil.copytree(saved[0], run)
+    _write(run, "checkpoint.json", _edited_json(run, "checkpoint.json", lambda d: d["optimizer"].pop("class")))
+    with pytest.raises(CheckpointError, match="optimizer entry lacks class or param_groups"):
+        load_optimizer_state(run, torch.optim.AdamW(load_checkpoint(run).model.parameters()))
