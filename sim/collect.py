@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from latent_vla.base.errors import UserError
 from latent_vla.base.robot_spec import RobotSpec, get_robot_spec
 from sim.collect_worker import ShardJob, quiet_writer_logs, run_shard, video_file_limit, worker_main
 from sim.dataset_features import dataset_features, features_mismatch
@@ -61,7 +62,7 @@ def available_tasks() -> list[str]:
     return list(ENV_IDS)
 
 
-class CollectError(ValueError):
+class CollectError(UserError, ValueError):
     """A collection request that cannot be honoured (bad task, occupied output folder, ...)."""
 
 
