@@ -163,6 +163,30 @@ def test_a_bug_still_shows_its_traceback(tmp_path: Path, monkeypatch: pytest.Mon
         main(["eval", f"ckpt={tmp_path}", f"out={tmp_path}/o"])
 
 
+def _ctrl_c(cfg) -> None:
+    raise KeyboardInterrupt
+
+
+def _ctrl_c_in_a_c_extension_import(cfg) -> None:
+    try:
+        raise KeyboardInterrupt
+    except KeyboardInterrupt as exc:  # what CPython makes of a Ctrl-C while a C extension initializes
+        raise ImportError("initialization failed") from exc
+
+
+@pytest.mark.parametrize("interrupt", [_ctrl_c, _ctrl_c_in_a_c_extension_import])
+def test_ctrl_c_is_one_line_and_exit_130(
+    interrupt, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import latent_vla.app.eval_cli as eval_cli
+
+    monkeypatch.setattr(eval_cli, "main", interrupt)
+    assert main(["eval", f"ckpt={tmp_path}", f"out={tmp_path}/o"]) == 130
+    assert _one_stderr_line(capsys.readouterr().err) == "latent-vla eval: interrupted"
+    with pytest.raises((KeyboardInterrupt, ImportError)):
+        main(["eval", f"ckpt={tmp_path}", f"out={tmp_path}/o", "--debug"])
+
+
 def test_console_script_path_exits_2_with_one_line(tmp_path: Path) -> None:
     """The real process: `python -m latent_vla.app.cli` (what the console script runs)."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}

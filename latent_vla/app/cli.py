@@ -171,6 +171,18 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
     return tuple(types)
 
 
+def _caused_by_ctrl_c(exc: BaseException) -> bool:
+    """Whether a ``KeyboardInterrupt`` is among the causes of ``exc`` (its ``__cause__`` chain)."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, KeyboardInterrupt):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__
+    return False
+
+
 def _usage() -> str:
     lines = ["usage: latent-vla <subcommand> [key=value ...] [--cfg] [--debug]", "", "subcommands:"]
     lines += [f"  {name:<9} {sub.help}" for name, sub in SUBCOMMANDS.items()]
@@ -229,7 +241,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"latent-vla {name}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as exc:
-        if debug or not isinstance(exc, _user_error_types()):
+        if debug:
+            raise
+        if _caused_by_ctrl_c(exc):  # e.g. ImportError("initialization failed") of a C extension cut short
+            print(f"latent-vla {name}: interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        if not isinstance(exc, _user_error_types()):
             raise
         print(f"latent-vla {name}: {one_line(str(exc))}", file=sys.stderr)
         return EXIT_USER_ERROR
