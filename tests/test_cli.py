@@ -222,3 +222,13 @@ def test_check_output_dir_refuses(tmp_path: Path, path: str, message: str) -> No
     with pytest.raises(UserError) as info:
         check_output_dir(path.format(tmp=tmp_path), "out")
     assert message.format(tmp=tmp_path) in str(info.value)
+
+
+def test_ctrl_c_in_a_demo_stage_stops_the_demo() -> None:
+    """A stage's `latent-vla` exits 130 on Ctrl-C; the demo stops as interrupted, not as a failed stage."""
+    from latent_vla.app.demo_cli import DemoStageError, StagePlan, run_stage
+
+    with pytest.raises(KeyboardInterrupt):
+        run_stage(StagePlan("eval", ["eval"]), lambda argv: 130)
+    with pytest.raises(DemoStageError, match="exit code 2"):
+        run_stage(StagePlan("eval", ["eval"]), lambda argv: 2)

@@ -87,7 +87,13 @@ def plan_stages(cfg: DictConfig) -> list[StagePlan]:
 
 
 def run_stage(plan: StagePlan, runner: Callable[[list[str]], int]) -> float:
-    """Run one stage through ``runner`` (``latent_vla.app.cli.main``); returns its wall time in seconds."""
+    """Run one stage through ``runner`` (``latent_vla.app.cli.main``); returns its wall time in seconds.
+
+    Raises:
+        DemoStageError: the stage failed. KeyboardInterrupt: it was interrupted (Ctrl-C stops the demo).
+    """
+    from latent_vla.app.cli import EXIT_INTERRUPTED
+
     assert plan.argv is not None
     print(f"\n=== demo stage {plan.name}: latent-vla {' '.join(plan.argv)}", flush=True)
     t0 = time.perf_counter()
@@ -95,6 +101,8 @@ def run_stage(plan: StagePlan, runner: Callable[[list[str]], int]) -> float:
         code = runner(plan.argv)
     except Exception as exc:  # noqa: BLE001 - re-raised with the stage named
         raise DemoStageError(f"demo stage '{plan.name}' failed: {type(exc).__name__}: {exc}") from exc
+    if code == EXIT_INTERRUPTED:
+        raise KeyboardInterrupt
     if code:
         raise DemoStageError(
             f"demo stage '{plan.name}' failed with exit code {code}; the lines above say why. "
