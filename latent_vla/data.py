@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from latent_vla.base.errors import UserError
 from latent_vla.base.normalize import Normalizer
 from latent_vla.base.text import Tokenizer
 
@@ -35,7 +36,7 @@ ENV_STATE_KEY = "observation.environment_state"
 CONVERTER = "python -m lerobot.datasets.v30.convert_dataset_v21_to_v30 --repo-id=<id> --root=<dir>"
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError, ValueError):
     """The path is not a usable LeRobotDataset; the message says why and what to do."""
 
 

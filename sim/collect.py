@@ -21,11 +21,13 @@ and ``per_episode``: one row per dataset episode (``episode_index``, ``seed``, `
 Interrupts (Ctrl-C / SIGTERM): workers ignore SIGINT and watch a shared stop event; on a stop
 they drop the episode in progress, finalize their shard, and the merge proceeds with the finished
 episodes. ``out`` is only ever replaced by a complete, finalized dataset, so it is never left
-half-written. A second Ctrl-C aborts at once and leaves ``out`` untouched.
+half-written. A second Ctrl-C aborts at once (the workers are killed), leaves ``out`` untouched
+and removes the hidden staging folder.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing as mp
 import os
@@ -35,13 +37,14 @@ import signal
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from latent_vla.base.errors import UserError
 from latent_vla.base.robot_spec import RobotSpec, get_robot_spec
 from sim.collect_worker import ShardJob, quiet_writer_logs, run_shard, video_file_limit, worker_main
 from sim.dataset_features import dataset_features, features_mismatch
@@ -61,7 +64,7 @@ def available_tasks() -> list[str]:
     return list(ENV_IDS)
 
 
-class CollectError(ValueError):
+class CollectError(UserError, ValueError):
     """A collection request that cannot be honoured (bad task, occupied output folder, ...)."""
 
 
@@ -353,9 +356,6 @@ def collect(
             previous = json.load(f)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = out.parent / f".{out.name}.collect-{os.getpid()}"
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir()
 
     seed_blocks = split_seeds(int(cfg.seed), int(cfg.episodes), int(cfg.workers))
     jobs = [ShardJob(k, str(staging / f"shard-{k}"), seeds, cfg, fps, features) for k, seeds in enumerate(seed_blocks)]
@@ -367,7 +367,9 @@ def collect(
     ctx = _mp_context() if len(jobs) > 1 else None
     stop_event = ctx.Event() if ctx is not None else (stop or threading.Event())
     ordered: list[dict] = []
-    try:
+    try:  # made inside the try: even a Ctrl-C right after it cannot leave the hidden folder behind
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
         with _StopFlag(stop_event):  # Ctrl-C / SIGTERM: finish cleanly; a second Ctrl-C aborts
             if ctx is not None:
                 _run_workers(ctx, jobs, stop_event, records, errors, bar, on_episode, stop)
@@ -411,7 +413,7 @@ def collect(
             result.merge_s = time.perf_counter() - t1
     finally:
         bar.close()
-        shutil.rmtree(staging, ignore_errors=True)
+        _remove_uninterrupted(staging)
     result.wall_s = time.perf_counter() - t0
     if ordered:
         result.episodes = _write_collect_json(out, cfg, result, ordered, previous)
@@ -440,18 +442,79 @@ def _mp_context():
     if "forkserver" in mp.get_all_start_methods():
         ctx = mp.get_context("forkserver")
         ctx.set_forkserver_preload(_PRELOAD)
+        # A Ctrl-C reaches the fork server too, and kills one still importing LeRobot (seconds): every
+        # worker start would then fail with EOFError. Started with SIGINT blocked, it inherits the mask
+        # through exec (as multiprocessing's resource tracker does) and ignores SIGINT once it is ready.
+        # The tracker goes first: starting it unblocks SIGINT.
+        from multiprocessing import forkserver, resource_tracker
+
+        resource_tracker.ensure_running()
+        with _sigint_held():
+            forkserver.ensure_running()
         return ctx
     return mp.get_context("spawn")
+
+
+@contextlib.contextmanager
+def _sigint_held() -> Iterator[None]:
+    """Hold back Ctrl-C (SIGINT) in this thread until the block is done; it is delivered afterwards."""
+    blockable = hasattr(signal, "pthread_sigmask") and threading.current_thread() is threading.main_thread()
+    if blockable:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        if blockable:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+def _remove_uninterrupted(path: Path) -> None:
+    """``rm -r path`` that a Ctrl-C cannot cut short (the Ctrl-C raises right after)."""
+    with _sigint_held():
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _kill(procs: list) -> None:
+    """SIGKILL and reap started worker processes: SIGTERM only asks them to finish their shard,
+    which would write into the staging folder after it is removed."""
+    for p in procs:
+        if p.pid is not None and p.is_alive():
+            p.kill()
+    for p in procs:
+        if p.pid is not None:
+            p.join(timeout=10)
+
+
+def _start_workers(procs: list, jobs: list, stop_event, errors: list[str]) -> set[int]:
+    """Start the worker processes; returns the shards of those started (none after a Ctrl-C).
+
+    A fork server that died (killed by someone) makes a start fail with ``EOFError``: an interrupt
+    after a Ctrl-C, a failure without one.
+    """
+    started: set[int] = set()
+    for j, p in zip(jobs, procs, strict=True):
+        if stop_event.is_set():
+            break
+        try:
+            # cut short, a start leaves a child that we cannot stop; the first one waits for the fork
+            # server's imports, so a Ctrl-C then takes effect a few seconds late
+            with _sigint_held():
+                p.start()
+        except (EOFError, OSError) as exc:
+            if not stop_event.is_set():
+                errors.append(f"worker {j.shard} could not start: {type(exc).__name__}: {exc}")
+                stop_event.set()
+            break
+        started.add(j.shard)
+    return started
 
 
 def _run_workers(ctx, jobs, stop_event, records, errors, bar, on_episode, stop) -> None:
     """Run one worker process per job; collect their reports until all are done."""
     q = ctx.Queue()
     procs = [ctx.Process(target=worker_main, args=(j, stop_event, q), daemon=True) for j in jobs]
-    pending = {j.shard for j in jobs}
     try:
-        for p in procs:
-            p.start()
+        pending = _start_workers(procs, jobs, stop_event, errors)
         while pending:
             if stop is not None and stop.is_set():
                 stop_event.set()
@@ -481,11 +544,10 @@ def _run_workers(ctx, jobs, stop_event, records, errors, bar, on_episode, stop) 
                 pending.discard(shard)
                 stop_event.set()
         for p in procs:
-            p.join()
-    except KeyboardInterrupt:  # second Ctrl-C: abort at once; `out` is untouched
-        for p in procs:
-            if p.is_alive():
-                p.terminate()
+            if p.pid is not None:
+                p.join()
+    except BaseException:  # a second Ctrl-C (or a bug): abort at once; `out` is untouched
+        _kill(procs)
         raise
 
 
@@ -502,8 +564,13 @@ def _run_in_worker(ctx, fn: Callable[..., None], *args: Any) -> None:
     """Run ``fn(*args)`` in a child of ``ctx`` and wait; re-raise its failure here."""
     q = ctx.Queue()
     proc = ctx.Process(target=_call_and_report, args=(q, fn, args), daemon=True)
-    proc.start()
-    proc.join()
+    with _sigint_held():  # cut short, a start leaves a child that we cannot stop
+        proc.start()
+    try:
+        proc.join()
+    except BaseException:  # a second Ctrl-C: it must not write into the staging folder once that is removed
+        _kill([proc])
+        raise
     failure = q.get(timeout=5) if proc.exitcode == 0 else f"exit code {proc.exitcode}"
     if failure is not None:
         raise RuntimeError(f"{fn.__name__} failed in its worker:\n{failure}")

@@ -16,7 +16,7 @@ from latent_vla.app.screenshot import find_chromium
 
 def test_unknown_stage_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo", f"out={tmp_path}", "stages=[collect,fly]"]) == 2
-    assert "unknown demo stage" in capsys.readouterr().out
+    assert "unknown demo stage" in capsys.readouterr().err
 
 
 def test_stage_plan_passes_per_stage_overrides(tmp_path: Path) -> None:

@@ -89,13 +89,13 @@ def summary_table(result: CollectResult, out: Path) -> str:
 
 
 def main(cfg: DictConfig) -> int:
-    """Run ``latent-vla collect``; returns 0, 2 on a bad request, 130 when interrupted."""
-    try:
-        ccfg = config_from_hydra(cfg)
-        result = collect(ccfg)
-    except CollectError as exc:
-        print(f"latent-vla collect: {exc}", file=sys.stderr)
-        return 2
+    """Run ``latent-vla collect``; returns 0, or 130 when interrupted.
+
+    Raises:
+        CollectError: a bad request (a :class:`~latent_vla.base.errors.UserError`: one line from the CLI).
+    """
+    ccfg = config_from_hydra(cfg)
+    result = collect(ccfg)
     print(summary_table(result, ccfg.out))
     if result.episodes:
         print(f"figures: {Path(ccfg.out) / 'collect.json'}")

@@ -24,6 +24,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from latent_vla.base.errors import UserError
+
 # collection seeds start this far above the evaluation seeds, so every evaluated layout is unseen in training
 HELD_OUT_SEED_OFFSET = 100_000
 
@@ -47,12 +49,12 @@ def _list(values: object) -> str:
 
 
 def plan_stages(cfg: DictConfig) -> list[StagePlan]:
-    """The argv of every selected stage, in order; raises ValueError on an unknown stage name."""
+    """The argv of every selected stage, in order; raises UserError on an unknown stage name."""
     out = Path(cfg.out)
     selected = [s.strip() for s in str(cfg.stages).split(",")] if isinstance(cfg.stages, str) else list(cfg.stages)
     unknown = [s for s in selected if s not in STAGES]
     if unknown:
-        raise ValueError(f"unknown demo stage(s) {unknown}; valid: {', '.join(STAGES)}")
+        raise UserError(f"stages: unknown demo stage(s) {unknown}; valid: {', '.join(STAGES)}")
     data, run, bundle = out / "data", out / "run", out / "bundle"
     common = [f"task={cfg.task}", f"seed={cfg.seed}"]
     argv: dict[str, list[str] | None] = {
@@ -76,7 +78,7 @@ def plan_stages(cfg: DictConfig) -> list[StagePlan]:
     extra = cfg.get("overrides") or {}
     unknown = [k for k in extra if k not in STAGES or k == "report"]
     if unknown:
-        raise ValueError(f"overrides for unknown stage(s) {unknown}; valid: {', '.join(STAGES[:-1])}")
+        raise UserError(f"overrides for unknown stage(s) {unknown}; valid: {', '.join(STAGES[:-1])}")
     return [
         StagePlan(name, None if argv[name] is None else [*argv[name], *[str(o) for o in extra.get(name, [])]])
         for name in STAGES
@@ -85,7 +87,13 @@ def plan_stages(cfg: DictConfig) -> list[StagePlan]:
 
 
 def run_stage(plan: StagePlan, runner: Callable[[list[str]], int]) -> float:
-    """Run one stage through ``runner`` (``latent_vla.app.cli.main``); returns its wall time in seconds."""
+    """Run one stage through ``runner`` (``latent_vla.app.cli.main``); returns its wall time in seconds.
+
+    Raises:
+        DemoStageError: the stage failed. KeyboardInterrupt: it was interrupted (Ctrl-C stops the demo).
+    """
+    from latent_vla.app.cli import EXIT_INTERRUPTED
+
     assert plan.argv is not None
     print(f"\n=== demo stage {plan.name}: latent-vla {' '.join(plan.argv)}", flush=True)
     t0 = time.perf_counter()
@@ -93,6 +101,8 @@ def run_stage(plan: StagePlan, runner: Callable[[list[str]], int]) -> float:
         code = runner(plan.argv)
     except Exception as exc:  # noqa: BLE001 - re-raised with the stage named
         raise DemoStageError(f"demo stage '{plan.name}' failed: {type(exc).__name__}: {exc}") from exc
+    if code == EXIT_INTERRUPTED:
+        raise KeyboardInterrupt
     if code:
         raise DemoStageError(
             f"demo stage '{plan.name}' failed with exit code {code}; the lines above say why. "
@@ -106,13 +116,9 @@ def main(cfg: DictConfig) -> int:
     from latent_vla.app.cli import main as cli_main
     from latent_vla.app.demo_report import write_report
 
+    plans = plan_stages(cfg)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    try:
-        plans = plan_stages(cfg)
-    except ValueError as exc:
-        print(f"latent-vla demo: {exc}")
-        return 2
     timings_path = out / "demo_timings.json"
     timings: dict[str, float] = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
     t_start = time.perf_counter()

@@ -12,6 +12,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from latent_vla.app.settings import choice_list, choice_setting, int_setting, positive_number
+from latent_vla.base.errors import UserError
+
 SEARCHERS = ("grad", "cem", "mppi", "random")
 
 
@@ -26,10 +29,8 @@ def _planner_overrides(cfg: DictConfig, name: str) -> dict[str, Any]:
 
 def _brain_factory(cfg: DictConfig) -> tuple[Callable[[str, dict[str, Any]], Any], Any]:
     """``(make_brain(name, overrides), robot spec)`` for ``ckpt=`` or ``bundle=``."""
-    if (cfg.ckpt is None) == (cfg.bundle is None):
-        raise ValueError("eval needs exactly one of ckpt=<run dir> or bundle=<bundle dir>")
     if cfg.brain_sha256 is not None and cfg.bundle is None:
-        raise ValueError("brain_sha256= pins an ONNX bundle=, not a ckpt=")
+        raise UserError("brain_sha256= pins an ONNX bundle=, not a ckpt=")
     if cfg.ckpt is not None:
         from latent_vla.checkpoint import load_checkpoint
         from planners.brains import PlannerBrain
@@ -48,11 +49,9 @@ def _brain_factory(cfg: DictConfig) -> tuple[Callable[[str, dict[str, Any]], Any
         from export.runtime.brain import load_bundle_brain
         from latent_vla.base.robot_spec import SO101  # the arm of the simulator (sim.env.SO101Env)
     except ImportError as exc:
-        raise RuntimeError(f"bundle= needs export.runtime, which is not available: {exc}") from exc
+        raise UserError(f"bundle= needs export.runtime, which is not installed here: {exc}") from exc
 
     def make_bundle(name: str, over: dict[str, Any]) -> Any:
-        if name == "random":
-            raise ValueError("bundle= supports planners grad, cem, mppi and policy, not random")
         return load_bundle_brain(Path(cfg.bundle), mode=name, precision=cfg.bundle_precision, robot=SO101,
                                  planner=over or None, expected_sha256=cfg.brain_sha256)  # fmt: skip
 
@@ -101,23 +100,52 @@ def _plot_sweep(sweep: list[dict[str, Any]], key: str, path: Path) -> None:
     plt.close(fig)
 
 
+def check_settings(cfg: DictConfig) -> list[str]:
+    """Refuse a bad request before any work; returns the planners to evaluate.
+
+    Raises:
+        UserError: not exactly one of ``ckpt=`` / ``bundle=``, an unknown task or planner, a count
+            below 1 (``episodes``, ...), a budget that is not a positive number, ...
+    """
+    from sim import ENV_IDS  # registers the Gymnasium ids only; MuJoCo comes with the first env
+
+    if (cfg.ckpt is None) == (cfg.bundle is None):
+        given = "both" if cfg.ckpt is not None else "neither"
+        raise UserError(f"give exactly one of ckpt=<run dir> or bundle=<bundle dir>; got {given}")
+    choice_setting(cfg, "task", ENV_IDS)
+    names = choice_list(cfg, "planners", cfg.planner_cfg)
+    if cfg.bundle is not None:
+        if "random" in names:
+            raise UserError("bundle= runs the planners grad, cem, mppi and policy; not random")
+        choice_setting(cfg, "bundle_precision", ("fp32", "fp16", "int8"))
+    for key in ("episodes", "n_execute", "threads", "sweep_episodes"):
+        int_setting(cfg, key, 1)
+    int_setting(cfg, "videos", 0)
+    int_setting(cfg, "max_steps", 1, optional=True)
+    int_setting(cfg, "horizon", 1, optional=True)
+    positive_number(cfg, "budget_ms", optional=True, unit="ms")
+    positive_number(cfg, "video_fps", unit="Hz")
+    if cfg.sweep:
+        choice_setting(cfg, "sweep_key", ("iterations", "budget_ms"))
+        if cfg.sweep_planners:
+            choice_list(cfg, "sweep_planners", names)
+        for i in range(len(cfg.sweep)):
+            positive_number(cfg, f"sweep.{i}")
+    return names
+
+
 def main(cfg: DictConfig) -> int:
     """Run the evaluation described by ``cfg`` (``configs/eval.yaml``); returns the exit code."""
+    names = check_settings(cfg)
     import torch
 
     import sim
     from planners.evaluate import add_baseline_deltas, evaluate_brain
 
     torch.set_num_threads(int(cfg.threads))
-    names = list(cfg.planners)
-    unknown = [n for n in names if n not in cfg.planner_cfg]
-    if unknown or not names:
-        raise ValueError(f"unknown planners {unknown}; configured: {list(cfg.planner_cfg)}")
-    if cfg.episodes < 1:
-        raise ValueError(f"episodes must be >= 1, got {cfg.episodes}")
+    make_brain, spec = _brain_factory(cfg)  # a bad checkpoint or bundle is refused before `out` is made
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    make_brain, spec = _brain_factory(cfg)
     env_kwargs: dict[str, Any] = {"render_mode": None}
     if cfg.max_steps is not None:
         env_kwargs["episode_length"] = int(cfg.max_steps)
@@ -139,8 +167,6 @@ def main(cfg: DictConfig) -> int:
 
     if cfg.sweep:
         key = str(cfg.sweep_key)
-        if key not in ("iterations", "budget_ms"):
-            raise ValueError(f"sweep_key must be 'iterations' or 'budget_ms', got {key!r}")
         sweep_names = list(cfg.sweep_planners) if cfg.sweep_planners else [n for n in names if n in SEARCHERS]
         sweep: list[dict[str, Any]] = []
         for name in sweep_names:

@@ -16,6 +16,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from latent_vla.app.settings import int_setting
+from latent_vla.base.errors import UserError
+
 log = logging.getLogger("latent_vla.export")
 
 
@@ -37,7 +40,7 @@ def _calibration(cfg: DictConfig, ckpt: Any) -> list:
         return []
     if not Path(str(data)).is_dir():
         if cfg.calibration.data:
-            raise FileNotFoundError(f"calibration.data={data} does not exist")
+            raise UserError(f"calibration.data={data} is not a directory; give a LeRobotDataset folder or null")
         log.info("training data %s not found here: int8 encoder skipped (set calibration.data=...)", data)
         return []
     obs = dataset_observations(str(data), ckpt.spec, ckpt.model.camera_names, int(cfg.calibration.frames))
@@ -46,21 +49,25 @@ def _calibration(cfg: DictConfig, ckpt: Any) -> list:
 
 
 def main(cfg: DictConfig) -> int:
-    """Entry point called by ``latent_vla.app.cli``; returns the exit code."""
+    """Entry point called by ``latent_vla.app.cli``; returns the exit code.
+
+    Raises:
+        UserError: no ``ckpt=``, a bad ``export.*`` or ``calibration.*`` setting (a bad checkpoint
+            raises ``CheckpointError``). A failed export or a bundle that does not load returns 1.
+    """
+    if cfg.ckpt is None:
+        raise UserError("ckpt=<run dir> is required: the training run to export")
+    int_setting(cfg, "calibration.frames", 0)
     _setup_logging()
     from export.exporter import ExportError, ExportSettings, export_bundle
     from export.runtime import BundleError, load_bundle_brain
-    from latent_vla.checkpoint import CheckpointError, load_checkpoint
+    from latent_vla.checkpoint import load_checkpoint
 
-    if cfg.ckpt is None:
-        print("latent-vla export: set ckpt=<run dir>", file=sys.stderr)
-        return 2
     try:
-        ckpt = load_checkpoint(cfg.ckpt)
-    except CheckpointError as exc:
-        print(f"latent-vla export: {exc}", file=sys.stderr)
-        return 2
-    settings = ExportSettings(**OmegaConf.to_container(cfg.export, resolve=True))
+        settings = ExportSettings(**OmegaConf.to_container(cfg.export, resolve=True))
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"bad export setting: {exc}") from exc
+    ckpt = load_checkpoint(cfg.ckpt)
     calibration = _calibration(cfg, ckpt)
     try:
         result = export_bundle(ckpt, cfg.out, settings, calibration=calibration, progress=bool(cfg.progress))

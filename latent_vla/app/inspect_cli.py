@@ -10,7 +10,6 @@ draws ``latent_pca.png``, a 2-D PCA of the encoded latent trajectories (solid) w
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,9 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from latent_vla.checkpoint import CheckpointError, load_checkpoint
+from latent_vla.app.settings import int_setting
+from latent_vla.base.errors import UserError
+from latent_vla.checkpoint import load_checkpoint
 from latent_vla.data import DatasetError, load_frames
 
 
@@ -93,7 +94,7 @@ def inspect(
 
     Raises:
         CheckpointError / DatasetError: unusable inputs.
-        ValueError: no episode long enough to start at ``start``.
+        UserError: no episode long enough to start at ``start``.
     """
     from latent_vla.analysis import encode_episodes, imagine
     from latent_vla.train import resolve_device
@@ -152,7 +153,7 @@ def inspect(
             real_traj.append(z_real.cpu().numpy())
             imag_traj.append(np.concatenate([z_real[:1].cpu().numpy(), z_imag.cpu().numpy()]))
     if not real_traj:
-        raise ValueError(f"no episode has more than {start + 1} frames; lower start=")
+        raise UserError(f"start={start}: no episode has more than {start + 1} frames; lower start=")
     figures.update(_pca_figure(real_traj, imag_traj, out / "latent_pca.png"))
     figures["pca_image"] = str(out / "latent_pca.png")
     (out / "inspect.json").write_text(json.dumps(figures, indent=2) + "\n")
@@ -160,22 +161,18 @@ def inspect(
 
 
 def main(cfg: DictConfig) -> int:
-    """Run ``latent-vla inspect`` with a composed config; returns the exit code."""
-    try:
-        figures = inspect(
-            cfg.ckpt,
-            cfg.data,
-            cfg.out,
-            episodes=int(cfg.episodes),
-            horizon=int(cfg.horizon),
-            start=int(cfg.start),
-            device=str(cfg.device),
-            repo_id=cfg.repo_id,
-            video_backend=cfg.video_backend,
-        )
-    except (CheckpointError, DatasetError, ValueError) as exc:
-        print(f"latent-vla inspect: {exc}", file=sys.stderr)
-        return 2
+    """Run ``latent-vla inspect`` with a composed config; returns the exit code (bad inputs raise UserErrors)."""
+    figures = inspect(
+        cfg.ckpt,
+        cfg.data,
+        cfg.out,
+        episodes=int_setting(cfg, "episodes", 1),
+        horizon=int_setting(cfg, "horizon", 1),
+        start=int_setting(cfg, "start", 0),
+        device=str(cfg.device),
+        repo_id=cfg.repo_id,
+        video_backend=cfg.video_backend,
+    )
     from rich.console import Console
     from rich.table import Table
 

@@ -26,6 +26,9 @@ from hardware.control_loop import ControlLoop, LoopReport, safe_disconnect
 from hardware.kinematics import ArmKinematics
 from hardware.robots import check_robot_matches_spec, make_robot, spec_for
 from hardware.safety import SafetyConfig, SafetyLayer
+from latent_vla.app.settings import int_setting, positive_number
+from latent_vla.base.errors import UserError
+from latent_vla.base.text import Tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -126,22 +129,67 @@ def print_summary(report: LoopReport, extra: dict[str, Any]) -> None:
     Console(stderr=False).print(table)
 
 
+def check_settings(cfg: DictConfig) -> None:
+    """Refuse nonsense before anything is built or connected (``out=`` is checked by the CLI).
+
+    Raises:
+        UserError: ``steps``, ``duration_s``, ``fps`` or a brain timing that is not finite and positive,
+            ``max_consecutive_faults < 1``, or an empty or blank ``task``.
+    """
+    int_setting(cfg, "steps", 1, optional=True)
+    positive_number(cfg, "duration_s", optional=True, unit="s")
+    positive_number(cfg, "fps", optional=True, unit="Hz")
+    positive_number(cfg, "brain_budget_ms", optional=True, unit="ms")
+    positive_number(cfg, "brain_deadline_ms", optional=True, unit="ms")
+    int_setting(cfg, "max_consecutive_faults", 1)
+    if cfg.task is not None and not str(cfg.task).strip():
+        raise UserError(
+            f"task={cfg.task!r} is empty: give the instruction in words, e.g. task='push the red cube into "
+            "the green zone' (on the twin, task=null takes the instruction of its scene)"
+        )
+
+
+def _tokenizer_of(brain: Any) -> Tokenizer | None:
+    """The instruction tokenizer of a bundle or training-run brain; None for a brain without one (scripted)."""
+    for owner in (getattr(brain, "bundle", None), getattr(brain, "checkpoint", None)):
+        tokenizer = getattr(owner, "tokenizer", None)
+        if isinstance(tokenizer, Tokenizer):
+            return tokenizer
+    return None
+
+
+def instruction_warning(tokenizer: Tokenizer | None, instruction: str) -> str | None:
+    """A warning when the model reads only part of ``instruction`` (more tokens than ``tokenizer.max_len``)."""
+    if tokenizer is None:
+        return None
+    n = len(tokenizer.token_ids(instruction))
+    if n <= tokenizer.max_len:
+        return None
+    return (
+        f"warning: the instruction has {n} tokens (words and word pairs); the model reads only the first "
+        f"{tokenizer.max_len} (its tokenizer's max_len) and ignores the rest"
+    )
+
+
 def main(cfg: DictConfig) -> int:
     """Run the configured robot with the configured brain; returns the exit code."""
+    check_settings(cfg)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cfg_budget = "until Ctrl-C" if cfg.steps is None and cfg.duration_s is None else None
     robot_node: dict[str, Any] = OmegaConf.to_container(cfg.robot, resolve=True)  # type: ignore[assignment]
     spec = spec_for(robot_node)
-    fps = float(cfg.fps or spec.fps)
+    fps = float(cfg.fps) if cfg.fps is not None else spec.fps
     is_twin = robot_node.get("type") == TWIN_TYPE
     if is_twin and robot_node.get("fps") is None:
         robot_node["fps"] = fps
-    safety_cfg = SafetyConfig.from_mapping(OmegaConf.to_container(cfg.safety, resolve=True))  # type: ignore[arg-type]
+    try:
+        safety_cfg = SafetyConfig.from_mapping(OmegaConf.to_container(cfg.safety, resolve=True))  # type: ignore[arg-type]
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"bad safety setting: {exc}") from exc
     out = Path(cfg.out)
     dataset_dir = out / "dataset"
     if cfg.record and dataset_dir.exists():
-        print(f"latent-vla run: {dataset_dir} already exists; choose another out=", file=sys.stderr)
-        return 2
+        raise UserError(f"record=true: {dataset_dir} already exists; choose another out=")
     period_ms = 1e3 / fps
     budget_ms = cfg.brain_budget_ms if cfg.brain_budget_ms is not None else 0.6 * period_ms
     deadline_s = (cfg.brain_deadline_ms if cfg.brain_deadline_ms is not None else 0.8 * period_ms) / 1e3
@@ -152,11 +200,9 @@ def main(cfg: DictConfig) -> int:
         robot = make_robot(robot_node)
         check_robot_matches_spec(robot, spec)
     except (FileNotFoundError, ValueError, RuntimeError) as exc:  # incl. BrainNotAvailable, bundle errors
-        print(f"latent-vla run: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 2
+        raise UserError(f"{type(exc).__name__}: {exc}") from exc
     if cfg.task is None and not is_twin:  # only the twin's sim task can supply the instruction
-        print("latent-vla run: task= (the instruction) is required for a real arm", file=sys.stderr)
-        return 2
+        raise UserError("task= (the instruction) is required for a real arm, e.g. task='push the red cube'")
     plan = describe(cfg, robot_node, safety_cfg, fps)
     print(plan)
     if cfg_budget:
@@ -180,11 +226,13 @@ def main(cfg: DictConfig) -> int:
     if instruction is None:  # the twin's sim task says what to do; a real arm needs task="..."
         instruction = getattr(robot, "instruction", None) or None
         if instruction is None:
-            print("latent-vla run: task= (the instruction) is required for this robot", file=sys.stderr)
             safe_disconnect(robot)
-            return 2
+            raise UserError("task= (the instruction) is required for this robot: its scene names none")
         brain.reset(instruction)
         print(f"  instruction from the twin's scene: {instruction!r}")
+    warning = instruction_warning(_tokenizer_of(brain), str(instruction))
+    if warning:
+        print(f"latent-vla run: {warning}", file=sys.stderr)
     recorder = None
     loop: ControlLoop | None = None
     previous: dict[int, Any] = {}

@@ -122,3 +122,55 @@ def test_task_null_takes_the_twin_instruction_and_is_refused_on_a_real_arm(tmp_p
     assert report["task"] not in ("None", "") and "instruction from the twin" in capsys.readouterr().out
     assert run(tmp_path, "robot=so101", "task=null", "yes=true") == 2
     assert "required for a real arm" in capsys.readouterr().err
+
+
+def test_unwritable_out_is_refused_before_the_arm_is_built(
+    mock_bus, calibration_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The run report would be lost after the arm moved: `out=` is checked before anything is built."""
+    args = ["run", "robot=so101", "robot.port=/dev/ttyFAKE", f"robot.calibration_dir={calibration_dir}"]
+    assert main([*args, "steps=5", "yes=true", "out=/proc/latent_vla/run"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "out=/proc/latent_vla/run is not writable" in err
+    assert mock_bus.instances == []  # no bus was even made, let alone connected
+
+
+@pytest.mark.parametrize(("override", "fault"), [("steps=-5", "steps"), ("fps=0", "fps"), ("fps=-30", "fps")])
+def test_nonsense_budgets_never_reach_the_arm(
+    tmp_path: Path, mock_bus, calibration_dir: Path, capsys: pytest.CaptureFixture[str], override: str, fault: str
+) -> None:
+    args = ["robot=so101", "robot.port=/dev/ttyFAKE", f"robot.calibration_dir={calibration_dir}", "yes=true"]
+    assert run(tmp_path, *args, override) == 2  # was: 0 ticks and exit 0 (steps=-5), 30 Hz (fps=0)
+    assert capsys.readouterr().err.startswith(f"latent-vla run: {fault} must be")
+    assert mock_bus.instances == []
+
+
+def test_instruction_warning_names_the_token_limit() -> None:
+    from latent_vla.app.run_cli import instruction_warning
+    from latent_vla.base.text import Tokenizer
+
+    tokenizer = Tokenizer(max_len=24)
+    assert instruction_warning(tokenizer, "push the red cube into the green zone") is None  # 8 words + 7 pairs
+    assert instruction_warning(None, "word " * 2000) is None  # the scripted brain reads no instruction
+    warning = instruction_warning(tokenizer, "push the red cube " * 500)
+    assert warning is not None and "3999 tokens" in warning and "first 24" in warning
+
+
+def _random_checkpoint(run_dir: Path) -> Path:
+    """The planner tests' random-weight checkpoint (tests/planners/conftest.py), for plumbing only."""
+    import importlib.util
+
+    path = Path(__file__).parents[1] / "planners" / "conftest.py"
+    spec = importlib.util.spec_from_file_location("planners_conftest", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.make_random_checkpoint(run_dir)
+
+
+def test_long_instruction_is_run_with_a_warning(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ckpt = _random_checkpoint(tmp_path / "ckpt")  # a tokenizer of max_len 12
+    long_task = ("push the red cube into the green zone " * 264)[:10_000].strip()
+    args = [f"brain={ckpt}", "brain_mode=policy", f"task={long_task}", "steps=2", f"robot.calibration_dir={tmp_path}"]
+    assert run(tmp_path, "robot=twin", *args) == 0
+    err = capsys.readouterr().err
+    assert "latent-vla run: warning: the instruction has" in err and "reads only the first 12" in err

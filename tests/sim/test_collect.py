@@ -371,3 +371,66 @@ def test_sigint_to_the_cli_leaves_a_readable_dataset(tmp_path):
     assert seeds == sorted(seeds) and seeds[0] == 0 and 200 in seeds  # both workers' blocks
     ds[ds.num_frames - 1]
     assert not staging.exists()
+
+
+def _collect_in_own_group(out: Path, episodes: int) -> subprocess.Popen:
+    """`latent-vla collect` with two workers in a process group of its own, so that a Ctrl-C can reach
+    every process of it (the fork server, the workers), as one typed in a terminal does."""
+    cmd = [sys.executable, "-m", "latent_vla.app.cli", "collect", "task=reach", f"episodes={episodes}"]
+    cmd += [f"max_episode_steps={STEPS}", f"out={out}", "workers=2", "progress=false", f"repo_id={REPO}"]
+    env = {**os.environ, "MUJOCO_GL": "egl", "HF_HUB_OFFLINE": "1"}
+    env.pop("LATENT_VLA_DEBUG", None)
+    return subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+
+
+def _wait_until(ready, proc: subprocess.Popen, what: str, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not ready():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, f"{what} did not happen in time"
+        time.sleep(0.05)
+
+
+def _ctrl_c(proc: subprocess.Popen, times: int = 1) -> tuple[str, str]:
+    try:
+        for i in range(times):
+            if i:
+                time.sleep(0.2)
+            os.killpg(proc.pid, signal.SIGINT)
+        return proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_the_first_seconds_is_a_clean_interrupt(tmp_path):
+    """Ctrl-C while the fork server still imports LeRobot: it died of it and every worker start raised EOFError."""
+    out = tmp_path / "early"
+    proc = _collect_in_own_group(out, 400)
+    staging = tmp_path / f".early.collect-{proc.pid}"
+    _wait_until(staging.is_dir, proc, "collect start")
+    time.sleep(1.0)  # the fork server is importing LeRobot and the sim now (seconds)
+    stdout, stderr = _ctrl_c(proc)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and "EOFError" not in stderr, stderr
+    assert [line for line in stderr.splitlines() if line.strip()] == ["no episode finished; nothing was written."]
+    assert "(interrupted)" in stdout
+    assert not staging.exists() and not out.exists()
+
+
+@pytest.mark.slow
+def test_double_ctrl_c_aborts_and_leaves_no_staging_folder(tmp_path):
+    """A second Ctrl-C aborts at once: `out` untouched, one line, and no hidden staging folder left behind by
+    workers that kept finishing their shards into it (SIGTERM only asks them to)."""
+    out = tmp_path / "twice"
+    proc = _collect_in_own_group(out, 400)
+    staging = tmp_path / f".twice.collect-{proc.pid}"
+    _wait_until(lambda: all((staging / f"shard-{k}" / "videos").is_dir() for k in (0, 1)), proc, "two workers saving")
+    stdout, stderr = _ctrl_c(proc, times=2)
+    assert proc.returncode == 130, stderr
+    assert [line for line in stderr.splitlines() if line.strip()] == ["latent-vla collect: interrupted"]
+    time.sleep(2.0)  # a worker left running would write into the staging folder again now
+    assert not staging.exists() and not out.exists()
