@@ -28,7 +28,6 @@ import logging
 import math
 import os
 import signal
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -48,6 +47,7 @@ from tqdm.auto import tqdm
 
 from latent_vla.base.errors import UserError
 from latent_vla.base.normalize import Normalizer
+from latent_vla.base.paths import check_output_dir
 from latent_vla.base.robot_spec import CameraSpec, JointSpec, RobotSpec, get_robot_spec
 from latent_vla.base.text import Tokenizer
 from latent_vla.checkpoint import (
@@ -254,32 +254,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
-
-
-def check_output_dir(path: str | os.PathLike, key: str) -> Path:
-    """``path`` as a directory to write into: an existing writable one, or one that can be created.
-
-    Nothing is created (a probe file is made and removed in the nearest existing folder).
-
-    Raises:
-        UserError: ``path`` is a file, lies under a file, or is not writable (one line).
-    """
-    out = Path(path)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{key}={out} is a file; give a directory (new or existing) to write into")
-    probe = out
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir():
-        raise UserError(f"{key}={out} cannot be created: {probe} is a file")
-    try:
-        with tempfile.TemporaryFile(dir=probe):
-            pass
-    except OSError as exc:
-        raise UserError(
-            f"{key}={out} is not writable ({exc.strerror or exc}); give a directory you can write to"
-        ) from None
-    return out
 
 
 def dataset_spec(base: RobotSpec, cache: FrameCache, image_size: tuple[int, int]) -> RobotSpec:

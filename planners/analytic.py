@@ -85,9 +85,7 @@ def lq_cost(model: DoubleIntegrator, z0: Tensor, goal: Tensor, actions: np.ndarr
     return float((q * err**2).sum() + r * (actions**2).sum())
 
 
-def lq_optimum(
-    model: DoubleIntegrator, z0: Tensor, goal: Tensor, horizon: int, r: float
-) -> tuple[np.ndarray, float]:
+def lq_optimum(model: DoubleIntegrator, z0: Tensor, goal: Tensor, horizon: int, r: float) -> tuple[np.ndarray, float]:
     """Unconstrained optimal plan ``(H, A)`` and its cost, from the normal equations (float64).
 
     ``a* = -(Gamma^T Q Gamma + r I)^-1 Gamma^T Q (Phi z0 - goal)``.

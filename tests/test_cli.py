@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from latent_vla.app.cli import SUBCOMMANDS, compose, main
-from latent_vla.app.paths import check_output_dir
 from latent_vla.base.errors import UserError
+from latent_vla.base.paths import check_output_dir
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -124,6 +124,7 @@ class BundleBrain(LatentBrain):
             temporal_ensemble=mpc.get("temporal_ensemble"),
         )
 
+
 def load_bundle_brain(
     bundle_dir: str | os.PathLike[str],
     mode: str = "policy",
@@ -150,7 +151,12 @@ def load_bundle_brain(
             manifest is refused before any graph is parsed.
     """
     bundle = Bundle(
-        bundle_dir, precision=precision, providers=providers, robot=robot, threads=threads, expected_sha256=expected_sha256
+        bundle_dir,
+        precision=precision,
+        providers=providers,
+        robot=robot,
+        threads=threads,
+        expected_sha256=expected_sha256,
     )
     brain = BundleBrain(bundle, mode=mode, planner=planner)
     if instruction is not None:

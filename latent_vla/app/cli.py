@@ -25,8 +25,8 @@ from typing import NamedTuple
 
 from omegaconf import DictConfig, OmegaConf
 
-from latent_vla.app.paths import check_output_dir
 from latent_vla.base.errors import UserError
+from latent_vla.base.paths import check_output_dir
 
 DEBUG_ENV = "LATENT_VLA_DEBUG"
 EXIT_USER_ERROR = 2
@@ -157,20 +157,6 @@ def _composed(name: str, overrides: list[str]) -> DictConfig:
     return cfg
 
 
-def _user_error_types() -> tuple[type[BaseException], ...]:
-    """:class:`UserError`, plus the checkpoint and bundle errors until those subclass it.
-
-    Looked up in ``sys.modules``, not imported: they live beside torch and onnxruntime, and an
-    error of a module that was never imported cannot have been raised.
-    """
-    types: list[type[BaseException]] = [UserError]
-    for module, name in (("latent_vla.checkpoint", "CheckpointError"), ("export.runtime.errors", "BundleError")):
-        cls = getattr(sys.modules.get(module), name, None)
-        if isinstance(cls, type) and issubclass(cls, BaseException):
-            types.append(cls)
-    return tuple(types)
-
-
 def _caused_by_ctrl_c(exc: BaseException) -> bool:
     """Whether a ``KeyboardInterrupt`` is among the causes of ``exc`` (its ``__cause__`` chain)."""
     seen: set[int] = set()
@@ -246,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         if _caused_by_ctrl_c(exc):  # e.g. ImportError("initialization failed") of a C extension cut short
             print(f"latent-vla {name}: interrupted", file=sys.stderr)
             return EXIT_INTERRUPTED
-        if not isinstance(exc, _user_error_types()):
+        if not isinstance(exc, UserError):
             raise
         print(f"latent-vla {name}: {one_line(str(exc))}", file=sys.stderr)
         return EXIT_USER_ERROR
