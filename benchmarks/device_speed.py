@@ -83,10 +83,10 @@ def plan_ms(cfg: ModelConfig, device: torch.device, ticks: int) -> dict[str, dic
         task = model.embed_task(torch.randint(1, 100, (1, 8), device=device))
         z0 = model.normalize_latent(torch.randn(1, model.latent_dim, device=device))
     planners = {
-        "grad 8x16, 10 it": GradientPlanner(model, 16, iterations=10, patience=0, budget_ms=None),
-        "grad 8x16, 30 it": GradientPlanner(model, 16, iterations=30, patience=0, budget_ms=None),
-        "cem 256x6": CEMPlanner(model, 16, budget_ms=None),
-        "mppi 256x6": MPPIPlanner(model, 16, budget_ms=None),
+        "grad 8x16, 10 it": GradientPlanner(model, 16, iterations=10, patience=0),
+        "grad 8x16, 30 it": GradientPlanner(model, 16, iterations=30, patience=0),
+        "cem 256x6": CEMPlanner(model, 16),
+        "mppi 256x6": MPPIPlanner(model, 16),
     }
     out = {}
     for name, planner in planners.items():

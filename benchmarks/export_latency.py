@@ -135,11 +135,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for p in ("fp32", "int8"):
         grad_brain = load_bundle_brain(
             bundle_dir, mode="grad", instruction=instruction, precision=p, threads=args.threads,
-            planner={"iterations": it, "restarts": restarts, "patience": 0},
+            planner={"iterations": it, "restarts": restarts, "patience": 0, "budget_ms": None},
         )  # fmt: skip
         cem_brain = load_bundle_brain(
             bundle_dir, mode="cem", instruction=instruction, precision=p, threads=args.threads,
-            planner={"samples": args.samples, "elites": elites, "iterations": 4},
+            planner={"samples": args.samples, "elites": elites, "iterations": 4, "budget_ms": None},
         )  # fmt: skip
         for name, brain in (("grad_tick", grad_brain), ("cem_tick", cem_brain)):
             brain.act(obs)

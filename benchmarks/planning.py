@@ -109,7 +109,7 @@ def part_b(
     model, start_list, what = _world_model(ckpt, starts)
     model.requires_grad_(False)
     planners = {
-        f"grad (budget {budget_ms:g} ms)": GradientPlanner(model, horizon, lr=0.2, budget_ms=budget_ms),
+        f"grad (budget {budget_ms:g} ms)": GradientPlanner(model, horizon, lr=0.2),
         "grad (30 it, lr 0.2)": GradientPlanner(model, horizon, iterations=30, lr=0.2),
         "grad (10 it, lr 0.2)": GradientPlanner(model, horizon, iterations=10, lr=0.2, patience=0),
         "grad (10 it, lr 0.1)": GradientPlanner(model, horizon, iterations=10, lr=0.1, patience=0),
@@ -123,9 +123,9 @@ def part_b(
     for name, planner in planners.items():
         records = []
         for z, task in start_list:
-            mpc = MPC(planner)
+            mpc = MPC(planner, budget_ms=budget_ms if name.startswith("grad (budget") else None)
             for _ in range(ticks):
-                a = mpc.act(z, task)
+                a = torch.from_numpy(mpc.act(z, task))
                 with torch.no_grad():
                     z = model.step(z, a[None])
             records += mpc.records
@@ -138,8 +138,9 @@ def _closed_loop_one(job: dict[str, Any]) -> dict[str, Any]:
     torch.set_num_threads(1)
     import sim
     from latent_vla.checkpoint import load_checkpoint
-    from planners.brains import PlannerBrain, planner_config
+    from planners.brains import PlannerBrain
     from planners.evaluate import evaluate_brain
+    from planners.shipped import planner_config
 
     c = load_checkpoint(job["ckpt"])
     cfg = planner_config(job["name"])

@@ -33,12 +33,8 @@ class BundleBackend:
     """
 
     def __init__(self, bundle: Bundle) -> None:
-        outputs = [t.name for t in bundle.manifest.graph("cost_grad").outputs]
-        if "step_cost" not in outputs or "objective" not in bundle.manifest.planner:
-            raise BundleError(
-                f"bundle {bundle.path} was written by an older latent-vla (schema {bundle.manifest.schema_version}, "
-                f"cost_grad outputs {outputs}); re-export it with `latent-vla export`"
-            )
+        if "objective" not in bundle.manifest.planner:
+            raise BundleError(f"bundle {bundle.path}: the manifest's planner section lacks 'objective'; re-export it")
         self.bundle = bundle
         self.objective = TrajectoryObjective.from_dict(bundle.manifest.planner.get("objective"))
         self.action_dim = bundle.action_dim

@@ -109,7 +109,7 @@ def expected_io(manifest: Manifest, normalizer: Normalizer, tokenizer: Tokenizer
         "encoder": ((*images, f32("state", BATCH, s), task), (f32("z", BATCH, z),)),
         "policy": ((f32("z", BATCH, z), task), (f32("actions", BATCH, k, a),)),
         "rollout_cost": (plan_in, (f32("cost", BATCH), f32("step_cost", BATCH, h))),
-        "cost_grad": (plan_in, (f32("cost", BATCH), f32("grad", BATCH, h, a))),
+        "cost_grad": (plan_in, (f32("cost", BATCH), f32("grad", BATCH, h, a), f32("step_cost", BATCH, h))),
     }
 
 

@@ -217,7 +217,7 @@ class Manifest:
         """Parse and check a manifest dict.
 
         Raises:
-            SchemaVersionError: a schema version this runtime cannot read (newer, or not an int).
+            SchemaVersionError: a schema version this runtime cannot read (older, newer, or not an int).
             ManifestError: a missing or malformed field, naming it.
         """
         if not isinstance(data, Mapping):
@@ -227,6 +227,12 @@ class Manifest:
         version = data.get("schema_version")
         if not isinstance(version, int) or isinstance(version, bool) or version < 1:
             raise SchemaVersionError(f"manifest schema_version must be a positive int, got {version!r}")
+        if version < SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"bundle manifest has schema version {version}, from an older latent-vla whose planner settings and "
+                f"cost_grad graph this runtime no longer reads (it reads schema {SCHEMA_VERSION}); re-export the "
+                "checkpoint with `latent-vla export`"
+            )
         if version > SCHEMA_VERSION:
             producer = data.get("producer", {})
             raise SchemaVersionError(

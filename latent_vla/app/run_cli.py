@@ -199,7 +199,9 @@ def main(cfg: DictConfig) -> int:
                            brain_sha256=cfg.brain_sha256)  # fmt: skip
         robot = make_robot(robot_node)
         check_robot_matches_spec(robot, spec)
-    except (FileNotFoundError, ValueError, RuntimeError) as exc:  # incl. BrainNotAvailable, bundle errors
+    except UserError:  # bundle and checkpoint errors say what is wrong themselves
+        raise
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:  # a missing path, a bad mode, another arm
         raise UserError(f"{type(exc).__name__}: {exc}") from exc
     if cfg.task is None and not is_twin:  # only the twin's sim task can supply the instruction
         raise UserError("task= (the instruction) is required for a real arm, e.g. task='push the red cube'")

@@ -11,8 +11,9 @@ from export_helpers import INSTRUCTION, edit_manifest
 
 from export.runtime import IntegrityError, RobotMismatchError, sha256_file
 from hardware.brain import load_brain
-from latent_vla.app import eval_cli, run_cli
-from latent_vla.app.cli import compose
+from latent_vla.app import eval_cli
+from latent_vla.app.cli import compose, main
+from latent_vla.base.errors import UserError
 from latent_vla.base.robot_spec import KOCH
 
 WRONG_PIN = "f" * 64
@@ -38,10 +39,9 @@ def test_load_brain_checks_the_pin(bundle_dir):
 
 
 def _run(bundle, out, *extra):
-    return run_cli.main(
-        compose("run", ["robot=twin", f"brain={bundle}", "brain_mode=policy", "steps=2", "progress=false",
-                        f"out={out}", *extra])
-    )  # fmt: skip
+    """``latent-vla run`` on the twin through the command's one error path: the exit code."""
+    return main(["run", "robot=twin", f"brain={bundle}", "brain_mode=policy", "steps=2", "progress=false",
+                 f"out={out}", *extra])  # fmt: skip
 
 
 def test_run_refuses_a_wrong_pin_and_drives_with_the_right_one(bundle_dir, tmp_path, capsys):
@@ -68,5 +68,5 @@ def test_eval_checks_the_sim_robot_and_the_pin(bundle_dir, koch_bundle, tmp_path
         eval_cli.main(_eval_cfg(bundle_dir, tmp_path / "wrong", f"brain_sha256={WRONG_PIN}"))
     pin = sha256_file(bundle_dir / "manifest.json")
     assert eval_cli.main(_eval_cfg(bundle_dir, tmp_path / "ok", f"brain_sha256={pin}")) == 0
-    with pytest.raises(ValueError, match="pins an ONNX bundle=, not a ckpt="):
+    with pytest.raises(UserError, match="pins an ONNX bundle=, not a ckpt="):
         eval_cli.main(compose("eval", [f"ckpt={tmp_path}", f"brain_sha256={pin}", f"out={tmp_path / 'c'}"]))

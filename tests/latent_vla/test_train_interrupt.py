@@ -123,7 +123,11 @@ def test_foreign_out_directories_are_refused_before_decoding(tmp_path, capsys):
         train(tiny_run_settings(no_data, notes))
     assert [p.name for p in notes.iterdir()] == ["thesis.tex"]
     a_file = notes / "thesis.tex"
-    for out, why in ((a_file, "is a file"), (Path("/proc/x"), "is not writable"), (a_file / "run", "is a file")):
+    for out, why in (
+        (a_file, "is not a directory"),
+        (Path("/proc/x"), "is not writable"),
+        (a_file / "run", "is a file"),
+    ):
         with pytest.raises(UserError, match=why):
             train(tiny_run_settings(no_data, out))
         assert cli_main(["train", f"data={no_data}", f"out={out}"]) == 2

@@ -1,0 +1,167 @@
+"""Planning-step speed of the one planner implementation on both backends, against the FLOP limit.
+
+    python benchmarks/planning_speed.py                       # default-size random model, 1 thread
+    python benchmarks/planning_speed.py --threads 2 --iterations 40 --out outputs/bench/planning_speed.json
+
+Side by side in one run (same model, same thread count): milliseconds per gradient-planner iteration
+(``R`` restarts x ``H`` steps, the shipped R = 8, H = 16) on the PyTorch backend (autograd) and the
+ONNX runtime backend (``cost_grad.onnx``), milliseconds per CEM round (256 samples x 16 steps, one
+batched rollout), the FLOP count of each (counted by ``torch.utils.flop_counter`` on the PyTorch
+call), and the fraction of this machine's measured fp32 matmul peak that the timing reaches.
+Weights are random: speed does not depend on training. Prints a table and writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from export.exporter import ExportSettings, export_bundle
+from export.runtime import BundleBackend, load_bundle
+from latent_vla.base.normalize import Normalizer
+from latent_vla.base.robot_spec import SO101
+from latent_vla.base.text import Tokenizer
+from latent_vla.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from latent_vla.model import ModelConfig, WorldModel
+from planners.gradient import GradientPlanner
+from planners.objectives import TrajectoryObjective
+from planners.sampling import CEMPlanner
+from planners.torch_backend import TorchBackend
+
+
+def _median_ms(fn: Callable[[], Any], repeats: int, warmup: int = 3) -> tuple[float, float]:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return float(np.percentile(times, 50)), float(np.percentile(times, 95))
+
+
+def matmul_peak_gflops(threads: int, n: int = 1024, repeats: int = 20) -> float:
+    """This machine's fp32 matmul rate at ``threads`` threads, GFLOP/s (best of ``repeats``)."""
+    torch.set_num_threads(threads)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    best = np.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best / 1e9
+
+
+def random_checkpoint(run_dir: Path) -> Checkpoint:
+    """A default-size ``WorldModel`` with random weights for the SO-101, saved and loaded back."""
+    torch.manual_seed(0)
+    model = WorldModel(ModelConfig(camera_names=("front", "wrist"), state_dim=6, action_dim=6))
+    rng = np.random.default_rng(0)
+    lo, hi = SO101.lower, SO101.upper
+    states = rng.uniform(0.5 * lo, 0.5 * hi, (100, 6))
+    norm = Normalizer.from_arrays(states, states, camera_names=("front", "wrist"))
+    save_checkpoint(run_dir, model, norm, Tokenizer(), SO101, {"benchmark": True}, 0)
+    return load_checkpoint(run_dir)
+
+
+def _flops(backend: TorchBackend, start: Any, actions: np.ndarray, grad: bool) -> int:
+    with FlopCounterMode(display=False) as counter:
+        if grad:
+            backend.step_costs_and_grad(start, actions)
+        else:
+            backend.step_costs(start, actions)
+    return int(counter.get_total_flops())
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    """Time both backends on the same random default model; return the figures."""
+    torch.set_num_threads(args.threads)
+    tmp = Path(tempfile.mkdtemp(prefix="planning-speed-"))
+    ckpt = random_checkpoint(tmp / "run")
+    objective = TrajectoryObjective(prior_weight=1.0)  # the shipped grad planner's objective
+    export_bundle(
+        ckpt, tmp / "bundle", ExportSettings(horizon=args.horizon, precisions=("fp32",), objective=objective.to_dict())
+    )
+    backends = {
+        "torch eager": TorchBackend(ckpt.model, objective),
+        "onnxruntime": BundleBackend(load_bundle(tmp / "bundle", threads=args.threads)),
+    }
+    with torch.no_grad():
+        task = ckpt.embed_instruction(["reach the red target"]).numpy()
+        z0 = ckpt.model.normalize_latent(torch.randn(1, ckpt.model.latent_dim)).numpy()
+    rows = []
+    for name, backend in backends.items():
+        grad = GradientPlanner(backend, args.horizon, restarts=args.restarts, iterations=args.iterations,
+                               patience=0, objective=objective, use_policy=False)  # fmt: skip
+        cem = CEMPlanner(backend, args.horizon, samples=256, elites=32, iterations=args.rounds, objective=objective,
+                         use_policy=False)  # fmt: skip
+        g50, g95 = _median_ms(lambda grad=grad: grad.plan(z0, task), args.repeats)
+        c50, c95 = _median_ms(lambda cem=cem: cem.plan(z0, task), args.repeats)
+        rows.append({"backend": name, "grad_ms_per_iteration_p50": g50 / args.iterations,
+                     "grad_ms_per_iteration_p95": g95 / args.iterations, "grad_plan_ms_p50": g50,
+                     "cem_ms_per_round_p50": c50 / args.rounds, "cem_plan_ms_p50": c50})  # fmt: skip
+    torch_backend = backends["torch eager"]
+    start = torch_backend.prepare(z0, task)
+    flops_grad = _flops(torch_backend, start, np.zeros((args.restarts, args.horizon, 6), np.float32), True)
+    flops_cem = _flops(torch_backend, start, np.zeros((256, args.horizon, 6), np.float32), False)
+    peak = matmul_peak_gflops(args.threads)
+    for r in rows:
+        r["grad_gflop_per_iteration"] = flops_grad / 1e9
+        r["grad_fraction_of_peak"] = flops_grad / (r["grad_ms_per_iteration_p50"] * 1e-3) / (peak * 1e9)
+        r["cem_gflop_per_round"] = flops_cem / 1e9
+        r["cem_fraction_of_peak"] = flops_cem / (r["cem_ms_per_round_p50"] * 1e-3) / (peak * 1e9)
+    return {
+        "rows": rows,
+        "matmul_peak_gflops": peak,
+        "settings": {k: v for k, v in vars(args).items() if k != "out"},
+        "machine": {"cpu": platform.processor() or platform.machine(), "torch": torch.__version__},
+    }
+
+
+def print_table(result: dict[str, Any]) -> None:
+    """One line per backend."""
+    s = result["settings"]
+    print(f"planning speed: R={s['restarts']} H={s['horizon']}, {s['threads']} thread(s), "
+          f"fp32 matmul peak {result['matmul_peak_gflops']:.0f} GFLOP/s")  # fmt: skip
+    print(f"{'backend':<12} {'grad ms/it':>10} {'p95':>6} {'MFLOP/it':>9} {'% peak':>7} "
+          f"{'cem ms/round':>12} {'MFLOP/round':>11} {'% peak':>7}")  # fmt: skip
+    for r in result["rows"]:
+        print(f"{r['backend']:<12} {r['grad_ms_per_iteration_p50']:>10.3f} {r['grad_ms_per_iteration_p95']:>6.2f} "
+              f"{r['grad_gflop_per_iteration'] * 1e3:>9.1f} {100 * r['grad_fraction_of_peak']:>6.1f}% "
+              f"{r['cem_ms_per_round_p50']:>12.3f} {r['cem_gflop_per_round'] * 1e3:>11.1f} "
+              f"{100 * r['cem_fraction_of_peak']:>6.1f}%")  # fmt: skip
+
+
+def main() -> int:
+    """Run the benchmark; see the module docstring."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--restarts", type=int, default=8)
+    p.add_argument("--horizon", type=int, default=16)
+    p.add_argument("--iterations", type=int, default=20, help="gradient iterations per timed plan")
+    p.add_argument("--rounds", type=int, default=4, help="CEM rounds per timed plan")
+    p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--out", type=Path, default=Path("outputs/bench/planning_speed.json"))
+    args = p.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    result = measure(args)
+    print_table(result)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
