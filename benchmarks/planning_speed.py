@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from export_latency import _timeit  # the sibling benchmark's timer (run as python benchmarks/planning_speed.py)
 from torch.utils.flop_counter import FlopCounterMode
 
 from export.exporter import ExportSettings, export_bundle
@@ -40,15 +41,9 @@ from planners.sampling import CEMPlanner
 from planners.torch_backend import TorchBackend
 
 
-def _median_ms(fn: Callable[[], Any], repeats: int, warmup: int = 3) -> tuple[float, float]:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return float(np.percentile(times, 50)), float(np.percentile(times, 95))
+def _median_ms(fn: Callable[[], Any], repeats: int) -> tuple[float, float]:
+    timed = _timeit(fn, repeats, warmup=3)
+    return timed["p50_ms"], timed["p95_ms"]
 
 
 def matmul_peak_gflops(threads: int, n: int = 1024, repeats: int = 20) -> float:
@@ -90,9 +85,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="planning-speed-"))
     ckpt = random_checkpoint(tmp / "run")
     objective = TrajectoryObjective(prior_weight=1.0)  # the shipped grad planner's objective
-    export_bundle(
-        ckpt, tmp / "bundle", ExportSettings(horizon=args.horizon, precisions=("fp32",), objective=objective.to_dict())
-    )
+    settings = ExportSettings(horizon=args.horizon, precisions=("fp32",), objective=objective.to_dict())
+    export_bundle(ckpt, tmp / "bundle", settings, progress=False)
     backends = {
         "torch eager": TorchBackend(ckpt.model, objective),
         "onnxruntime": BundleBackend(load_bundle(tmp / "bundle", threads=args.threads)),

@@ -246,6 +246,196 @@ def _observations_to_inputs(
     return out
 
 
+class _ExportJob:
+    """One export: the checkpoint, its sizes, the inputs for tracing and checking, the graph table."""
+
+    def __init__(self, ckpt: Checkpoint, settings: ExportSettings, out: Path) -> None:
+        assert settings.objective is not None
+        self.ckpt, self.settings, self.out = ckpt, settings, out
+        self.model = ckpt.model.eval().requires_grad_(False)
+        self.gen = torch.Generator().manual_seed(settings.seed)
+        self.cams = list(self.model.camera_names)
+        m = self.model
+        self.sizes = dict(L=ckpt.tokenizer.max_len, S=m.state_dim, Z=m.latent_dim, A=m.action_dim, H=settings.horizon)
+        self.weights = torch.as_tensor(settings.objective.step_weights(settings.horizon))  # (H,), baked in
+        self.graphs = self._graph_table(torch.export.Dim("batch", min=1, max=settings.max_batch))
+
+    def rand_inputs(self, b: int) -> dict[str, torch.Tensor]:
+        """Random inputs of every graph for batch ``b`` (``z``/``z0`` encoded from the random images)."""
+        n, (h, w), g = self.sizes, self.model.image_size, self.gen
+        tokens = torch.randint(1, self.ckpt.tokenizer.vocab_size, (b, n["L"]), generator=g)
+        tokens[:, n["L"] // 2 :] = 0  # padding like a real instruction
+        x = {f"image_{c}": torch.rand(b, 3, h, w, generator=g) for c in self.cams}
+        x["state"] = torch.randn(b, n["S"], generator=g)
+        x["tokens"] = tokens
+        with torch.no_grad():
+            x["task"] = self.model.embed_task(tokens[:1])
+            x["z"] = self.model.encode({c: x[f"image_{c}"] for c in self.cams}, x["state"], x["task"])
+        x["z0"] = x["z"]
+        x["actions"] = torch.rand(b, n["H"], n["A"], generator=g) * 2 - 1
+        return x
+
+    def traced_inputs(self) -> dict[str, torch.Tensor]:
+        """Inputs whose batch size differs from every other axis: torch.export merges equal sizes ("duck
+        sizing") and would specialize the batch axis to, e.g., the horizon."""
+        h, w = self.model.image_size
+        fixed = {1, 3, h, w, *self.sizes.values(), int(self.model.chunk_len), int(self.model.task_dim)}
+        return self.rand_inputs(next(b for b in range(2, 10_000) if b not in fixed))
+
+    def _graph_table(self, batch: Any) -> dict[str, dict[str, Any]]:
+        model, cams, plan_dyn = self.model, self.cams, ({0: batch}, {0: batch}, None)
+        plan_in = ["z0", "actions", "task"]
+        return {
+            "task_embed": dict(module=TaskEmbedGraph(model), inputs=["tokens"], outputs=["task"], dyn=({0: batch},)),
+            "encoder": dict(
+                module=EncoderGraph(model),
+                inputs=[f"image_{c}" for c in cams] + ["state", "task"],
+                outputs=["z"],
+                dyn=(tuple([{0: batch}] * len(cams) + [{0: batch}, None]),),
+            ),
+            "policy": dict(
+                module=PolicyGraph(model), inputs=["z", "task"], outputs=["actions"], dyn=({0: batch}, None)
+            ),
+            "rollout_cost": dict(
+                module=RolloutCostGraph(model, self.weights),
+                inputs=plan_in,
+                outputs=["cost", "step_cost"],
+                dyn=plan_dyn,
+            ),
+            "cost_grad": dict(module=None, inputs=plan_in, outputs=["cost", "grad", "step_cost"], dyn=plan_dyn),
+        }
+
+    def eager(self, name: str, x: Mapping[str, torch.Tensor]) -> list[torch.Tensor]:
+        """PyTorch's outputs of graph ``name`` on inputs ``x`` (the reference of the parity checks)."""
+        model, cams = self.model, self.cams
+        with torch.no_grad():
+            if name == "task_embed":
+                return [model.embed_task(x["tokens"])]
+            if name == "encoder":
+                return [model.encode({c: x[f"image_{c}"] for c in cams}, x["state"], x["task"])]
+            if name == "policy":
+                return [model.policy(x["z"], x["task"])]
+            if name == "rollout_cost":
+                return list(RolloutCostGraph(model, self.weights)(x["z0"], x["actions"], x["task"]))
+        return list(torch_cost_and_grad(model, x["z0"], x["actions"], x["task"], self.weights))
+
+    def fp32_error(self, name: str, path: Path) -> float:
+        """Max |onnxruntime - PyTorch| of graph ``name`` on fresh inputs at batch 1 and 3 (the gradient's
+        relative to its largest entry)."""
+        g, sess, err = self.graphs[name], _session(path), 0.0
+        for b in (1, 3):  # fresh inputs, batch sizes other than the traced one
+            x = self.rand_inputs(b)
+            got = sess.run(None, {n: x[n].numpy() for n in g["inputs"]})
+            for o, gt, wt in zip(g["outputs"], got, self.eager(name, x), strict=True):
+                if gt.shape != tuple(wt.shape):
+                    raise ExportError(f"{name}.{o}: onnxruntime shape {gt.shape} != PyTorch {tuple(wt.shape)}")
+                e = _max_err(gt, wt)
+                err = max(err, e / max(float(wt.abs().max()), 1e-8) if o == "grad" else e)
+        return err
+
+    def export_fp32(self, bar: Any) -> tuple[dict[str, dict[str, GraphSpec]], list[ReportRow]]:
+        """Every graph in fp32, each checked against PyTorch; its manifest entries and report rows."""
+        ex, rows, entries = self.traced_inputs(), [], {}
+        for name, g in self.graphs.items():
+            t0 = time.perf_counter()
+            bar.set_postfix_str(name)
+            path = self.out / f"{name}.onnx"
+            module = g["module"] or trace_cost_grad(self.model, ex["z0"], ex["actions"], ex["task"], self.weights)
+            _export(module, tuple(ex[n] for n in g["inputs"]), path, g["inputs"], g["outputs"], g["dyn"],
+                    self.settings.opset)  # fmt: skip
+            err = self.fp32_error(name, path)
+            tol = self.settings.grad_rel_tol if name == "cost_grad" else self.settings.parity_tol
+            if not err <= tol:
+                raise ExportError(f"{name}: onnxruntime differs from PyTorch by {err:.3g} (tolerance {tol:g})")
+            entries[name] = {"fp32": _entry(path, "fp32")}
+            rows.append(
+                ReportRow(name, "fp32", path.name, path.stat().st_size, err, tol, True, time.perf_counter() - t0)
+            )
+            bar.update(1)
+        return entries, rows
+
+    def _variant_inputs(self, calibration: Sequence[tuple[Mapping[str, Any], str]] | None) -> tuple[list, dict]:
+        """``(calibration inputs, held-out encoder/policy inputs)`` from real observations (or random ones)."""
+        real = _observations_to_inputs(self.ckpt, calibration) if calibration else []
+        n_cal = len(real) // 2 if len(real) >= 4 else len(real)
+        cal, held = real[:n_cal], real[n_cal:] or real
+        if held:
+            enc_eval = {k: torch.cat([x[k] for x in held]) for k in held[0] if k != "task"}
+            enc_eval["task"] = held[0]["task"]
+        else:
+            enc_eval = self.rand_inputs(8)
+        with torch.no_grad():
+            images = {c: enc_eval[f"image_{c}"] for c in self.cams}
+            enc_eval["z"] = self.model.encode(images, enc_eval["state"], enc_eval["task"])
+        return cal, enc_eval
+
+    def export_variants(self, entries: dict[str, dict[str, GraphSpec]], calibration: Any, bar: Any) -> list[ReportRow]:
+        """fp16 / int8 variants of the encoder and the policy, added to ``entries``; their report rows."""
+        cal, enc_eval = self._variant_inputs(calibration)
+        rows = []
+        for precision in [p for p in self.settings.precisions if p != "fp32"]:
+            for name in VARIANT_GRAPHS:
+                t0 = time.perf_counter()
+                bar.set_postfix_str(f"{name}@{precision}")
+                src, dst = self.out / f"{name}.onnx", self.out / f"{name}.{precision}.onnx"
+                inputs = self.graphs[name]["inputs"]
+                if precision == "fp16":
+                    quantize.to_fp16(src, dst)
+                elif name == "policy":
+                    quantize.to_int8_dynamic(src, dst)
+                elif cal:
+                    quantize.to_int8_static(src, dst, [{n: x[n].numpy() for n in inputs} for x in cal])
+                else:
+                    log.warning("int8 encoder skipped: static quantization needs calibration observations")
+                    bar.update(1)
+                    continue
+                got = _session(dst).run(None, {n: enc_eval[n].numpy() for n in inputs})[0]
+                err = _max_err(got, self.eager(name, enc_eval)[0])
+                tol = self.settings.fp16_tol if precision == "fp16" else self.settings.int8_tol
+                if err > tol:
+                    log.warning("%s@%s: max error %.3g exceeds the stated tolerance %g", name, precision, err, tol)
+                entries[name][precision] = _entry(dst, precision)
+                rows.append(ReportRow(name, precision, dst.name, dst.stat().st_size, err, tol, err <= tol,
+                                      time.perf_counter() - t0))  # fmt: skip
+                bar.update(1)
+        return rows
+
+    def manifest(self, entries: dict[str, dict[str, GraphSpec]]) -> Manifest:
+        """The bundle's manifest over the written graph ``entries``."""
+        ckpt, model, n, (h, w) = self.ckpt, self.model, self.sizes, self.model.image_size
+        return Manifest(
+            robot_spec=ckpt.spec.to_dict(),
+            normalization=ckpt.normalizer.to_dict(),
+            tokenizer=ckpt.tokenizer.to_dict(),
+            model={
+                "latent_dim": n["Z"],
+                "action_dim": n["A"],
+                "chunk_len": int(model.chunk_len),
+                "task_dim": int(model.task_dim),
+                "state_dim": n["S"],
+                "token_len": n["L"],
+                "horizon": n["H"],
+                "camera_names": self.cams,
+                "image_size": [h, w],
+                "checkpoint_step": int(ckpt.step),
+                "default_instruction": self.settings.default_instruction,
+            },  # fmt: skip
+            planner=planner_section(self.settings),
+            graphs=entries,
+            producer={
+                "package": "latent-vla",
+                "version": _package_version("latent-vla"),
+                "torch": torch.__version__,
+                "onnx": onnx.__version__,
+                "onnxruntime": ort.__version__,
+                "opset": self.settings.opset,
+                "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+                "checkpoint": str(ckpt.run_dir),
+            },  # fmt: skip
+            schema_version=SCHEMA_VERSION,
+        )
+
+
 def export_bundle(
     checkpoint: Checkpoint | str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
@@ -272,174 +462,17 @@ def export_bundle(
     """
     settings = settings or ExportSettings()
     ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
-    model = ckpt.model.eval()
-    model.requires_grad_(False)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST_NAME).unlink(missing_ok=True)  # a half-written bundle must not look valid
     (out / PIN_NAME).unlink(missing_ok=True)
-    gen = torch.Generator().manual_seed(settings.seed)
-    h, w = model.image_size
-    cams = list(model.camera_names)
-    L, S, Z, A, H = ckpt.tokenizer.max_len, model.state_dim, model.latent_dim, model.action_dim, settings.horizon
-    assert settings.objective is not None
-    weights = torch.as_tensor(settings.objective.step_weights(H))  # (H,), baked into the cost graphs
-    batch = torch.export.Dim("batch", min=1, max=settings.max_batch)
-
-    def rand_inputs(b: int) -> dict[str, torch.Tensor]:
-        tokens = torch.randint(1, ckpt.tokenizer.vocab_size, (b, L), generator=gen)
-        tokens[:, L // 2 :] = 0  # padding like a real instruction
-        x = {f"image_{c}": torch.rand(b, 3, h, w, generator=gen) for c in cams}
-        x["state"] = torch.randn(b, S, generator=gen)
-        x["tokens"] = tokens
-        with torch.no_grad():
-            x["task"] = model.embed_task(tokens[:1])
-            x["z"] = model.encode({c: x[f"image_{c}"] for c in cams}, x["state"], x["task"])
-        x["z0"] = x["z"]
-        x["actions"] = torch.rand(b, H, A, generator=gen) * 2 - 1
-        return x
-
-    # The traced batch size must differ from every other axis: torch.export merges equal sizes
-    # ("duck sizing") and would specialize the batch axis to, e.g., the horizon.
-    fixed = {1, 3, h, w, S, Z, A, H, L, int(model.chunk_len), int(model.task_dim)}
-    ex = rand_inputs(next(b for b in range(2, 10_000) if b not in fixed))
-    graphs: dict[str, dict[str, Any]] = {
-        "task_embed": dict(
-            module=TaskEmbedGraph(model), inputs=["tokens"], outputs=["task"], dyn=({0: batch},), eager=None
-        ),
-        "encoder": dict(
-            module=EncoderGraph(model),
-            inputs=[f"image_{c}" for c in cams] + ["state", "task"],
-            outputs=["z"],
-            dyn=(tuple([{0: batch}] * len(cams) + [{0: batch}, None]),),
-        ),
-        "policy": dict(module=PolicyGraph(model), inputs=["z", "task"], outputs=["actions"], dyn=({0: batch}, None)),
-        "rollout_cost": dict(
-            module=RolloutCostGraph(model, weights),
-            inputs=["z0", "actions", "task"],
-            outputs=["cost", "step_cost"],
-            dyn=({0: batch}, {0: batch}, None),
-        ),
-        "cost_grad": dict(
-            module=None, inputs=["z0", "actions", "task"], outputs=["cost", "grad", "step_cost"],
-            dyn=({0: batch}, {0: batch}, None),
-        ),
-    }
-
-    def eager(name: str, x: Mapping[str, torch.Tensor]) -> list[torch.Tensor]:
-        with torch.no_grad():
-            if name == "task_embed":
-                return [model.embed_task(x["tokens"])]
-            if name == "encoder":
-                return [model.encode({c: x[f"image_{c}"] for c in cams}, x["state"], x["task"])]
-            if name == "policy":
-                return [model.policy(x["z"], x["task"])]
-            if name == "rollout_cost":
-                return list(RolloutCostGraph(model, weights)(x["z0"], x["actions"], x["task"]))
-        return list(torch_cost_and_grad(model, x["z0"], x["actions"], x["task"], weights))
-
-    rows: list[ReportRow] = []
-    entries: dict[str, dict[str, GraphSpec]] = {}
-    steps = len(graphs) + len(VARIANT_GRAPHS) * len([p for p in settings.precisions if p != "fp32"])
+    job = _ExportJob(ckpt, settings, out)
+    steps = len(job.graphs) + len(VARIANT_GRAPHS) * len([p for p in settings.precisions if p != "fp32"])
     bar = tqdm(total=steps, desc="export", disable=not progress, unit="graph")
-    for name, g in graphs.items():
-        t0 = time.perf_counter()
-        bar.set_postfix_str(name)
-        path = out / f"{name}.onnx"
-        args = tuple(ex[n] for n in g["inputs"])
-        module = g["module"] or trace_cost_grad(model, ex["z0"], ex["actions"], ex["task"], weights)
-        _export(module, args, path, g["inputs"], g["outputs"], g["dyn"], settings.opset)
-        sess = _session(path)
-        err = 0.0
-        for b in (1, 3):  # fresh inputs, batch sizes other than the traced one
-            x = rand_inputs(b)
-            got = sess.run(None, {n: x[n].numpy() for n in g["inputs"]})
-            want = eager(name, x)
-            for o, gt, wt in zip(g["outputs"], got, want, strict=True):
-                if gt.shape != tuple(wt.shape):
-                    raise ExportError(f"{name}.{o}: onnxruntime shape {gt.shape} != PyTorch {tuple(wt.shape)}")
-                e = _max_err(gt, wt)
-                if o == "grad":
-                    e = e / max(float(wt.abs().max()), 1e-8)  # relative to the gradient's scale
-                err = max(err, e)
-        tol = settings.grad_rel_tol if name == "cost_grad" else settings.parity_tol
-        if not err <= tol:
-            raise ExportError(f"{name}: onnxruntime differs from PyTorch by {err:.3g} (tolerance {tol:g})")
-        entries[name] = {"fp32": _entry(path, "fp32")}
-        rows.append(ReportRow(name, "fp32", path.name, path.stat().st_size, err, tol, True, time.perf_counter() - t0))
-        bar.update(1)
-
-    # -- precision variants of the encoder and the policy ---------------------------------------
-    real = _observations_to_inputs(ckpt, calibration) if calibration else []
-    n_cal = len(real) // 2 if len(real) >= 4 else len(real)
-    cal, held = real[:n_cal], real[n_cal:] or real
-    if held:
-        enc_eval = {k: torch.cat([x[k] for x in held]) for k in held[0] if k != "task"}
-        enc_eval["task"] = held[0]["task"]
-    else:
-        enc_eval = rand_inputs(8)
-    with torch.no_grad():
-        enc_eval["z"] = model.encode({c: enc_eval[f"image_{c}"] for c in cams}, enc_eval["state"], enc_eval["task"])
-    for precision in [p for p in settings.precisions if p != "fp32"]:
-        for name in VARIANT_GRAPHS:
-            t0 = time.perf_counter()
-            bar.set_postfix_str(f"{name}@{precision}")
-            src, dst = out / f"{name}.onnx", out / f"{name}.{precision}.onnx"
-            if precision == "fp16":
-                quantize.to_fp16(src, dst)
-            elif name == "policy":
-                quantize.to_int8_dynamic(src, dst)
-            elif cal:
-                feeds = [{n: x[n].numpy() for n in graphs[name]["inputs"]} for x in cal]
-                quantize.to_int8_static(src, dst, feeds)
-            else:
-                log.warning("int8 encoder skipped: static quantization needs calibration observations")
-                bar.update(1)
-                continue
-            inputs = graphs[name]["inputs"]
-            got = _session(dst).run(None, {n: enc_eval[n].numpy() for n in inputs})[0]
-            err = _max_err(got, eager(name, enc_eval)[0])
-            tol = settings.fp16_tol if precision == "fp16" else settings.int8_tol
-            if err > tol:
-                log.warning("%s@%s: max error %.3g exceeds the stated tolerance %g", name, precision, err, tol)
-            entries[name][precision] = _entry(dst, precision)
-            rows.append(
-                ReportRow(name, precision, dst.name, dst.stat().st_size, err, tol, err <= tol, time.perf_counter() - t0)
-            )
-            bar.update(1)
+    entries, rows = job.export_fp32(bar)
+    rows += job.export_variants(entries, calibration, bar)
     bar.close()
-
-    manifest = Manifest(
-        robot_spec=ckpt.spec.to_dict(),
-        normalization=ckpt.normalizer.to_dict(),
-        tokenizer=ckpt.tokenizer.to_dict(),
-        model={
-            "latent_dim": Z,
-            "action_dim": A,
-            "chunk_len": int(model.chunk_len),
-            "task_dim": int(model.task_dim),
-            "state_dim": S,
-            "token_len": L,
-            "horizon": H,
-            "camera_names": cams,
-            "image_size": [h, w],
-            "checkpoint_step": int(ckpt.step),
-            "default_instruction": settings.default_instruction,
-        },
-        planner=planner_section(settings),
-        graphs=entries,
-        producer={
-            "package": "latent-vla",
-            "version": _package_version("latent-vla"),
-            "torch": torch.__version__,
-            "onnx": onnx.__version__,
-            "onnxruntime": ort.__version__,
-            "opset": settings.opset,
-            "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
-            "checkpoint": str(ckpt.run_dir),
-        },
-        schema_version=SCHEMA_VERSION,
-    )
+    manifest = job.manifest(entries)
     digest = sha256_file(write_manifest(out, manifest))
     (out / PIN_NAME).write_text(f"{digest}  {MANIFEST_NAME}\n", encoding="utf-8")
     log.info("manifest.json sha256 %s: pin this bundle with `latent-vla run brain_sha256=%s`", digest, digest)

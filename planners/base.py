@@ -21,7 +21,8 @@ class BasePlanner:
 
     Args:
         model: a world model satisfying ``planners.protocol.WorldModelProtocol``, or a planning backend.
-        horizon: plan length ``H`` (control ticks); ``None`` = the backend's fixed horizon.
+        horizon: plan length ``H`` (control ticks); ``None`` = the backend's fixed horizon (a bundle's),
+            else :attr:`default_horizon` (``None`` for the policy: its own chunk length).
         objective: trajectory objective; default ``TrajectoryObjective()`` (sum of per-step costs).
         bounds: action box in model units; default ``[-1, 1]``.
         use_policy: use the policy head (when there is one) as a warm start and action prior.
@@ -29,11 +30,13 @@ class BasePlanner:
     """
 
     name = "base"
+    default_horizon: int | None = 16
+    """Plan length when neither the caller nor the backend (a bundle's graphs) fixes one."""
 
     def __init__(
         self,
         model: Any,
-        horizon: int | None = 16,
+        horizon: int | None = None,
         objective: TrajectoryObjective | None = None,
         bounds: Bounds | None = None,
         use_policy: bool = True,
@@ -42,11 +45,11 @@ class BasePlanner:
         self.objective = objective if objective is not None else TrajectoryObjective()
         self.backend: PlanningBackend = as_backend(model, self.objective)
         fixed = self.backend.horizon
-        if horizon is None:
-            horizon = fixed
+        if horizon is None and self.default_horizon is not None:  # a planner that needs a plan length
+            horizon = fixed if fixed is not None else self.default_horizon
         if horizon is not None and horizon < 1:
             raise ValueError(f"horizon must be >= 1, got {horizon}")
-        if fixed is not None and horizon != fixed:
+        if fixed is not None and horizon is not None and horizon != fixed:
             raise ValueError(f"this backend plans over exactly {fixed} steps (its graphs' horizon), not {horizon}")
         self.horizon = horizon
         self.bounds = bounds if bounds is not None else Bounds()

@@ -81,7 +81,7 @@ class GradientPlanner(BasePlanner):
     def __init__(
         self,
         model: Any,
-        horizon: int | None = 16,
+        horizon: int | None = None,
         restarts: int = 8,
         iterations: int = 50,
         lr: float = 0.1,

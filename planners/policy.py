@@ -27,6 +27,7 @@ class PolicyPlanner(BasePlanner):
     """
 
     name = "policy"
+    default_horizon = None  # the policy's own chunk length
 
     def __init__(self, model: Any, horizon: int | None = None, **kwargs: Any) -> None:
         kwargs.pop("use_policy", None)

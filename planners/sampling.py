@@ -46,7 +46,7 @@ class _GaussianSampler(BasePlanner):
     def __init__(
         self,
         model: Any,
-        horizon: int | None = 16,
+        horizon: int | None = None,
         samples: int = 256,
         elites: int = 32,
         iterations: int = 6,
@@ -130,7 +130,7 @@ class CEMPlanner(_GaussianSampler):
 
     name = "cem"
 
-    def __init__(self, model: Any, horizon: int | None = 16, momentum: float = 0.1, **kwargs: Any) -> None:
+    def __init__(self, model: Any, horizon: int | None = None, momentum: float = 0.1, **kwargs: Any) -> None:
         super().__init__(model, horizon, **kwargs)
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"momentum must be in [0, 1), got {momentum}")
@@ -169,7 +169,7 @@ class MPPIPlanner(_GaussianSampler):
     def __init__(
         self,
         model: Any,
-        horizon: int | None = 16,
+        horizon: int | None = None,
         temperature: float = 0.5,
         max_std: float = 2.0,
         policy_samples: int = 24,
@@ -220,7 +220,7 @@ class RandomShootingPlanner(BasePlanner):
     name = "random"
 
     def __init__(
-        self, model: Any, horizon: int | None = 16, samples: int = 512, iterations: int = 1, **kwargs: Any
+        self, model: Any, horizon: int | None = None, samples: int = 512, iterations: int = 1, **kwargs: Any
     ) -> None:
         super().__init__(model, horizon, **kwargs)
         if samples < 1 or iterations < 1:

@@ -6,6 +6,8 @@ observations come from the shared synthetic LeRobotDataset (``tiny_dataset_dir``
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
 from export_helpers import CAMERAS, HORIZON, make_checkpoint
@@ -61,3 +63,11 @@ def exported(export_ckpt, calib_obs, export_settings, tmp_path_factory):
 def bundle_dir(exported):
     """Directory of the shared bundle (do not modify: copy it first)."""
     return exported.path
+
+
+@pytest.fixture
+def copy(bundle_dir, tmp_path):
+    """A copy of the shared bundle that a test may tamper with."""
+    dst = tmp_path / "bundle"
+    shutil.copytree(bundle_dir, dst)
+    return dst

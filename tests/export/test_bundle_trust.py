@@ -27,13 +27,6 @@ from latent_vla.base.errors import UserError
 from latent_vla.base.robot_spec import KOCH, SO101
 
 
-@pytest.fixture
-def copy(bundle_dir, tmp_path):
-    dst = tmp_path / "bundle"
-    shutil.copytree(bundle_dir, dst)
-    return dst
-
-
 def policy_graph(path, z_dim: int = 38, batch: int | str = "batch", seed: int = 0) -> None:
     """A valid ONNX policy (z, task) -> actions (B, 4, 6) that is not the exported one."""
     w = np.random.default_rng(seed).normal(size=(z_dim, 24)).astype(np.float32)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import replace
 
 import numpy as np
@@ -21,13 +20,6 @@ from export.runtime import (
 )
 from latent_vla.base.normalize import Normalizer
 from latent_vla.base.robot_spec import SO100, SO101, RobotSpec, get_robot_spec
-
-
-@pytest.fixture
-def copy(bundle_dir, tmp_path):
-    dst = tmp_path / "bundle"
-    shutil.copytree(bundle_dir, dst)
-    return dst
 
 
 def test_manifest_describes_the_bundle(bundle_dir, export_ckpt):

@@ -49,10 +49,19 @@ raw = np.load(obs_file)
 obs = {k: (raw[k] if raw[k].ndim == 3 else float(raw[k])) for k in raw.files}
 out = {}
 for mode in ("policy", "grad", "cem", "mppi"):
-    planner = {"iterations": 3} if mode != "policy" else None
+    planner = {"iterations": 3, "budget_ms": None} if mode != "policy" else None  # rounds, not time
     brain = load_bundle_brain(bundle, mode=mode, instruction=instruction, planner=planner)
     out[mode] = brain.act(obs)
     out[mode + "_info"] = {k: v for k, v in brain.last_info.items() if isinstance(v, (int, float, str))}
+from export.runtime import BundleBackend  # random shooting: every planner of planners/ runs here
+from planners.registry import make_planner
+b = brain.bundle
+task = b.embed_task([instruction])
+z = brain.perception.encode_observation(obs, task)
+shooter = make_planner({"name": "random", "samples": 32, "objective": b.manifest.planner["objective"]},
+                       BundleBackend(b))
+plan, info = shooter.plan(z, task)
+out["random_plan"], out["random_info"] = [float(x) for x in plan[0]], {"iterations": info["iterations"]}
 int8 = load_bundle_brain(bundle, mode="policy", instruction=instruction, precision="int8")
 out["policy_int8"] = int8.act(obs)
 try:
@@ -89,6 +98,8 @@ def test_runtime_plans_and_acts_without_torch(bundle_dir, tmp_path):
         assert list(out[mode]) == SO101.action_keys
         assert all(np.isfinite(v) for v in out[mode].values())
     assert out["grad_info"]["iterations"] >= 1 and out["cem_info"]["iterations"] == 3
+    assert out["mppi_info"]["iterations"] == 3 and out["random_info"]["iterations"] == 1
+    assert len(out["random_plan"]) == 6 and all(np.isfinite(out["random_plan"]))
     # The same bundle in this process (torch importable) gives the same policy action.
     here = load_bundle_brain(bundle_dir, mode="policy", instruction=INSTRUCTION).act(obs)
     np.testing.assert_allclose(list(out["policy"].values()), list(here.values()), rtol=1e-6, atol=1e-5)
