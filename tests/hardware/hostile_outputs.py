@@ -98,3 +98,19 @@ def well_formed(output: Any) -> list[bool] | None:
         number = real_number(value)
         ok.append(number is not None and math.isfinite(number))
     return ok
+
+
+def in_documented_range(value: Any, low: float, low_ok: bool, high: float, none_ok: bool, whole: bool = False) -> bool:
+    """The documented rule for a numeric setting, written independently of the code under test: a real
+    number (no bool), finite, ``> low`` (``>= low`` with ``low_ok``), ``<= high``, whole when ``whole``;
+    ``None`` only with ``none_ok``."""
+    if value is None:
+        return none_ok
+    if isinstance(value, bool | np.bool_) or not isinstance(value, int | float | np.integer | np.floating):
+        return False
+    try:
+        x = float(value)
+    except OverflowError:
+        return False
+    in_range = math.isfinite(x) and (x >= low if low_ok else x > low) and x <= high
+    return in_range and (not whole or x == int(x))

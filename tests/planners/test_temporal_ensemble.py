@@ -8,12 +8,13 @@ import torch
 
 from latent_vla.base.temporal_ensemble import TemporalEnsemble
 from planners.analytic import DoubleIntegrator
-from planners.brains import PlannerBrain, PolicyBrain, planner_config
+from planners.brains import PlannerBrain, PolicyBrain
 from planners.common import Bounds
 from planners.gradient import GradientPlanner
 from planners.mpc import MPC
 from planners.objectives import TrajectoryObjective
 from planners.registry import make_planner
+from planners.shipped import planner_config
 
 INSTRUCTION = "touch the red cube"
 
