@@ -318,6 +318,61 @@ def _fps_of(spec: RobotSpec) -> int:
     return fps
 
 
+def _run_inline(
+    job: ShardJob,
+    stop_event: threading.Event,
+    records: dict[int, list[dict]],
+    errors: list[str],
+    bar: _Progress,
+    on_episode: Callable[[dict], None] | None,
+) -> None:
+    """Run the only shard in this process (one worker); its episode records go to ``records``."""
+
+    def report(kind: str, payload: Any) -> None:
+        if kind == "corrupt":
+            records[job.shard].clear()
+        if kind == "episode":
+            records[job.shard].append(payload)
+            bar.episode(payload)
+            if on_episode is not None:
+                on_episode(payload)
+
+    try:
+        run_shard(job, stop_event, report)
+    except KeyboardInterrupt:
+        if stop_event.is_set():  # a second Ctrl-C: abort now, `out` stays untouched
+            raise
+        stop_event.set()  # raised by `on_episode` after a saved episode: keep the shard
+    except Exception:
+        errors.append(traceback.format_exc())
+
+
+def _merge_shards(
+    cfg: CollectConfig,
+    out: Path,
+    append: bool,
+    jobs: list[ShardJob],
+    records: dict[int, list[dict]],
+    staging: Path,
+    ctx: Any,
+) -> list[dict]:
+    """Merge the shards with finished episodes (and ``out`` when appending) onto ``out``; the records
+    of every finished episode in seed order (empty: nothing was written)."""
+    sources = ([out] if append else []) + [Path(j.root) for j in jobs if records[j.shard]]
+    ordered = [r for j in jobs for r in records[j.shard]]
+    if ordered:
+        if len(sources) == 1:
+            merged = sources[0]
+        elif ctx is not None:  # LeRobot is imported in the fork server, maybe not here
+            merged = staging / "merged"
+            _run_in_worker(ctx, merge_datasets, sources, merged, cfg.repo_id, video_file_limit(cfg))
+        else:
+            merged = staging / "merged"
+            merge_datasets(sources, merged, cfg.repo_id, video_file_limit(cfg))
+        _swap(out, merged, staging)
+    return ordered
+
+
 def collect(
     cfg: CollectConfig,
     on_episode: Callable[[dict], None] | None = None,
@@ -374,42 +429,14 @@ def collect(
             if ctx is not None:
                 _run_workers(ctx, jobs, stop_event, records, errors, bar, on_episode, stop)
             else:
-
-                def report(kind: str, payload: Any) -> None:
-                    if kind == "corrupt":
-                        records[0].clear()
-                    if kind == "episode":
-                        records[0].append(payload)
-                        bar.episode(payload)
-                        if on_episode is not None:
-                            on_episode(payload)
-
-                try:
-                    run_shard(jobs[0], stop_event, report)
-                except KeyboardInterrupt:
-                    if stop_event.is_set():  # a second Ctrl-C: abort now, `out` stays untouched
-                        raise
-                    stop_event.set()  # raised by `on_episode` after a saved episode: keep the shard
-                except Exception:
-                    errors.append(traceback.format_exc())
+                _run_inline(jobs[0], stop_event, records, errors, bar, on_episode)
             result.interrupted = stop_event.is_set()
             result.collect_s = time.perf_counter() - t0
             result.steady_frames_per_s = bar.steady_frames_per_s()
             bar.close()
 
             t1 = time.perf_counter()
-            sources = ([out] if append else []) + [Path(j.root) for j in jobs if records[j.shard]]
-            ordered = [r for j in jobs for r in records[j.shard]]
-            if ordered:
-                if len(sources) == 1:
-                    merged = sources[0]
-                elif ctx is not None:  # LeRobot is imported in the fork server, maybe not here
-                    merged = staging / "merged"
-                    _run_in_worker(ctx, merge_datasets, sources, merged, cfg.repo_id, video_file_limit(cfg))
-                else:
-                    merged = staging / "merged"
-                    merge_datasets(sources, merged, cfg.repo_id, video_file_limit(cfg))
-                _swap(out, merged, staging)
+            ordered = _merge_shards(cfg, out, append, jobs, records, staging, ctx)
             result.merge_s = time.perf_counter() - t1
     finally:
         bar.close()

@@ -28,6 +28,7 @@ from hardware.robots import check_robot_matches_spec, make_robot, spec_for
 from hardware.safety import SafetyConfig, SafetyLayer
 from latent_vla.app.settings import int_setting, positive_number
 from latent_vla.base.errors import UserError
+from latent_vla.base.robot_spec import RobotSpec
 from latent_vla.base.text import Tokenizer
 
 logger = logging.getLogger(__name__)
@@ -171,29 +172,8 @@ def instruction_warning(tokenizer: Tokenizer | None, instruction: str) -> str | 
     )
 
 
-def main(cfg: DictConfig) -> int:
-    """Run the configured robot with the configured brain; returns the exit code."""
-    check_settings(cfg)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    cfg_budget = "until Ctrl-C" if cfg.steps is None and cfg.duration_s is None else None
-    robot_node: dict[str, Any] = OmegaConf.to_container(cfg.robot, resolve=True)  # type: ignore[assignment]
-    spec = spec_for(robot_node)
-    fps = float(cfg.fps) if cfg.fps is not None else spec.fps
-    is_twin = robot_node.get("type") == TWIN_TYPE
-    if is_twin and robot_node.get("fps") is None:
-        robot_node["fps"] = fps
-    try:
-        safety_cfg = SafetyConfig.from_mapping(OmegaConf.to_container(cfg.safety, resolve=True))  # type: ignore[arg-type]
-    except (TypeError, ValueError) as exc:
-        raise UserError(f"bad safety setting: {exc}") from exc
-    out = Path(cfg.out)
-    dataset_dir = out / "dataset"
-    if cfg.record and dataset_dir.exists():
-        raise UserError(f"record=true: {dataset_dir} already exists; choose another out=")
-    period_ms = 1e3 / fps
-    budget_ms = cfg.brain_budget_ms if cfg.brain_budget_ms is not None else 0.6 * period_ms
-    deadline_s = (cfg.brain_deadline_ms if cfg.brain_deadline_ms is not None else 0.8 * period_ms) / 1e3
-
+def _build(cfg: DictConfig, robot_node: dict[str, Any], spec: RobotSpec, budget_ms: float) -> tuple[Any, Any]:
+    """The brain and the (unconnected) robot; a missing path, a bad mode or another arm is a UserError."""
     try:
         brain = load_brain(str(cfg.brain), cfg.task, robot_spec=spec, mode=cfg.brain_mode, budget_ms=budget_ms,
                            brain_sha256=cfg.brain_sha256)  # fmt: skip
@@ -203,27 +183,12 @@ def main(cfg: DictConfig) -> int:
         raise
     except (FileNotFoundError, ValueError, RuntimeError) as exc:  # a missing path, a bad mode, another arm
         raise UserError(f"{type(exc).__name__}: {exc}") from exc
-    if cfg.task is None and not is_twin:  # only the twin's sim task can supply the instruction
-        raise UserError("task= (the instruction) is required for a real arm, e.g. task='push the red cube'")
-    plan = describe(cfg, robot_node, safety_cfg, fps)
-    print(plan)
-    if cfg_budget:
-        print(f"  (no steps or duration_s given: running {cfg_budget})")
-    if not is_twin and not confirm("Move the arm?", bool(cfg.yes)):
-        print("latent-vla run: not confirmed; nothing moved.", file=sys.stderr)
-        return 1
+    return brain, robot
 
-    fk = ArmKinematics.for_spec(spec) if safety_cfg.workspace else None
-    if safety_cfg.workspace and fk is None:
-        logger.warning("no forward kinematics for %s: the workspace check is off", spec.name)
-    safety = SafetyLayer(spec, safety_cfg, fk=fk)
-    try:
-        robot.connect()
-    except Exception as exc:  # port missing, permissions, motors not found, camera busy...
-        where = f"{robot_node['type']} ({robot_node.get('port', 'simulated')})"
-        print(f"latent-vla run: could not connect to {where}: {type(exc).__name__}: {exc}", file=sys.stderr)
-        safe_disconnect(robot)
-        return 1
+
+def _instruction(cfg: DictConfig, robot: Any, brain: Any) -> str:
+    """The task in words: ``task=``, or the twin's scene's (the brain is reset with it); warns when the
+    model reads only part of it. Disconnects and raises ``UserError`` when there is none."""
     instruction = cfg.task
     if instruction is None:  # the twin's sim task says what to do; a real arm needs task="..."
         instruction = getattr(robot, "instruction", None) or None
@@ -235,24 +200,29 @@ def main(cfg: DictConfig) -> int:
     warning = instruction_warning(_tokenizer_of(brain), str(instruction))
     if warning:
         print(f"latent-vla run: {warning}", file=sys.stderr)
+    return str(instruction)
+
+
+def _drive(
+    cfg: DictConfig, robot: Any, brain: Any, safety: SafetyLayer, fps: float, instruction: str, is_twin: bool
+) -> tuple[LoopReport, Any, float]:
+    """Run the control loop on the connected robot: ``(report, recorder or None, start time in unix s)``.
+    Signals are restored afterwards; the robot is released here only if the loop never took it over."""
+    spec = safety.spec
+    deadline_s = (cfg.brain_deadline_ms if cfg.brain_deadline_ms is not None else 0.8e3 / fps) / 1e3
     recorder = None
     loop: ControlLoop | None = None
     previous: dict[int, Any] = {}
     try:
         if cfg.record:
-            from hardware.recorder import EpisodeRecorder, robot_cameras
+            from hardware.recorder import EpisodeRecorder, robot_cameras  # LeRobot's dataset writer: heavy
 
-            recorder = EpisodeRecorder(dataset_dir, spec, robot_cameras(robot.observation_features, spec), fps)
-        loop = ControlLoop(
-            robot,
-            brain,
-            safety,
-            fps=fps,
-            brain_deadline_s=deadline_s,
-            max_consecutive_faults=int(cfg.max_consecutive_faults),
-            recorder=recorder,
-            task=str(instruction),
-        )
+            recorder = EpisodeRecorder(
+                Path(cfg.out) / "dataset", spec, robot_cameras(robot.observation_features, spec), fps
+            )
+        loop = ControlLoop(robot, brain, safety, fps=fps, brain_deadline_s=deadline_s,
+                           max_consecutive_faults=int(cfg.max_consecutive_faults), recorder=recorder,
+                           task=instruction)  # fmt: skip
         previous = _install_signals(safety, loop)
         if not is_twin:
             _estop_key_listener(safety, loop)
@@ -265,21 +235,30 @@ def main(cfg: DictConfig) -> int:
             if recorder is not None:
                 recorder.close()
             safe_disconnect(robot)
+    return report, recorder, t0
 
+
+def _write_report(
+    cfg: DictConfig, robot_node: dict[str, Any], robot: Any, safety: SafetyLayer, instruction: str,
+    report: LoopReport, recorder: Any, t0: float,
+) -> None:  # fmt: skip
+    """``<out>/run_report.json`` and the summary table."""
+    out = Path(cfg.out)
     extra: dict[str, Any] = {}
     evaluation = getattr(robot, "last_task_evaluation", None)
     if evaluation:
         extra.update(evaluation)
     if recorder is not None:
         extra["recorded_frames"] = recorder.frames
-        extra["dataset"] = str(dataset_dir)
+        extra["dataset"] = str(out / "dataset")
     out.mkdir(parents=True, exist_ok=True)
+    cameras = [k for k in robot.observation_features if k not in safety.spec.action_keys]
     result = {
         "started_at_unix": t0,
-        "robot": robot_node | {"cameras": [k for k in robot.observation_features if k not in spec.action_keys]},
+        "robot": robot_node | {"cameras": cameras},
         "brain": str(cfg.brain),
         "brain_mode": cfg.brain_mode,
-        "task": str(instruction),
+        "task": instruction,
         "safety_config": OmegaConf.to_container(cfg.safety, resolve=True),
         "loop": report.to_dict(),
         "safety_records": [r.to_dict() for r in safety.records[:500]],
@@ -289,6 +268,48 @@ def main(cfg: DictConfig) -> int:
     path.write_text(json.dumps(result, indent=2, default=str))
     print_summary(report, extra)
     print(f"report: {path}")
+
+
+def main(cfg: DictConfig) -> int:
+    """Run the configured robot with the configured brain; returns the exit code."""
+    check_settings(cfg)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    robot_node: dict[str, Any] = OmegaConf.to_container(cfg.robot, resolve=True)  # type: ignore[assignment]
+    spec = spec_for(robot_node)
+    fps = float(cfg.fps) if cfg.fps is not None else spec.fps
+    is_twin = robot_node.get("type") == TWIN_TYPE
+    if is_twin and robot_node.get("fps") is None:
+        robot_node["fps"] = fps
+    try:
+        safety_cfg = SafetyConfig.from_mapping(OmegaConf.to_container(cfg.safety, resolve=True))  # type: ignore[arg-type]
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"bad safety setting: {exc}") from exc
+    if cfg.record and (Path(cfg.out) / "dataset").exists():
+        raise UserError(f"record=true: {Path(cfg.out) / 'dataset'} already exists; choose another out=")
+    budget_ms = cfg.brain_budget_ms if cfg.brain_budget_ms is not None else 0.6e3 / fps
+    brain, robot = _build(cfg, robot_node, spec, budget_ms)
+    if cfg.task is None and not is_twin:  # only the twin's sim task can supply the instruction
+        raise UserError("task= (the instruction) is required for a real arm, e.g. task='push the red cube'")
+    print(describe(cfg, robot_node, safety_cfg, fps))
+    if cfg.steps is None and cfg.duration_s is None:
+        print("  (no steps or duration_s given: running until Ctrl-C)")
+    if not is_twin and not confirm("Move the arm?", bool(cfg.yes)):
+        print("latent-vla run: not confirmed; nothing moved.", file=sys.stderr)
+        return 1
+    fk = ArmKinematics.for_spec(spec) if safety_cfg.workspace else None
+    if safety_cfg.workspace and fk is None:
+        logger.warning("no forward kinematics for %s: the workspace check is off", spec.name)
+    safety = SafetyLayer(spec, safety_cfg, fk=fk)
+    try:
+        robot.connect()
+    except Exception as exc:  # port missing, permissions, motors not found, camera busy...
+        where = f"{robot_node['type']} ({robot_node.get('port', 'simulated')})"
+        print(f"latent-vla run: could not connect to {where}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        safe_disconnect(robot)
+        return 1
+    instruction = _instruction(cfg, robot, brain)
+    report, recorder, t0 = _drive(cfg, robot, brain, safety, fps, instruction, is_twin)
+    _write_report(cfg, robot_node, robot, safety, instruction, report, recorder, t0)
     if report.stop_reason in ("steps", "duration"):
         return 0
     return 130 if report.stop_reason == "interrupted" else 1
