@@ -60,7 +60,7 @@ class Deadline:
 
 
 def to_numpy(x: Any) -> np.ndarray:
-    """A float32 numpy copy-free view of an array or a (CPU or GPU) torch tensor."""
+    """An array or a (CPU or GPU) torch tensor as a float32 numpy array (no copy when it already is one)."""
     if hasattr(x, "detach"):  # a torch tensor; checked by duck type so this module never imports torch
         x = x.detach().cpu().numpy()
     return np.asarray(x, dtype=np.float32)
