@@ -1,14 +1,23 @@
-"""Planning-step speed of the one planner implementation on both backends, against the FLOP limit.
+"""Planning-step speed of the one planner implementation on every backend, against the FLOP limit.
 
     python benchmarks/planning_speed.py                       # default-size random model, 1 thread
+    python benchmarks/planning_speed.py --compile             # + a torch.compile (inductor) row (~2 min to compile)
     python benchmarks/planning_speed.py --threads 2 --iterations 40 --out outputs/bench/planning_speed.json
 
-Side by side in one run (same model, same thread count): milliseconds per gradient-planner iteration
-(``R`` restarts x ``H`` steps, the shipped R = 8, H = 16) on the PyTorch backend (autograd) and the
-ONNX runtime backend (``cost_grad.onnx``), milliseconds per CEM round (256 samples x 16 steps, one
-batched rollout), the FLOP count of each (counted by ``torch.utils.flop_counter`` on the PyTorch
-call), and the fraction of this machine's measured fp32 matmul peak that the timing reaches.
-Weights are random: speed does not depend on training. Prints a table and writes JSON.
+Side by side in one run (same model, same thread count), milliseconds per gradient-planner iteration
+(``R`` restarts x ``H`` steps, the shipped R = 8, H = 16; the whole planner step: rollout, cost,
+gradient, action terms, Adam) and per CEM round (256 samples x 16 steps) for:
+
+* ``torch autograd``   the PyTorch backend with autograd (``TorchBackend(fused=False)``)
+* ``torch compiled``   the same cost-and-gradient through ``torch.compile`` (with ``--compile``)
+* ``torch fused``      the PyTorch backend with the fused closed-form kernel (the default on CPU)
+* ``onnxruntime``      the bundle backend on ``cost_grad.onnx`` / ``rollout_cost.onnx``
+* ``bundle fused``     the bundle backend on the fused kernel's exported tensors (the default)
+
+with the FLOP count of each step (``torch.utils.flop_counter`` on the PyTorch call), the fraction of
+this machine's measured fp32 matmul peak the timing reaches, and each row's plan after ``iterations``
+steps against autograd's (max abs difference, same start). Weights are random: speed does not depend
+on training. Prints a table and writes JSON.
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ from export_latency import _timeit  # the sibling benchmark's timer (run as pyth
 from torch.utils.flop_counter import FlopCounterMode
 
 from export.exporter import ExportSettings, export_bundle
+from export.graphs import cost_and_grad as torch_cost_and_grad
 from export.runtime import BundleBackend, load_bundle
 from latent_vla.base.normalize import Normalizer
 from latent_vla.base.robot_spec import SO101
@@ -38,7 +48,7 @@ from latent_vla.model import ModelConfig, WorldModel
 from planners.gradient import GradientPlanner
 from planners.objectives import TrajectoryObjective
 from planners.sampling import CEMPlanner
-from planners.torch_backend import TorchBackend
+from planners.torch_backend import TorchBackend, TorchStart
 
 
 def _median_ms(fn: Callable[[], Any], repeats: int) -> tuple[float, float]:
@@ -79,33 +89,63 @@ def _flops(backend: TorchBackend, start: Any, actions: np.ndarray, grad: bool) -
     return int(counter.get_total_flops())
 
 
+class CompiledTorchBackend(TorchBackend):
+    """The PyTorch backend with its cost-and-gradient (``export.graphs.cost_and_grad``, the reference the
+    exporter traces) compiled by ``torch.compile``: the compiled row of the table."""
+
+    def __init__(self, model: Any, objective: TrajectoryObjective) -> None:
+        super().__init__(model, objective, fused=False)
+        self._compiled = torch.compile(lambda z0, a, t, w: torch_cost_and_grad(model, z0, a, t, w), dynamic=False)
+
+    def step_costs_and_grad(self, start: TorchStart, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """See :meth:`TorchBackend.step_costs_and_grad`."""
+        a = self._actions(start, actions)
+        _, grad, steps = self._compiled(start.z0, a, start.task, self._step_weights(a.shape[1], a))
+        return steps.numpy(), grad.numpy()
+
+
+def _backends(args: argparse.Namespace, ckpt: Checkpoint, bundle_dir: Path, objective: Any) -> dict[str, Any]:
+    bundle = load_bundle(bundle_dir, threads=args.threads)
+    backends = {"torch autograd": TorchBackend(ckpt.model, objective, fused=False)}
+    if args.compile:
+        backends["torch compiled"] = CompiledTorchBackend(ckpt.model, objective)
+    backends["torch fused"] = TorchBackend(ckpt.model, objective, fused=True)
+    backends["onnxruntime"] = BundleBackend(bundle, fused=False)
+    backends["bundle fused"] = BundleBackend(bundle, fused=True)
+    return backends
+
+
+def _time_row(args: argparse.Namespace, backend: Any, objective: Any, z0: np.ndarray, task: np.ndarray) -> dict:
+    grad = GradientPlanner(backend, args.horizon, restarts=args.restarts, iterations=args.iterations,
+                           patience=0, objective=objective, use_policy=False)  # fmt: skip
+    cem = CEMPlanner(backend, args.horizon, samples=256, elites=32, iterations=args.rounds, objective=objective,
+                     use_policy=False)  # fmt: skip
+    g50, g95 = _median_ms(lambda: grad.plan(z0, task), args.repeats)
+    c50, _ = _median_ms(lambda: cem.plan(z0, task), max(3, args.repeats // 4))
+    plan, _ = GradientPlanner(backend, args.horizon, restarts=args.restarts, iterations=args.iterations, patience=0,
+                              objective=objective, use_policy=False, seed=1).plan(z0, task)  # fmt: skip
+    return {"grad_ms_per_iteration_p50": g50 / args.iterations, "grad_ms_per_iteration_p95": g95 / args.iterations,
+            "grad_plan_ms_p50": g50, "cem_ms_per_round_p50": c50 / args.rounds, "cem_plan_ms_p50": c50,
+            "plan": plan}  # fmt: skip
+
+
 def measure(args: argparse.Namespace) -> dict[str, Any]:
-    """Time both backends on the same random default model; return the figures."""
+    """Time every backend on the same random default model; return the figures."""
     torch.set_num_threads(args.threads)
     tmp = Path(tempfile.mkdtemp(prefix="planning-speed-"))
     ckpt = random_checkpoint(tmp / "run")
     objective = TrajectoryObjective(prior_weight=1.0)  # the shipped grad planner's objective
     settings = ExportSettings(horizon=args.horizon, precisions=("fp32",), objective=objective.to_dict())
     export_bundle(ckpt, tmp / "bundle", settings, progress=False)
-    backends = {
-        "torch eager": TorchBackend(ckpt.model, objective),
-        "onnxruntime": BundleBackend(load_bundle(tmp / "bundle", threads=args.threads)),
-    }
+    backends = _backends(args, ckpt, tmp / "bundle", objective)
     with torch.no_grad():
         task = ckpt.embed_instruction(["reach the red target"]).numpy()
         z0 = ckpt.model.normalize_latent(torch.randn(1, ckpt.model.latent_dim)).numpy()
-    rows = []
-    for name, backend in backends.items():
-        grad = GradientPlanner(backend, args.horizon, restarts=args.restarts, iterations=args.iterations,
-                               patience=0, objective=objective, use_policy=False)  # fmt: skip
-        cem = CEMPlanner(backend, args.horizon, samples=256, elites=32, iterations=args.rounds, objective=objective,
-                         use_policy=False)  # fmt: skip
-        g50, g95 = _median_ms(lambda grad=grad: grad.plan(z0, task), args.repeats)
-        c50, c95 = _median_ms(lambda cem=cem: cem.plan(z0, task), args.repeats)
-        rows.append({"backend": name, "grad_ms_per_iteration_p50": g50 / args.iterations,
-                     "grad_ms_per_iteration_p95": g95 / args.iterations, "grad_plan_ms_p50": g50,
-                     "cem_ms_per_round_p50": c50 / args.rounds, "cem_plan_ms_p50": c50})  # fmt: skip
-    torch_backend = backends["torch eager"]
+    rows = [{"backend": name, **_time_row(args, b, objective, z0, task)} for name, b in backends.items()]
+    reference = rows[0]["plan"]
+    for r in rows:
+        r["plan_max_abs_diff"] = float(np.abs(r.pop("plan") - reference).max())
+    torch_backend = backends["torch autograd"]
     start = torch_backend.prepare(z0, task)
     flops_grad = _flops(torch_backend, start, np.zeros((args.restarts, args.horizon, 6), np.float32), True)
     flops_cem = _flops(torch_backend, start, np.zeros((256, args.horizon, 6), np.float32), False)
@@ -128,13 +168,13 @@ def print_table(result: dict[str, Any]) -> None:
     s = result["settings"]
     print(f"planning speed: R={s['restarts']} H={s['horizon']}, {s['threads']} thread(s), "
           f"fp32 matmul peak {result['matmul_peak_gflops']:.0f} GFLOP/s")  # fmt: skip
-    print(f"{'backend':<12} {'grad ms/it':>10} {'p95':>6} {'MFLOP/it':>9} {'% peak':>7} "
-          f"{'cem ms/round':>12} {'MFLOP/round':>11} {'% peak':>7}")  # fmt: skip
+    print(f"{'backend':<15} {'grad ms/it':>10} {'p95':>6} {'MFLOP/it':>9} {'% peak':>7} "
+          f"{'cem ms/round':>12} {'MFLOP/round':>11} {'% peak':>7} {'plan diff':>9}")  # fmt: skip
     for r in result["rows"]:
-        print(f"{r['backend']:<12} {r['grad_ms_per_iteration_p50']:>10.3f} {r['grad_ms_per_iteration_p95']:>6.2f} "
+        print(f"{r['backend']:<15} {r['grad_ms_per_iteration_p50']:>10.3f} {r['grad_ms_per_iteration_p95']:>6.2f} "
               f"{r['grad_gflop_per_iteration'] * 1e3:>9.1f} {100 * r['grad_fraction_of_peak']:>6.1f}% "
               f"{r['cem_ms_per_round_p50']:>12.3f} {r['cem_gflop_per_round'] * 1e3:>11.1f} "
-              f"{100 * r['cem_fraction_of_peak']:>6.1f}%")  # fmt: skip
+              f"{100 * r['cem_fraction_of_peak']:>6.1f}% {r['plan_max_abs_diff']:>9.1e}")  # fmt: skip
 
 
 def main() -> int:
@@ -146,6 +186,7 @@ def main() -> int:
     p.add_argument("--iterations", type=int, default=20, help="gradient iterations per timed plan")
     p.add_argument("--rounds", type=int, default=4, help="CEM rounds per timed plan")
     p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--compile", action="store_true", help="add the torch.compile row (compiling takes minutes)")
     p.add_argument("--out", type=Path, default=Path("outputs/bench/planning_speed.json"))
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)

@@ -28,6 +28,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
+from safetensors.numpy import save_file
 from tqdm.auto import tqdm
 
 from export import quantize
@@ -42,7 +43,9 @@ from export.runtime.manifest import (
     sha256_file,
     write_manifest,
 )
+from latent_vla.base.fused_rollout import FUSED_FILE, FUSED_GRAPH, FusedRollout
 from latent_vla.checkpoint import Checkpoint, load_checkpoint
+from latent_vla.fused import fused_tensors, fused_unsupported
 from planners.objectives import TrajectoryObjective
 from planners.shipped import planner_config
 
@@ -259,6 +262,7 @@ class _ExportJob:
         self.sizes = dict(L=ckpt.tokenizer.max_len, S=m.state_dim, Z=m.latent_dim, A=m.action_dim, H=settings.horizon)
         self.weights = torch.as_tensor(settings.objective.step_weights(settings.horizon))  # (H,), baked in
         self.graphs = self._graph_table(torch.export.Dim("batch", min=1, max=settings.max_batch))
+        self.fused_meta: dict[str, float] | None = None  # set by export_fused
 
     def rand_inputs(self, b: int) -> dict[str, torch.Tensor]:
         """Random inputs of every graph for batch ``b`` (``z``/``z0`` encoded from the random images)."""
@@ -354,6 +358,34 @@ class _ExportJob:
             bar.update(1)
         return entries, rows
 
+    def export_fused(self, entries: dict[str, dict[str, GraphSpec]]) -> list[ReportRow]:
+        """The fused planning kernel's tensors (``fused_rollout.safetensors``, when the kernel computes this
+        model), checked against PyTorch like ``cost_grad``; added to ``entries``, its report row."""
+        reason = fused_unsupported(self.model)
+        if reason is not None:
+            log.info("no fused planning kernel in the bundle: %s", reason)
+            return []
+        t0 = time.perf_counter()
+        tensors, meta = fused_tensors(self.model)
+        kernel = FusedRollout(tensors, meta)
+        x = self.rand_inputs(3)
+        x["z0"] = x["z0"][:1].expand(3, -1)  # the kernel plans from one start latent
+        _, grad, steps = self.eager("cost_grad", x)
+        k_steps, k_grad = kernel.step_costs_and_grad(
+            x["z0"][0].numpy(), kernel.task_projection(x["task"].numpy()), x["actions"].numpy(), self.weights.numpy()
+        )
+        err = max(_max_err(k_steps, steps), _max_err(k_grad, grad) / max(float(grad.abs().max()), 1e-8))
+        tol = self.settings.grad_rel_tol
+        if not err <= tol:
+            raise ExportError(f"{FUSED_GRAPH}: the fused kernel differs from PyTorch by {err:.3g} (tolerance {tol:g})")
+        path = self.out / FUSED_FILE
+        save_file(tensors, str(path))
+        outputs = tuple(TensorSpec(n, tuple(a.shape), "float32") for n, a in tensors.items())
+        size = path.stat().st_size
+        entries[FUSED_GRAPH] = {"fp32": GraphSpec(path.name, sha256_file(path), size, (), outputs, "fp32")}
+        self.fused_meta = meta
+        return [ReportRow(FUSED_GRAPH, "fp32", path.name, size, err, tol, True, time.perf_counter() - t0)]
+
     def _variant_inputs(self, calibration: Sequence[tuple[Mapping[str, Any], str]] | None) -> tuple[list, dict]:
         """``(calibration inputs, held-out encoder/policy inputs)`` from real observations (or random ones)."""
         real = _observations_to_inputs(self.ckpt, calibration) if calibration else []
@@ -419,6 +451,7 @@ class _ExportJob:
                 "image_size": [h, w],
                 "checkpoint_step": int(ckpt.step),
                 "default_instruction": self.settings.default_instruction,
+                **({FUSED_GRAPH: self.fused_meta} if self.fused_meta else {}),
             },  # fmt: skip
             planner=planner_section(self.settings),
             graphs=entries,
@@ -471,6 +504,7 @@ def export_bundle(
     bar = tqdm(total=steps, desc="export", disable=not progress, unit="graph")
     entries, rows = job.export_fp32(bar)
     rows += job.export_variants(entries, calibration, bar)
+    rows += job.export_fused(entries)
     bar.close()
     manifest = job.manifest(entries)
     digest = sha256_file(write_manifest(out, manifest))

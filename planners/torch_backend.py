@@ -1,13 +1,19 @@
 """The PyTorch planning backend: any differentiable world model (``planners.protocol``) as a
-:class:`planners.backend.PlanningBackend`, with gradients by autograd.
+:class:`planners.backend.PlanningBackend`, with gradients by autograd, or by the fused kernel.
 
 :func:`weighted_step_costs` is the one definition of the objective's model terms in PyTorch: this
 backend evaluates it, and the exporter (``export.graphs``) traces it into the bundle's ONNX graphs.
 Only the actions carry gradients: the model's parameters are frozen when the backend is built.
+
+For the default :class:`latent_vla.model.WorldModel` on the CPU the backend computes the same terms
+with the fused closed-form kernel (:mod:`latent_vla.base.fused_rollout`, numba) when it is installed:
+about 8x faster per gradient iteration (``benchmarks/planning_speed.py``). :func:`build_fused` checks
+the kernel against :func:`weighted_step_costs` with autograd before the backend uses it.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,8 +21,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from latent_vla.base.fused_rollout import FusedRollout
+from latent_vla.fused import fused_tensors, fused_unsupported
 from planners.objectives import TrajectoryObjective
 from planners.protocol import check_model, has_policy
+
+log = logging.getLogger(__name__)
+
+FUSED_TOLERANCE = 1e-4
+"""Largest difference between the fused kernel and autograd, relative to the largest cost or gradient
+entry, that :func:`build_fused` accepts."""
 
 
 def flat_cost(model: Any, z: Tensor, task: Tensor) -> Tensor:
@@ -52,12 +66,58 @@ def freeze(model: Any) -> Any:
     return model
 
 
+def fused_error(model: Any, kernel: FusedRollout, plans: int = 3, horizon: int = 5, seed: int = 0) -> float:
+    """Largest difference between the kernel's and autograd's costs and action gradients on random
+    plans ``(plans, horizon, A)`` from a random latent, relative to the largest entry of each."""
+    g = torch.Generator().manual_seed(seed)
+    z0 = model.normalize_latent(torch.randn(1, model.latent_dim, generator=g))
+    task = torch.randn(1, model.task_dim, generator=g)
+    actions = (torch.rand(plans, horizon, model.action_dim, generator=g) * 2 - 1).requires_grad_(True)
+    weights = torch.rand(horizon, generator=g) + 0.5
+    with torch.enable_grad():
+        steps = weighted_step_costs(model, z0.detach(), actions, task, weights)
+        (grad,) = torch.autograd.grad(steps.sum(), actions)
+    k_steps, k_grad = kernel.step_costs_and_grad(
+        z0.detach().numpy(), kernel.task_projection(task.numpy()), actions.detach().numpy(), weights.numpy()
+    )
+
+    def rel(a: np.ndarray, b: torch.Tensor) -> float:
+        ref = b.detach().numpy()
+        return float(np.abs(a - ref).max() / max(np.abs(ref).max(), 1e-12))
+
+    return max(rel(k_steps, steps), rel(k_grad, grad))
+
+
+def build_fused(model: Any, required: bool = False) -> FusedRollout | None:
+    """A checked kernel for ``model``, or ``None`` when it cannot compute it (``required``: raise instead).
+
+    Raises:
+        ValueError: with ``required``, why there is none (unsupported model, or a mismatch with autograd
+            above :data:`FUSED_TOLERANCE`).
+    """
+    reason = fused_unsupported(model)
+    kernel = None
+    if reason is None:
+        kernel = FusedRollout(*fused_tensors(model))
+        err = fused_error(model, kernel)
+        if err > FUSED_TOLERANCE:
+            reason, kernel = f"it differs from autograd by {err:.2e} (relative; tolerance {FUSED_TOLERANCE})", None
+    if reason is not None:
+        if required:
+            raise ValueError(f"the fused planning kernel cannot run this model: {reason}")
+        log.debug("fused planning kernel off: %s", reason)
+    return kernel
+
+
 @dataclass
 class TorchStart:
-    """One planning call's start: ``z0 (1, Z)`` and ``task (1, T)`` on the model's device."""
+    """One planning call's start: ``z0 (1, Z)`` and ``task (1, T)`` on the model's device; with the
+    fused kernel also ``z0`` as a numpy ``(Z,)`` and the cost head's task projection ``(C,)``."""
 
     z0: Tensor
     task: Tensor
+    z0_np: np.ndarray | None = None
+    task_proj: np.ndarray | None = None
 
 
 class TorchBackend:
@@ -66,17 +126,23 @@ class TorchBackend:
     Args:
         model: a world model (``step``, ``rollout``, ``cost``, ``action_dim``; optionally ``policy``).
         objective: the spec whose model-term weights :meth:`step_costs` applies.
+        fused: use the fused kernel (``True``: required, an error when it cannot run this model;
+            ``False``: autograd; ``None``: when it can, else autograd).
+
+    Attributes:
+        fused: the checked :class:`FusedRollout`, or ``None`` (autograd).
     """
 
     horizon: int | None = None
 
-    def __init__(self, model: Any, objective: TrajectoryObjective) -> None:
+    def __init__(self, model: Any, objective: TrajectoryObjective, fused: bool | None = None) -> None:
         check_model(model)
         self.model = freeze(model)
         self.objective = objective
         self.action_dim = int(model.action_dim)
         self.has_policy = has_policy(model)
         self._weights: dict[tuple[int, str, torch.dtype], Tensor] = {}
+        self.fused = None if fused is False else build_fused(model, required=bool(fused))
 
     def prepare(self, z0: Any, task: Any) -> TorchStart:
         """``z0 (1, Z)`` and ``task`` as detached tensors (numpy arrays are converted)."""
@@ -84,7 +150,11 @@ class TorchBackend:
         t = torch.as_tensor(task).detach()
         if not z.is_floating_point():
             z = z.float()
-        return TorchStart(z, t.to(z.device, z.dtype) if t.is_floating_point() else t.to(z.device))
+        start = TorchStart(z, t.to(z.device, z.dtype) if t.is_floating_point() else t.to(z.device))
+        if self.fused is not None:
+            start.z0_np = z.float().cpu().numpy().reshape(-1)
+            start.task_proj = self.fused.task_projection(start.task.float().cpu().numpy())
+        return start
 
     def _step_weights(self, horizon: int, like: Tensor) -> Tensor:
         key = (horizon, str(like.device), like.dtype)
@@ -104,6 +174,9 @@ class TorchBackend:
 
     def step_costs_and_grad(self, start: TorchStart, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(N, H)`` costs and ``d sum_t cost / d actions (N, H, A)`` (rows are independent rollouts)."""
+        if self.fused is not None and start.z0_np is not None:
+            w = self.objective.step_weights(actions.shape[1])
+            return self.fused.step_costs_and_grad(start.z0_np, start.task_proj, actions, w)
         a = self._actions(start, actions).requires_grad_(True)
         with torch.enable_grad():
             c = weighted_step_costs(self.model, start.z0, a, start.task, self._step_weights(a.shape[1], a))

@@ -11,7 +11,8 @@
    same name);
 4. every file the manifest names (all precisions) is a regular file inside the bundle with its size;
 5. per graph loaded: size, then sha256 of the bytes read, then onnxruntime's view of the graph's
-   inputs/outputs against the manifest.
+   inputs/outputs against the manifest (the fused kernel's tensors: size, sha256, then safetensors'
+   parser, which reads no code).
 
 Its methods take and return float32 numpy arrays in model units.
 """
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from safetensors.numpy import load as load_safetensors
 
 from export.runtime.errors import ManifestError, ObservationError, RobotMismatchError
 from export.runtime.manifest import (
@@ -38,6 +40,7 @@ from export.runtime.manifest import (
     read_verified_bytes,
 )
 from export.runtime.session import GraphSession, select_providers
+from latent_vla.base.fused_rollout import FUSED_GRAPH, FusedRollout, numba_available
 from latent_vla.base.normalize import Normalizer, limit_problems
 from latent_vla.base.robot_spec import ROBOT_SPECS, RobotSpec
 from latent_vla.base.text import Tokenizer
@@ -329,6 +332,19 @@ class Bundle:
         """Trajectory cost of ``actions (B, H, A)`` from ``z0 (B, Z)``: ``(cost (B,), step_cost (B, H))``."""
         out = self.sessions["rollout_cost"].run({"z0": z0, "actions": actions, "task": task})
         return out["cost"], out["step_cost"]
+
+    def fused_rollout(self) -> FusedRollout | None:
+        """The fused planning kernel over this bundle's verified tensors, or ``None`` when the bundle has
+        none (an architecture the kernel does not compute) or numba is not installed."""
+        spec = self.manifest.graphs.get(FUSED_GRAPH, {}).get("fp32")
+        meta = self.manifest.model.get(FUSED_GRAPH)
+        if spec is None or not isinstance(meta, Mapping) or not numba_available():
+            return None
+        tensors = load_safetensors(read_verified_bytes(self.path, spec, FUSED_GRAPH))
+        declared = {t.name: tuple(t.shape) for t in spec.outputs}
+        if {n: a.shape for n, a in tensors.items()} != declared:
+            raise ManifestError(f"bundle {FUSED_GRAPH}: its tensors differ from the manifest's list")
+        return FusedRollout(tensors, meta)
 
     def cost_and_grad(
         self, z0: np.ndarray, actions: np.ndarray, task: np.ndarray

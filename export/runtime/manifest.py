@@ -9,6 +9,8 @@ A bundle is a directory::
     rollout_cost.onnx      z0 (B, Z), actions (B, H, A), task (B, T) -> cost (B,), step_cost (B, H)
     cost_grad.onnx         z0 (B, Z), actions (B, H, A), task (B, T) -> cost (B,), grad (B, H, A), step_cost (B, H)
     encoder.int8.onnx ...  optional precision variants of some graphs
+    fused_rollout.safetensors  optional: the fused planning kernel's tensors (latent_vla.base.fused_rollout);
+                           its ``graphs`` entry lists them as outputs, its scalars are ``model.fused_rollout``
 
 The manifest records for every graph and variant its file, sha256, size in bytes, and the names,
 shapes (ints, or a string for a dynamic axis) and dtypes of its inputs and outputs, together with the

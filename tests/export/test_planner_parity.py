@@ -1,7 +1,8 @@
 """Every planner is written once and runs on two backends: the same model, seed, start latent and warm
 start give the same plan through PyTorch autograd and through the bundle's onnxruntime graphs
 (max |difference| <= 1e-4 for the samplers and the policy, <= 1e-3 after 20 gradient iterations),
-with a binding box and the prior and smoothness terms switched on."""
+with a binding box and the prior and smoothness terms switched on; and the same through the fused
+planning kernel on each side (the checkpoint's weights vs the bundle's exported tensors)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ import torch
 from export_helpers import HORIZON, INSTRUCTION
 
 from export.runtime import BundleBackend, load_bundle
+from latent_vla.base.fused_rollout import numba_available
 from planners.common import Bounds
 from planners.registry import PLANNERS
+from planners.torch_backend import TorchBackend
 
 CASES = {
     "grad": ({"restarts": 4, "iterations": 20, "lr": 0.1, "patience": 0}, 1e-3),
@@ -24,10 +27,17 @@ CASES = {
 BOX = Bounds(-0.7, 0.8)  # binds: the random policy and the samples reach past it
 
 
-@pytest.fixture(scope="module")
-def backends(bundle_dir, export_ckpt):
+@pytest.fixture(scope="module", params=["graphs", "fused"])
+def backends(request, bundle_dir, export_ckpt, export_settings):
+    """(PyTorch backend, bundle backend): autograd vs the ONNX graphs, or the fused kernel on both sides."""
     torch.set_num_threads(1)
-    return export_ckpt.model, BundleBackend(load_bundle(bundle_dir))
+    fused = request.param == "fused"
+    if fused and not numba_available():
+        pytest.skip("numba / scipy not installed")
+    torch_backend = TorchBackend(export_ckpt.model, export_settings.objective, fused=fused)
+    bundle_backend = BundleBackend(load_bundle(bundle_dir), fused=fused)
+    assert (torch_backend.fused is None) == (bundle_backend.fused is None) == (not fused)
+    return torch_backend, bundle_backend
 
 
 def _start(export_ckpt):
@@ -73,3 +83,20 @@ def test_the_bundle_refuses_other_model_term_weights(backends, export_settings) 
         GradientPlanner(backends[1], horizon=HORIZON, objective=other)
     with pytest.raises(ValueError, match="exactly 4 steps"):
         GradientPlanner(backends[1], horizon=HORIZON + 1, objective=export_settings.objective)
+
+
+def test_the_fused_kernel_is_in_the_bundle_and_checked(exported, copy) -> None:
+    """The export writes the kernel's tensors with its parity row; a tampered tensor file is refused."""
+    from export.runtime.errors import IntegrityError
+    from latent_vla.base.fused_rollout import FUSED_FILE, FUSED_GRAPH
+
+    if not numba_available():
+        pytest.skip("numba / scipy not installed")
+    row = next(r for r in exported.rows if r.graph == FUSED_GRAPH)
+    assert row.ok and row.max_abs_err <= row.tol
+    assert FUSED_GRAPH in exported.manifest.graphs and exported.manifest.model[FUSED_GRAPH]["learned_dim"] == 32
+    data = bytearray((copy / FUSED_FILE).read_bytes())
+    data[-1] ^= 1
+    (copy / FUSED_FILE).write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match=FUSED_GRAPH):
+        BundleBackend(load_bundle(copy), fused=True)

@@ -1,0 +1,116 @@
+"""The planning step as one compiled function: rollout, cost and action gradient in closed form (numba).
+
+A gradient-planner iteration rolls ``N`` candidate plans ``H`` latent steps through the dynamics MLP,
+scores every visited latent with the cost head and back-propagates to the actions. Eager PyTorch
+(autograd) and onnxruntime run that as ~1,600 tiny operators whose dispatch costs more than their
+arithmetic (``benchmarks/planning_speed.py``). This kernel runs the same maths as one numba function:
+BLAS ``sgemm`` (numba's ``np.dot``, SciPy's BLAS) for the matrix products and fused loops for LayerNorm,
+SiLU, SimNorm and their hand-written backward passes, with a vectorizable ``exp``.
+
+It computes exactly the default :class:`latent_vla.model.WorldModel` architecture, read from tensors
+named as in the model's ``state_dict``::
+
+    dynamics  x = [z | a] -> Linear -> LayerNorm -> SiLU -> Linear -> LayerNorm -> SiLU -> Linear -> d
+    step      z' = [softmax_groups(log max(z_l, 1e-6) + d_l) | clip(z_p + d_p, -bound, bound)]
+    cost      softplus(Linear(...SiLU(LN(Linear(...SiLU(LN(W_z z' + b_z + W_t task)))))))
+    output    step_cost[n, t] = weight[t] * cost(z_{t+1})
+
+NumPy and numba only (no PyTorch), so the torch-free runtime uses it too. ``planners.torch_backend``
+checks it against autograd when it is built and ``export`` checks it against the eager model.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+# The kernel's matrix products are small (8 x 256 x 256): one BLAS thread is fastest and leaves the
+# other cores to the control loop. Set before SciPy's OpenBLAS loads; an explicit setting wins.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+TENSOR_NAMES = (
+    "dynamics.0.weight", "dynamics.0.bias", "dynamics.1.weight", "dynamics.1.bias",
+    "dynamics.3.weight", "dynamics.3.bias", "dynamics.4.weight", "dynamics.4.bias",
+    "dynamics.6.weight", "dynamics.6.bias",
+    "cost_head.z_in.weight", "cost_head.z_in.bias", "cost_head.t_in.weight",
+    "cost_head.body.0.weight", "cost_head.body.0.bias", "cost_head.body.2.weight", "cost_head.body.2.bias",
+    "cost_head.body.3.weight", "cost_head.body.3.bias", "cost_head.body.5.weight", "cost_head.body.5.bias",
+)  # fmt: skip
+"""The ``WorldModel.state_dict`` entries the kernel reads (Linear weights are ``(out, in)``)."""
+
+FUSED_GRAPH = "fused_rollout"
+"""The kernel's name in a bundle's manifest (``graphs`` entry; its scalars under ``model``)."""
+
+FUSED_FILE = "fused_rollout.safetensors"
+"""The bundle file holding :data:`TENSOR_NAMES`."""
+
+META_KEYS = ("learned_dim", "group", "bound", "eps")
+"""Scalars beside the tensors: learned latent size, SimNorm group size, joint-block clip bound, LayerNorm eps."""
+
+
+def numba_available() -> bool:
+    """Whether numba and SciPy (numba's BLAS for ``np.dot``) are installed."""
+    return all(importlib.util.find_spec(m) is not None for m in ("numba", "scipy"))
+
+
+class FusedRollout:
+    """The compiled planning step for one set of world-model weights.
+
+    Args:
+        tensors: the arrays of :data:`TENSOR_NAMES` (float32, shapes as in the model's ``state_dict``).
+        meta: :data:`META_KEYS` (``learned_dim``, ``group`` (SimNorm), ``bound`` (joint clip, action
+            units), ``eps`` (LayerNorm)).
+
+    Raises:
+        ImportError: numba or SciPy is not installed (check :func:`numba_available` first).
+        KeyError / ValueError: a tensor or scalar is missing or has the wrong shape.
+    """
+
+    def __init__(self, tensors: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> None:
+        missing = [n for n in (*TENSOR_NAMES, *META_KEYS) if n not in tensors and n not in meta]
+        if missing:
+            raise KeyError(f"fused rollout: missing {missing}")
+        named = tuple(np.ascontiguousarray(tensors[n], np.float32) for n in TENSOR_NAMES)
+        transposed = tuple(np.ascontiguousarray(named[i].T) for i in (0, 4, 8, 10, 15))  # (in, out) for x @ W^T
+        self.params = named + transposed  # the kernels index this tuple
+        self.learned = int(meta["learned_dim"])
+        self.group = int(meta["group"])
+        self.bound = np.float32(meta["bound"])
+        self.eps = np.float32(meta["eps"])
+        self.latent_dim = int(self.params[8].shape[0])  # Z
+        self.action_dim = int(self.params[0].shape[1]) - self.latent_dim  # A
+        if self.learned % self.group or not 0 < self.learned <= self.latent_dim or self.action_dim <= 0:
+            raise ValueError(f"fused rollout: inconsistent sizes (Z={self.latent_dim}, learned={self.learned}, "
+                             f"group={self.group}, A={self.action_dim})")  # fmt: skip
+        from latent_vla.base import fused_kernels  # numba: a heavy optional dependency
+
+        self._forward, self._backward = fused_kernels.forward, fused_kernels.backward
+
+    def task_projection(self, task: np.ndarray) -> np.ndarray:
+        """The cost head's task term ``W_t task``: ``task (1, T)`` or ``(T,)`` -> ``(C,)`` float32."""
+        t = np.asarray(task, np.float32).reshape(-1)
+        return np.ascontiguousarray(self.params[12] @ t, np.float32)
+
+    def _args(self, z0: np.ndarray, actions: np.ndarray, weights: np.ndarray) -> tuple:
+        z = np.ascontiguousarray(np.asarray(z0, np.float32).reshape(-1))
+        a = np.ascontiguousarray(actions, np.float32)
+        if z.shape[0] != self.latent_dim or a.ndim != 3 or a.shape[2] != self.action_dim:
+            raise ValueError(f"fused rollout: z0 must hold {self.latent_dim} values and actions be (N, H, "
+                             f"{self.action_dim}); got {z.shape[0]} and {a.shape}")  # fmt: skip
+        w = np.ascontiguousarray(weights, np.float32)
+        if w.shape != (a.shape[1],):
+            raise ValueError(f"fused rollout: weights must be ({a.shape[1]},), got {w.shape}")
+        return z, a, w
+
+    def step_costs_and_grad(
+        self, z0: np.ndarray, task_proj: np.ndarray, actions: np.ndarray, weights: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(N, H)`` weighted costs and ``d sum(costs) / d actions (N, H, A)``."""
+        z, a, w = self._args(z0, actions, weights)
+        args = (self.params, self.learned, self.group, self.bound, self.eps)
+        steps, tape = self._forward(z, a, task_proj, w, *args)
+        return steps, self._backward(tape, self.params, self.learned, self.group, self.bound)
