@@ -45,6 +45,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
+from latent_vla.base.cpus import resolve_threads
 from latent_vla.base.errors import UserError
 from latent_vla.base.normalize import Normalizer
 from latent_vla.base.paths import check_output_dir
@@ -563,8 +564,7 @@ def _setup_process(settings: RunSettings) -> tuple[torch.device, int, int]:
             torch.cuda.set_device(device)
         if not dist.is_initialized():
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    if settings.train.num_threads > 0:
-        torch.set_num_threads(settings.train.num_threads)
+    torch.set_num_threads(resolve_threads(settings.train.num_threads, "train.num_threads"))
     return device, world, rank
 
 
