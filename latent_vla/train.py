@@ -45,6 +45,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
+from latent_vla.base.cpus import resolve_threads
 from latent_vla.base.errors import UserError
 from latent_vla.base.normalize import Normalizer
 from latent_vla.base.paths import check_output_dir
@@ -435,6 +436,36 @@ def _row_step(row: Mapping[str, str]) -> int | None:
         return None
 
 
+def budget_progress(
+    elapsed_s: float, budget_s: float, step: int, start_step: int, total_steps: int
+) -> tuple[float, str]:
+    """How far a run bounded by a time budget and a step count is, as a share and as text.
+
+    Args:
+        elapsed_s: seconds of the budget used. budget_s: the budget (``train.minutes * 60``), seconds.
+        step: optimizer steps done in total; ``start_step`` of them before this call (a resumed run).
+        total_steps: ``train.steps``, where the run also ends.
+
+    Returns:
+        ``(done, text)``: ``done`` in [0, 1] is the share of this call's run behind it, and ``text``
+        reads ``"2.0 of 5.0 min, 3.0 min left, step 480 (4.0 steps/s)"``; the remaining time is what the
+        steps still need at the rate so far when they end the run before the budget does (then the text
+        ends with ``" of 500"`` after the step).
+    """
+    rate = (step - start_step) / elapsed_s if elapsed_s > 0 else 0.0  # steps per second
+    left_s = max(budget_s - elapsed_s, 0.0)
+    steps_end_it = rate > 0 and (total_steps - step) / rate < left_s
+    if steps_end_it:
+        left_s = (total_steps - step) / rate
+    done = min(1.0, elapsed_s / max(elapsed_s + left_s, 1e-9))
+    of_steps = f" of {total_steps}" if steps_end_it else ""
+    text = (
+        f"{elapsed_s / 60:.1f} of {budget_s / 60:.1f} min, {left_s / 60:.1f} min left, "
+        f"step {step}{of_steps} ({rate:.1f} steps/s)"
+    )
+    return done, text
+
+
 class _Progress:
     """Loss terms averaged over logging windows -> ``train_log.csv``, TensorBoard and the tqdm bar.
 
@@ -442,7 +473,11 @@ class _Progress:
     ``purge_step`` makes TensorBoard drop what the old files logged after ``start_step``.
     """
 
-    def __init__(self, run_dir: Path, start_step: int, total_steps: int, is_main: bool, bar: bool) -> None:
+    def __init__(
+        self, run_dir: Path, start_step: int, total_steps: int, budget_s: float, is_main: bool, bar: bool
+    ) -> None:
+        self.start_step, self.total_steps, self.budget_s = start_step, total_steps, budget_s
+        self.step, self.losses, self.drawn_at = start_step, "", -math.inf
         self.window: dict[str, list[float]] = {}
         self.first: dict[str, float] = {}
         self.last: dict[str, float] = {}
@@ -454,29 +489,43 @@ class _Progress:
             purge = start_step + 1 if any(tb.glob("events.out.tfevents.*")) else None
             self.writer = SummaryWriter(str(tb), purge_step=purge)
             self.csv = _CsvLog(run_dir / "train_log.csv", keep_through=start_step)
-        self.bar = tqdm(
-            total=max(total_steps - start_step, 0), desc="train", disable=not (bar and is_main), unit="step"
-        )
+        # the bar is the share of the run done, in percent: of train.minutes, or of train.steps when those end it first
+        self.bar = tqdm(total=100, desc="train", disable=not (bar and is_main))
+        self.draw(0.0)
 
-    def add(self, terms: Mapping[str, torch.Tensor], grad_norm: float) -> None:
-        """Record one optimizer step's terms."""
+    def add(self, terms: Mapping[str, torch.Tensor], grad_norm: float, elapsed_s: float) -> None:
+        """Record one optimizer step's terms; ``elapsed_s``: seconds of the budget used so far."""
         for k, v in terms.items():
             self.window.setdefault(k, []).append(float(v))
         self.window.setdefault("grad_norm", []).append(grad_norm)
-        self.bar.update(1)
+        self.step += 1
+        if elapsed_s - self.drawn_at >= 0.5:  # redraw at most twice a second
+            self.draw(elapsed_s)
+
+    def draw(self, elapsed_s: float) -> None:
+        """Show the share of the run done, minutes used and left, the step and the latest losses."""
+        self.drawn_at = elapsed_s
+        done, text = budget_progress(elapsed_s, self.budget_s, self.step, self.start_step, self.total_steps)
+        self.bar.n = round(100 * done)
+        self.bar.bar_format = f"{{desc}} {{percentage:3.0f}}%|{{bar}}| {text}{self.losses}"  # no tqdm step counts
+        self.bar.refresh()
 
     def flush(self, step: int, seconds: float, lr: float) -> None:
-        """Close the logging window at ``step``: its means become a CSV row, scalars and the bar's postfix."""
-        if not self.window:
-            return
-        means = {k: float(np.mean(v)) for k, v in self.window.items()}
-        self.window = {}
-        self.first = self.first or means
-        self.last = means
-        if self.csv is not None:
-            self.csv.write({"step": step, "seconds": round(seconds, 3), "lr": lr, **means})
-        self.scalars("train", means, step)
-        self.bar.set_postfix({k: f"{means[k]:.3g}" for k in ("total", "consistency", "cost", "policy") if k in means})
+        """Close the logging window at ``step``: its means become a CSV row, scalars and the bar's postfix.
+
+        ``seconds``: of the budget used so far; the bar is redrawn with them even when the window is empty.
+        """
+        if self.window:
+            means = {k: float(np.mean(v)) for k, v in self.window.items()}
+            self.window = {}
+            self.first = self.first or means
+            self.last = means
+            if self.csv is not None:
+                self.csv.write({"step": step, "seconds": round(seconds, 3), "lr": lr, **means})
+            self.scalars("train", means, step)
+            shown = ("total", "consistency", "cost", "policy")
+            self.losses = "".join(f", {k}={means[k]:.3g}" for k in shown if k in means)
+        self.draw(seconds)
 
     def scalars(self, prefix: str, values: Mapping[str, float], step: int) -> None:
         """``prefix/key`` scalars at ``step`` to TensorBoard (rank 0)."""
@@ -563,8 +612,7 @@ def _setup_process(settings: RunSettings) -> tuple[torch.device, int, int]:
             torch.cuda.set_device(device)
         if not dist.is_initialized():
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    if settings.train.num_threads > 0:
-        torch.set_num_threads(settings.train.num_threads)
+    torch.set_num_threads(resolve_threads(settings.train.num_threads, "train.num_threads"))
     return device, world, rank
 
 
@@ -745,7 +793,7 @@ def _optimize(run: _Run, progress: _Progress, signals: _StopSignals) -> tuple[in
     while step < ts.steps and not _should_stop(run, time.monotonic() - t_start, signals):
         terms, grad_norm = _train_step(run, step, rng)
         step += 1
-        progress.add(terms, grad_norm)
+        progress.add(terms, grad_norm, time.monotonic() - t_start)
         if step % ts.log_every == 0 or step == ts.steps:
             progress.flush(step, time.monotonic() - t_start, run.optimizer.param_groups[0]["lr"])
         if ts.val_every > 0 and step % ts.val_every == 0:
@@ -781,7 +829,8 @@ def train(settings: RunSettings, full_config: dict[str, Any] | None = None) -> T
                 f"latent-vla train: auxiliary head on observation.environment_state ({run.model.env_state_dim} "
                 f"values, weight {settings.train.loss.env_state}); it is for training and inspection only"
             )
-    progress = _Progress(run.run_dir, run.start_step, settings.train.steps, run.is_main, settings.train.progress)
+    ts = settings.train
+    progress = _Progress(run.run_dir, run.start_step, ts.steps, ts.minutes * 60.0, run.is_main, ts.progress)
     with _StopSignals() as signals:
         try:
             step, seconds = _optimize(run, progress, signals)

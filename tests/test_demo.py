@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from latent_vla.app import demo_cli
 from latent_vla.app.cli import compose, main
-from latent_vla.app.demo_cli import STAGES, plan_stages
+from latent_vla.app.demo_cli import OUTPUTS, STAGES, plan_stages
 from latent_vla.app.screenshot import find_chromium
 
 
@@ -75,8 +77,162 @@ def test_tiny_demo_runs_every_stage(tmp_path: Path) -> None:
         assert title in page
     assert "missing:" not in page
     assert (out / "report" / "figures" / "training_curves.png").is_file()
+    first_figure, _ = _first_figure_and_caption(page)
+    assert first_figure.endswith(".gif") and summary["lead_episode"]["gif"] == first_figure
     if find_chromium() is not None:
         from PIL import Image
 
         shot = np.asarray(Image.open(out / "report" / "report.png").convert("L"), dtype=np.float32)
         assert shot.shape[0] > 500 and shot.std() > 10.0  # a real page, not a blank one
+
+    # the same command again resumes: every stage is complete, nothing runs
+    stamp = (out / "eval" / "eval.json").stat().st_mtime_ns
+    assert main(argv) == 0
+    assert (out / "eval" / "eval.json").stat().st_mtime_ns == stamp
+    # stages=[eval,report] runs exactly those again on the other stages' outputs
+    assert main([*argv, "stages=[eval,report]"]) == 0
+    assert (out / "eval" / "eval.json").stat().st_mtime_ns != stamp
+    state = json.loads((out / "demo_state.json").read_text())["stages"]
+    assert all(state[s]["status"] == "done" for s in STAGES)
+    assert state["eval"]["finished"] > state["eval_bundle"]["finished"]  # eval_bundle was not re-run
+
+
+# -- resume, refuse, re-run: the demo's stages through a fake runner (no simulation, no training) --------
+class FakeStages:
+    """Stands in for ``latent_vla.app.cli.main``: each stage writes its final file; ``fail`` names one that fails."""
+
+    def __init__(self, fail: str | None = None) -> None:
+        self.calls: list[str] = []
+        self.fail = fail
+
+    def __call__(self, argv: list[str]) -> int:
+        out = Path(next(a for a in argv if a.startswith("out=")).split("=", 1)[1])
+        stage = next(s for s, (folder, _) in OUTPUTS.items() if out.name == folder)
+        self.calls.append(stage)
+        if stage == self.fail:
+            return 1
+        out.mkdir(parents=True, exist_ok=True)
+        (out / OUTPUTS[stage][1]).write_text("[]" if stage.startswith("eval") else "{}")
+        return 0
+
+
+def _demo(monkeypatch: pytest.MonkeyPatch, out: Path, fake: FakeStages, *overrides: str) -> int:
+    import latent_vla.app.cli as cli
+
+    monkeypatch.setattr(cli, "main", fake)
+    return demo_cli.main(compose("demo", [f"out={out}", "screenshot=false", *overrides]))
+
+
+def test_rerun_resumes_skipping_complete_stages(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first = FakeStages()
+    assert _demo(monkeypatch, tmp_path, first) == 0
+    assert first.calls == [s for s in STAGES if s != "report"]
+    assert (tmp_path / "report" / "index.html").is_file()
+    capsys.readouterr()
+    again = FakeStages()
+    assert _demo(monkeypatch, tmp_path, again) == 0
+    assert again.calls == []
+    printed = capsys.readouterr().out
+    assert "stage train is complete" in printed and "nothing to do" in printed
+
+
+def test_a_changed_setting_reruns_its_stages_and_those_reading_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert _demo(monkeypatch, tmp_path, FakeStages()) == 0
+    again = FakeStages()
+    assert _demo(monkeypatch, tmp_path, again, "eval_episodes=20") == 0
+    assert again.calls == ["eval", "eval_bundle"]  # collect, train, export, run are kept
+    retrain = FakeStages()
+    assert _demo(monkeypatch, tmp_path, retrain, "eval_episodes=20", "train_minutes=2.0") == 0
+    assert retrain.calls == ["train", "inspect", "eval", "export", "eval_bundle", "run"]
+
+
+def test_a_failed_stage_is_resumed_from(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert _demo(monkeypatch, tmp_path, FakeStages(fail="export")) == 1
+    again = FakeStages()
+    assert _demo(monkeypatch, tmp_path, again) == 0
+    assert again.calls == ["export", "eval_bundle", "run"]
+
+
+def test_explicit_stages_rerun_exactly_those_on_fresh_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert _demo(monkeypatch, tmp_path, FakeStages()) == 0
+    stale = tmp_path / "eval" / "videos" / "grad_ep7.gif"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"old")
+    again = FakeStages()
+    assert _demo(monkeypatch, tmp_path, again, "stages=[eval,report]") == 0
+    assert again.calls == ["eval"]
+    assert not stale.exists()  # the earlier eval's files are gone, so the report shows only this one's
+
+
+def test_outputs_no_demo_recorded_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "model.safetensors").write_bytes(b"someone else's")
+    assert main(["demo", f"out={tmp_path}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "run/" in err and "new out=" in err and "stages=[" in err
+
+
+def test_each_stage_says_the_minutes_left_of_the_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _demo(monkeypatch, tmp_path, FakeStages(), "budget_minutes=12") == 0
+    headers = [line for line in capsys.readouterr().out.splitlines() if line.startswith("=== demo stage")]
+    assert len(headers) == len(STAGES)
+    assert headers[1].startswith("=== demo stage train (2/8; 0.0 min in, 12.0 min left of the 12-min budget)")
+    assert demo_cli.budget_line(19 * 60, 15) == "19.0 min in, 4.0 min over the 15-min budget"
+
+
+# -- the report leads with an episode GIF ----------------------------------------------------------------
+def _eval_with_gifs(out: Path, successes: dict[str, list[bool]]) -> None:
+    from planners.evaluate import save_gif
+
+    records = []
+    for planner, flags in successes.items():
+        videos = []
+        for i in range(len(flags)):
+            frames = [np.full((8, 24, 3), 40 * i + 10 * t, np.uint8) for t in range(3)]
+            videos.append(str(save_gif(frames, out / "eval" / "videos" / f"{planner}_ep{i}.gif")))
+        per_episode = [
+            {"seed": i, "success": ok, "first_success_step": 5 + i if ok else None, "steps": 60,
+             "final_distance": 0.01 if ok else 0.05 + 0.01 * i}
+            for i, ok in enumerate(flags)
+        ]  # fmt: skip
+        records.append({"planner": planner, "task": "reach", "episodes": len(flags), "success_rate": 0.0,
+                        "per_episode": per_episode, "videos": videos})  # fmt: skip
+    (out / "eval" / "eval.json").write_text(json.dumps(records))
+    (out / "eval" / "sweep.png").write_bytes((out / "eval" / "videos" / f"{planner}_ep0.gif").read_bytes())
+
+
+def _first_figure_and_caption(page: str) -> tuple[str, str]:
+    img = re.search(r"<img src='([^']+)'", page)
+    assert img is not None and img.start() < page.index("<table"), "the first figure must come before any table"
+    caption = re.search(r"<figcaption>([^<]*)</figcaption>", page)
+    assert caption is not None
+    return img.group(1), caption.group(1)
+
+
+def test_the_report_leads_with_a_successful_episode_gif(tmp_path: Path) -> None:
+    from latent_vla.app.demo_report import write_report
+
+    _eval_with_gifs(tmp_path, {"cem": [True, False], "grad": [False, True]})
+    page = write_report(tmp_path, {"task": "reach", "seed": 0}, {}).read_text()
+    src, caption = _first_figure_and_caption(page)
+    assert src == "figures/lead_grad_ep1.gif"  # the gradient planner's success before another planner's
+    assert "reached the goal at tick 6 of 60" in caption and "imagined" in caption
+    order = [page.index(t) for t in ("lead_grad_ep1.gif", "Closed-loop results", "Success against planner", "Training")]
+    assert order == sorted(order)
+
+
+def test_without_a_success_the_report_shows_the_closest_episode_and_says_so(tmp_path: Path) -> None:
+    from latent_vla.app.demo_report import write_report
+
+    _eval_with_gifs(tmp_path, {"grad": [False, False], "policy": [False]})
+    page = write_report(tmp_path, {"task": "reach", "seed": 0}, {}).read_text()
+    src, caption = _first_figure_and_caption(page)
+    assert src in ("figures/lead_grad_ep0.gif", "figures/lead_policy_ep0.gif")  # both 5 cm away
+    assert caption.startswith("No evaluated episode succeeded; this is the closest one") and "5.0 cm" in caption

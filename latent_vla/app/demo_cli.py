@@ -1,6 +1,6 @@
 """``latent-vla demo``: the main job, end to end, each stage through its own subcommand.
 
-Stages (``stages=collect,train,...`` runs a subset; every stage re-runs on its own output):
+Stages (each writes one directory under ``out``; :data:`OUTPUTS` names the file that ends it):
 
 1. ``collect``      expert demonstrations in the simulated SO-101 scene -> ``<out>/data`` (LeRobotDataset)
 2. ``train``        the latent world model -> ``<out>/run``
@@ -12,24 +12,59 @@ Stages (``stages=collect,train,...`` runs a subset; every stage re-runs on its o
 8. ``report``       ``<out>/report/index.html`` + PNG figures + ``<out>/demo.json``
 
 A failing stage stops the demo with a message naming the stage and why.
+
+Re-running on the same ``out`` resumes: ``<out>/demo_state.json`` records each stage's command and
+whether it finished, and a stage is skipped when it finished with the same command, its final file is
+there and none of the stages it reads from has run since. ``stages=[eval,report]`` runs exactly those
+stages again (their old outputs are removed first). Outputs this demo did not record (another tool's,
+or an older demo's) are refused unless ``stages=`` names the stages to run over them.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from latent_vla.app.settings import int_setting, positive_number
 from latent_vla.base.errors import UserError
 
 # collection seeds start this far above the evaluation seeds, so every evaluated layout is unseen in training
 HELD_OUT_SEED_OFFSET = 100_000
 
 STAGES: tuple[str, ...] = ("collect", "train", "inspect", "eval", "export", "eval_bundle", "run", "report")
+
+OUTPUTS: dict[str, tuple[str, str]] = {
+    "collect": ("data", "collect.json"),
+    "train": ("run", "train_summary.json"),
+    "inspect": ("inspect", "inspect.json"),
+    "eval": ("eval", "eval.json"),
+    "export": ("bundle", "export_report.json"),
+    "eval_bundle": ("eval_bundle", "eval.json"),
+    "run": ("twin", "run_report.json"),
+    "report": ("report", "index.html"),
+}
+"""Each stage's directory under ``out`` and the file it writes last (with the state's record: complete)."""
+
+READS: dict[str, tuple[str, ...]] = {
+    "collect": (),
+    "train": ("collect",),
+    "inspect": ("collect", "train"),
+    "eval": ("train",),
+    "export": ("train",),
+    "eval_bundle": ("export",),
+    "run": ("export",),
+    "report": STAGES[:-1],
+}
+"""The stages whose outputs each stage reads: when one of them runs again, so must it."""
+
+STATE_FILE = "demo_state.json"
 
 
 class DemoStageError(RuntimeError):
@@ -48,10 +83,19 @@ def _list(values: object) -> str:
     return "[" + ",".join(str(v) for v in values) + "]"  # type: ignore[union-attr]
 
 
+def selected_stages(cfg: DictConfig) -> tuple[list[str], bool]:
+    """``(stage names, explicit)``: ``stages=auto`` is every stage, resuming; a list (or ``a,b``) is explicit."""
+    if isinstance(cfg.stages, str):
+        if cfg.stages.strip() == "auto":
+            return list(STAGES), False
+        return [s.strip() for s in cfg.stages.split(",")], True
+    return [str(s) for s in cfg.stages], True
+
+
 def plan_stages(cfg: DictConfig) -> list[StagePlan]:
     """The argv of every selected stage, in order; raises UserError on an unknown stage name."""
     out = Path(cfg.out)
-    selected = [s.strip() for s in str(cfg.stages).split(",")] if isinstance(cfg.stages, str) else list(cfg.stages)
+    selected, _ = selected_stages(cfg)
     unknown = [s for s in selected if s not in STAGES]
     if unknown:
         raise UserError(f"stages: unknown demo stage(s) {unknown}; valid: {', '.join(STAGES)}")
@@ -65,7 +109,7 @@ def plan_stages(cfg: DictConfig) -> list[StagePlan]:
                   f"train.seed={cfg.seed}", "resume=false"],
         "inspect": ["inspect", f"ckpt={run}", f"data={data}", f"out={out / 'inspect'}"],
         "eval": ["eval", f"ckpt={run}", *common, f"planners={_list(cfg.planners)}",
-                 f"episodes={cfg.eval_episodes}", f"out={out / 'eval'}",
+                 f"episodes={cfg.eval_episodes}", f"videos={cfg.videos}", f"out={out / 'eval'}",
                  *([f"sweep={_list(cfg.sweep)}", f"sweep_episodes={cfg.sweep_episodes}"] if cfg.sweep else [])],
         "export": ["export", f"ckpt={run}", f"out={bundle}"],
         "eval_bundle": ["eval", f"bundle={bundle}", *common, f"planners={_list(cfg.bundle_planners)}",
@@ -86,8 +130,18 @@ def plan_stages(cfg: DictConfig) -> list[StagePlan]:
     ]
 
 
-def run_stage(plan: StagePlan, runner: Callable[[list[str]], int]) -> float:
+def budget_line(elapsed_s: float, budget_minutes: float) -> str:
+    """``"6.1 min in, 8.9 min left of the 15-min budget"`` (or ``"... 1.2 min over ..."``); seconds in, minutes out."""
+    used = elapsed_s / 60.0
+    left = budget_minutes - used
+    where = f"{left:.1f} min left of" if left >= 0 else f"{-left:.1f} min over"
+    return f"{used:.1f} min in, {where} the {budget_minutes:g}-min budget"
+
+
+def run_stage(plan: StagePlan, runner: Callable[[list[str]], int], header: str = "") -> float:
     """Run one stage through ``runner`` (``latent_vla.app.cli.main``); returns its wall time in seconds.
+
+    ``header`` (e.g. the stage's number and the demo's budget left) is printed before the command.
 
     Raises:
         DemoStageError: the stage failed. KeyboardInterrupt: it was interrupted (Ctrl-C stops the demo).
@@ -95,7 +149,7 @@ def run_stage(plan: StagePlan, runner: Callable[[list[str]], int]) -> float:
     from latent_vla.app.cli import EXIT_INTERRUPTED
 
     assert plan.argv is not None
-    print(f"\n=== demo stage {plan.name}: latent-vla {' '.join(plan.argv)}", flush=True)
+    print(f"\n=== demo stage {plan.name}{header}: latent-vla {' '.join(plan.argv)}", flush=True)
     t0 = time.perf_counter()
     try:
         code = runner(plan.argv)
@@ -106,44 +160,145 @@ def run_stage(plan: StagePlan, runner: Callable[[list[str]], int]) -> float:
     if code:
         raise DemoStageError(
             f"demo stage '{plan.name}' failed with exit code {code}; the lines above say why. "
-            f"Re-run it alone with `latent-vla demo stages={plan.name} out=...`."
+            f"Re-run it alone with `latent-vla demo stages=[{plan.name}] out=...`."
         )
     return time.perf_counter() - t0
 
 
-def main(cfg: DictConfig) -> int:
-    """Run the selected demo stages, then write the report; returns the exit code."""
-    from latent_vla.app.cli import main as cli_main
+class DemoState:
+    """``<out>/demo_state.json``: per stage, the command it ran, ``started`` / ``done`` / ``failed``,
+    its wall time (seconds) and when it finished (Unix seconds)."""
+
+    def __init__(self, out: Path) -> None:
+        self.path = out / STATE_FILE
+        self.stages: dict[str, dict[str, Any]] = {}
+        if self.path.is_file():
+            try:
+                self.stages = dict(json.loads(self.path.read_text())["stages"])
+            except (ValueError, KeyError, TypeError) as exc:
+                raise UserError(f"{self.path} is not a demo state file ({exc}); remove it or give a new out=") from None
+
+    def save(self) -> None:
+        """Write the file (atomically: a crash leaves the old or the new state)."""
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"version": 1, "stages": self.stages}, indent=2))
+        tmp.replace(self.path)
+
+    def mark(self, plan: StagePlan, status: str, seconds: float | None = None) -> None:
+        """Record ``plan``'s status (and its wall time when done), then save."""
+        rec = {"argv": plan.argv, "status": status}
+        if seconds is not None:
+            rec.update(seconds=round(seconds, 3), finished=time.time())
+        self.stages[plan.name] = rec
+        self.save()
+
+    def timings(self) -> dict[str, float]:
+        """Wall seconds of every finished stage (from this run or an earlier one), in stage order."""
+        return {n: float(self.stages[n]["seconds"]) for n in STAGES if self.stages.get(n, {}).get("status") == "done"}
+
+    def why_not_complete(self, plan: StagePlan, out: Path) -> str | None:
+        """None when ``plan``'s stage finished with the same command, its final file exists and none of
+        the stages it reads from finished after it; else the reason, in words."""
+        rec = self.stages.get(plan.name)
+        if rec is None:
+            return "not run yet"
+        if rec.get("status") != "done":
+            return f"its last run {'failed' if rec.get('status') == 'failed' else 'did not finish'}"
+        if rec.get("argv") != plan.argv:
+            new = [a for a in plan.argv or [] if a not in (rec.get("argv") or [])]
+            return f"settings changed ({' '.join(new) or 'fewer overrides'})"
+        folder, last = OUTPUTS[plan.name]
+        if not (out / folder / last).is_file():
+            return f"{folder}/{last} is missing"
+        newer = [d for d in READS[plan.name] if self.stages.get(d, {}).get("finished", 0) > rec["finished"]]
+        return f"{newer[0]} ran again since" if newer else None
+
+
+def _stages_to_run(plans: list[StagePlan], state: DemoState, out: Path) -> list[StagePlan]:
+    """Resume: the stages that are not complete, or read from one that runs; prints what is skipped and why."""
+    to_run: list[StagePlan] = []
+    for plan in plans:
+        why = state.why_not_complete(plan, out)
+        upstream = next((p.name for p in to_run if p.name in READS[plan.name]), None)
+        if why is None and upstream is None:
+            print(f"demo: stage {plan.name} is complete in {out / OUTPUTS[plan.name][0]}; skipped "
+                  f"(stages=[{plan.name}] runs it again)")  # fmt: skip
+            continue
+        print(f"demo: stage {plan.name} will run: {why or f'it reads from {upstream}, which runs'}")
+        to_run.append(plan)
+    return to_run
+
+
+def _check_foreign(plans: list[StagePlan], state: DemoState, out: Path) -> None:
+    """Refuse (UserError) to resume over stage outputs this demo did not record."""
+    folders = [OUTPUTS[p.name][0] for p in plans if p.name not in state.stages]
+    foreign = [f"{f}/" for f in folders if (out / f).is_dir() and any((out / f).iterdir())]
+    if foreign:
+        raise UserError(
+            f"out={out} already holds {', '.join(foreign)} that no demo run recorded in {STATE_FILE}; "
+            f"give a new out=, or name the stages to run over them, e.g. stages=[eval,report]"
+        )
+
+
+def _clear_previous(plan: StagePlan, state: DemoState, out: Path) -> None:
+    """Remove the output directory an earlier demo run of this stage wrote (so no stale file survives)."""
+    folder = out / OUTPUTS[plan.name][0]
+    if plan.name in state.stages and folder.is_dir():
+        print(f"demo: removing {folder} (written by an earlier run of stage {plan.name})")
+        shutil.rmtree(folder)
+
+
+def _write_report(cfg: DictConfig, out: Path, timings: dict[str, float]) -> None:
     from latent_vla.app.demo_report import write_report
 
+    report = write_report(out, OmegaConf.to_container(cfg, resolve=True), timings)  # type: ignore[arg-type]
+    print(f"\nreport: {report.resolve()}")
+    if cfg.screenshot:
+        from latent_vla.app.screenshot import find_chromium, screenshot
+
+        if find_chromium() is None:
+            print("report screenshot skipped: headless Chromium is not installed (apt-get install chromium)")
+        else:
+            print(f"report screenshot: {screenshot(report, report.parent / 'report.png')}")
+
+
+def main(cfg: DictConfig) -> int:
+    """Run (or resume) the selected demo stages, then write the report; returns the exit code."""
+    from latent_vla.app.cli import main as cli_main
+
+    budget = positive_number(cfg, "budget_minutes", unit="min")
+    assert budget is not None
+    int_setting(cfg, "videos", 0)
     plans = plan_stages(cfg)
+    _, explicit = selected_stages(cfg)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    timings_path = out / "demo_timings.json"
-    timings: dict[str, float] = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
+    state = DemoState(out)
+    if not explicit:
+        _check_foreign(plans, state, out)
+        plans = _stages_to_run(plans, state, out)
+        if not plans:
+            print(f"demo: every stage in out={out} is complete; nothing to do (stages=[eval,report] runs "
+                  f"those again; a new out= starts afresh)")  # fmt: skip
+            return 0
     t_start = time.perf_counter()
-    for plan in plans:
-        if plan.argv is None:
-            continue
+    for i, plan in enumerate(plans, 1):
+        header = f" ({i}/{len(plans)}; {budget_line(time.perf_counter() - t_start, budget)})"
+        _clear_previous(plan, state, out)
+        state.mark(plan, "started")
         try:
-            timings[plan.name] = run_stage(plan, cli_main)
-        except DemoStageError as exc:
-            print(f"\nlatent-vla demo: {exc}")
-            timings_path.write_text(json.dumps(timings, indent=2))
-            return 1
-        timings_path.write_text(json.dumps(timings, indent=2))
-    if any(p.name == "report" for p in plans):
-        t0 = time.perf_counter()
-        report = write_report(out, OmegaConf.to_container(cfg, resolve=True), timings)  # type: ignore[arg-type]
-        timings["report"] = time.perf_counter() - t0
-        timings_path.write_text(json.dumps(timings, indent=2))
-        print(f"\nreport: {report.resolve()}")
-        if cfg.screenshot:
-            from latent_vla.app.screenshot import find_chromium, screenshot
-
-            if find_chromium() is None:
-                print("report screenshot skipped: headless Chromium is not installed (apt-get install chromium)")
+            if plan.argv is None:  # the report, in this process
+                print(f"\n=== demo stage {plan.name}{header}", flush=True)
+                t0 = time.perf_counter()
+                _write_report(cfg, out, {k: v for k, v in state.timings().items() if k != "report"})
+                seconds = time.perf_counter() - t0
             else:
-                print(f"report screenshot: {screenshot(report, report.parent / 'report.png')}")
-    print(f"demo finished in {time.perf_counter() - t_start:.0f} s (stages: {', '.join(p.name for p in plans)})")
+                seconds = run_stage(plan, cli_main, header)
+        except DemoStageError as exc:
+            state.mark(plan, "failed")
+            print(f"\nlatent-vla demo: {exc}")
+            return 1
+        state.mark(plan, "done", seconds)
+    print(f"demo finished: {budget_line(time.perf_counter() - t_start, budget)} "
+          f"(stages run: {', '.join(p.name for p in plans)})")  # fmt: skip
     return 0

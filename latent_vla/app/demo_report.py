@@ -4,13 +4,20 @@ Reads ``data/collect.json``, the training CSV log in ``run/``, ``inspect/*.png``
 (+ ``sweep.png`` and GIFs), ``bundle/export_report.json``, ``eval_bundle/eval.json`` and
 ``twin/run_report.json``; writes ``report/index.html``, its PNG/GIF figures and ``demo.json``
 (every number the page shows), and prints a summary table.
+
+The page leads with what a user wants to see: the GIF ``latent-vla eval`` recorded of a successful
+held-out episode (the real camera beside the model's decoded imagination; the closest episode, said
+so, when none succeeded), then the success table, then success against planner iterations, then the
+details.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -70,21 +77,108 @@ def _find_training_log(run_dir: Path) -> Path | None:
     return logs[0] if logs else None
 
 
-def collect_sections(out: Path, fig_dir: Path) -> tuple[list[ReportSection], dict[str, Any]]:
-    """Build every report section from ``out``; returns the sections and the JSON summary."""
-    summary: dict[str, Any] = {}
-    sections: list[ReportSection] = []
+@dataclass(frozen=True)
+class LeadEpisode:
+    """The recorded evaluation episode the report leads with (one entry of an ``eval.json`` record)."""
 
+    gif: Path
+    planner: str
+    seed: int
+    success: bool
+    first_success_step: int | None
+    steps: int
+    final_distance: float  # metres, the task's distance at the end
+
+    def caption(self, successes: int, episodes: int) -> str:
+        """One sentence on what the GIF shows; ``successes`` of ``episodes`` evaluated episodes (all planners)."""
+        views = ("Left: the real camera; middle and right: what the model imagined (decoded latents) 1 step "
+                 "and the whole horizon ahead along the plan it chose.")  # fmt: skip
+        if self.success:
+            return (f"Planner {self.planner} on held-out episode (seed {self.seed}): reached the goal at tick "
+                    f"{self.first_success_step} of {self.steps}. {views}")  # fmt: skip
+        which = "No evaluated episode succeeded" if successes == 0 else (
+            f"No recorded episode succeeded ({successes} of {episodes} evaluated episodes did, without a GIF)")
+        return (f"{which}; this is the closest one: planner {self.planner}, seed {self.seed}, "
+                f"{100 * self.final_distance:.1f} cm from the goal at the end. {views}")  # fmt: skip
+
+
+def lead_episode(eval_dir: Path, records: Sequence[Mapping[str, Any]] | None) -> LeadEpisode | None:
+    """The recorded episode to lead the report with, or None when eval recorded no GIF.
+
+    A successful episode first: of the gradient planner before the others, then the earliest to
+    succeed; without one, the episode that ended closest to the goal. GIFs are read from
+    ``<eval_dir>/videos/<planner>_ep<i>.gif`` (episode ``i`` of that planner's ``per_episode``).
+    """
+    found: list[tuple[tuple[Any, ...], LeadEpisode]] = []
+    for order, rec in enumerate(records or []):
+        per_episode = rec.get("per_episode", [])
+        for video in rec.get("videos", []):
+            m = re.search(r"_ep(\d+)\.gif$", str(video))
+            gif = eval_dir / "videos" / Path(str(video)).name
+            if m is None or int(m.group(1)) >= len(per_episode) or not gif.is_file():
+                continue
+            ep = per_episode[int(m.group(1))]
+            lead = LeadEpisode(gif, str(rec["planner"]), int(ep["seed"]), bool(ep["success"]),
+                               ep.get("first_success_step"), int(ep["steps"]), float(ep["final_distance"]))  # fmt: skip
+            distance = lead.final_distance if lead.final_distance == lead.final_distance else float("inf")  # NaN last
+            success_key = (False, lead.planner != "grad", order, lead.first_success_step or 0)
+            key = success_key if lead.success else (True, distance)
+            found.append((key, lead))
+    return min(found, key=lambda kv: kv[0])[1] if found else None
+
+
+def _lead_section(
+    out: Path, fig_dir: Path, records: Sequence[Mapping[str, Any]] | None, summary: dict[str, Any]
+) -> ReportSection:
+    """The page's first section: the chosen episode's GIF, large, with a caption that says what it shows."""
+    sec = ReportSection("A held-out episode: what the robot saw, and what the model imagined", lead=True)
+    lead = lead_episode(out / "eval", records)
+    if lead is None:
+        sec.notes.append("missing: no evaluation GIF (eval ran with videos=0, or did not run)")
+        return sec
+    target = fig_dir / f"lead_{lead.gif.name}"
+    target.write_bytes(lead.gif.read_bytes())
+    rel = str(target.relative_to(fig_dir.parent))
+    episodes = [ep for r in records or [] for ep in r.get("per_episode", [])]
+    sec.figures.append(rel)
+    sec.captions[rel] = lead.caption(sum(bool(ep["success"]) for ep in episodes), len(episodes))
+    summary["lead_episode"] = {"gif": rel, "planner": lead.planner, "seed": lead.seed, "success": lead.success,
+                               "caption": sec.captions[rel]}  # fmt: skip
+    return sec
+
+
+def collect_sections(out: Path, fig_dir: Path) -> tuple[list[ReportSection], dict[str, Any]]:
+    """Build every report section from ``out``; returns the sections and the JSON summary.
+
+    In page order: the lead GIF, the results table, success against planner iterations, then details.
+    """
+    summary: dict[str, Any] = {}
     eval_records = read_json(out / "eval" / "eval.json")
     bundle_records = read_json(out / "eval_bundle" / "eval.json")
+    sections = [_lead_section(out, fig_dir, eval_records, summary)]
+
     rows = _eval_rows(eval_records, "pytorch") + _eval_rows(bundle_records, "onnx bundle")
     summary["eval"] = eval_records
     summary["eval_bundle"] = bundle_records
     sec = ReportSection("Closed-loop results (same seeded episodes for every planner)", table=rows)
     if not rows:
         sec.notes.append("missing: no eval.json (the eval stages did not run)")
-    sec.figures += [str(p.relative_to(fig_dir.parent)) for p in copy_figures(out / "eval", fig_dir, ["sweep.png"])]
     sections.append(sec)
+
+    sweep = copy_figures(out / "eval", fig_dir, ["sweep.png"])
+    if sweep:
+        sec = ReportSection("Success against planner iterations per tick (same seeded episodes)")
+        rel = str(sweep[0].relative_to(fig_dir.parent))
+        sec.figures.append(rel)
+        sec.captions[rel] = "Left: success (%) against planner iterations per tick; right: planning ms per tick (p50)."
+        sections.append(sec)
+    sections += _detail_sections(out, fig_dir, summary)
+    return sections, summary
+
+
+def _detail_sections(out: Path, fig_dir: Path, summary: dict[str, Any]) -> list[ReportSection]:
+    """Demonstrations, training, imagination, export and the twin run; fills ``summary`` with their figures."""
+    sections: list[ReportSection] = []
 
     collect = read_json(out / "data" / "collect.json")
     summary["collect"] = collect
@@ -108,7 +202,7 @@ def collect_sections(out: Path, fig_dir: Path) -> tuple[list[ReportSection], dic
     sections.append(sec)
 
     sec = ReportSection("What the model imagines")
-    gifs = copy_figures(out / "eval", fig_dir, ["*.gif"])[:4]
+    gifs = copy_figures(out / "eval", fig_dir, ["*_ep0.gif"])  # each planner's first episode
     pngs = copy_figures(out / "inspect", fig_dir, ["*.png"])
     sec.figures += [str(p.relative_to(fig_dir.parent)) for p in [*pngs, *gifs]]
     if not sec.figures:
@@ -131,7 +225,7 @@ def collect_sections(out: Path, fig_dir: Path) -> tuple[list[ReportSection], dic
     if not run:
         sec.notes.append("missing: no twin/run_report.json")
     sections.append(sec)
-    return sections, summary
+    return sections
 
 
 def print_summary(rows: list[dict[str, Any]]) -> None:
@@ -163,5 +257,5 @@ def write_report(out: Path, cfg: Mapping[str, Any], timings: Mapping[str, float]
     page.write_text(render_html("latent-vla demo report", subtitle, sections))
     summary.update({"config": dict(cfg), "timings_s": dict(timings), "generated": stamp, "report": str(page)})
     (out / "demo.json").write_text(json.dumps(summary, indent=2, default=str))
-    print_summary(sections[0].table)
+    print_summary(next(sec.table for sec in sections if sec.title.startswith("Closed-loop results")))
     return page

@@ -13,6 +13,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from latent_vla.app.settings import choice_list, choice_setting, int_setting, positive_number
+from latent_vla.base.cpus import resolve_threads
 from latent_vla.base.errors import UserError
 
 SEARCHERS = ("grad", "cem", "mppi", "random")
@@ -118,7 +119,7 @@ def check_settings(cfg: DictConfig) -> list[str]:
         if "random" in names:
             raise UserError("bundle= runs the planners grad, cem, mppi and policy; not random")
         choice_setting(cfg, "bundle_precision", ("fp32", "fp16", "int8"))
-    for key in ("episodes", "n_execute", "threads", "sweep_episodes"):
+    for key in ("episodes", "n_execute", "sweep_episodes"):
         int_setting(cfg, key, 1)
     int_setting(cfg, "videos", 0)
     int_setting(cfg, "max_steps", 1, optional=True)
@@ -142,7 +143,7 @@ def main(cfg: DictConfig) -> int:
     import sim
     from planners.evaluate import add_baseline_deltas, evaluate_brain
 
-    torch.set_num_threads(int(cfg.threads))
+    torch.set_num_threads(resolve_threads(cfg.threads))
     make_brain, spec = _brain_factory(cfg)  # a bad checkpoint or bundle is refused before `out` is made
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,9 +1,10 @@
 """The demo report: one HTML page (and its PNG figures) a person wants to read.
 
 It reads the JSON every stage writes next to its outputs (``collect.json``, ``train`` logs,
-``eval.json``, export latency, control-loop figures) and lays out: the results table,
-success against planning budget, training curves, GIFs of real frames beside the decoded
-imagined plan, the latent PCA picture, export latency and sizes, and control-loop timing.
+``eval.json``, export latency, control-loop figures) and lays out, first what a user wants to see:
+a looping GIF of an evaluation episode (the real camera beside the decoded imagined plan), the
+results table and success against planning iterations; then the details: demonstrations, training
+curves, imagined rollouts and the latent PCA picture, export sizes and errors, control-loop timing.
 Missing stages are listed as missing, never filled with made-up numbers.
 """
 
@@ -21,12 +22,18 @@ from typing import Any
 
 @dataclass
 class ReportSection:
-    """One block of the report: a title, an optional table, figures (paths relative to the page), notes."""
+    """One block of the report: a title, an optional table, figures (paths relative to the page), notes.
+
+    ``captions`` maps a figure to its caption (default: its file name in words); a ``lead`` section's
+    figures are drawn large, above its table and notes (the page's first picture).
+    """
 
     title: str
     table: list[Mapping[str, Any]] = field(default_factory=list)
     figures: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    captions: dict[str, str] = field(default_factory=dict)
+    lead: bool = False
 
 
 def _fmt(value: Any) -> str:
@@ -63,7 +70,7 @@ h1{margin-bottom:.2rem}h2{border-bottom:1px solid #dde;padding-bottom:.3rem;marg
 th,td{border:1px solid #d8dbe3;padding:.35rem .6rem;text-align:right}th{background:#eef1f7}
 td:first-child,th:first-child{text-align:left}.figs{display:flex;flex-wrap:wrap;gap:1rem}
 .figs img{max-width:520px;border:1px solid #dde;background:white;image-rendering:pixelated}
-.missing{color:#a33}
+.missing{color:#a33}.lead img{width:960px;max-width:100%}.lead figcaption{font-size:1.05rem;max-width:960px}
 """
 
 
@@ -76,17 +83,19 @@ def render_html(title: str, subtitle: str, sections: Sequence[ReportSection]) ->
     ]
     for sec in sections:
         parts.append(f"<h2>{html.escape(sec.title)}</h2>")
-        parts.append(table_html(sec.table))
+        body = [table_html(sec.table)]
         for note in sec.notes:
             cls = " class='missing'" if note.startswith("missing") else ""
-            parts.append(f"<p{cls}>{html.escape(note)}</p>")
+            body.append(f"<p{cls}>{html.escape(note)}</p>")
         if sec.figures:
             imgs = "".join(
                 f"<figure><img src='{html.escape(f)}' alt='{html.escape(Path(f).stem)}'>"
-                f"<figcaption>{html.escape(Path(f).stem.replace('_', ' '))}</figcaption></figure>"
+                f"<figcaption>{html.escape(sec.captions.get(f, Path(f).stem.replace('_', ' ')))}</figcaption></figure>"
                 for f in sec.figures
             )
-            parts.append(f"<div class='figs'>{imgs}</div>")
+            figs = f"<div class='figs{' lead' if sec.lead else ''}'>{imgs}</div>"
+            body = [figs, *body] if sec.lead else [*body, figs]
+        parts += body
     parts.append("</body></html>")
     return "\n".join(parts)
 

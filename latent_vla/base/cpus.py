@@ -1,0 +1,63 @@
+"""How many CPU threads a process should compute with: the cores it actually gets, or what it was told.
+
+``os.cpu_count()`` counts the machine's cores, not this process's: a process pinned to some cores
+(``taskset``, a container's cpuset) or throttled by a cgroup CPU quota gets fewer, and more compute
+threads than cores oversubscribe them (OpenMP threads then wait on each other every parallel region).
+Standard library only; the caller applies the number: ``torch.set_num_threads(resolve_threads(cfg.threads))``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+from latent_vla.base.errors import UserError
+
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")  # cgroup v2: "<quota us> <period us>" or "max <period us>"
+
+
+def _cgroup_cpu_limit(path: Path = CGROUP_CPU_MAX) -> int | None:
+    """Cores a cgroup v2 CPU quota allows (rounded up), or None without a quota."""
+    try:
+        quota, period = path.read_text().split()[:2]
+        return max(1, math.ceil(int(quota) / int(period)))
+    except (OSError, ValueError):  # no cgroup v2 file, "max" (no quota), or an unexpected format
+        return None
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on: its affinity mask, capped by a cgroup CPU quota; at least 1."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        cores = os.cpu_count() or 1
+    limit = _cgroup_cpu_limit()
+    return max(1, min(cores, limit) if limit is not None else cores)
+
+
+def resolve_threads(requested: int | str | None, key: str = "threads") -> int:
+    """The number of compute threads to use.
+
+    Args:
+        requested: a positive int (or its text) is used as given; ``0``, ``None`` or ``"auto"`` mean
+            "fit the machine": ``OMP_NUM_THREADS`` when the environment sets it, else
+            :func:`available_cores`.
+        key: the setting's name, for messages. An explicit number above :func:`available_cores` is
+            used, with a one-line note that it oversubscribes them.
+
+    Raises:
+        UserError: ``requested`` is negative or not a whole number / ``auto``.
+    """
+    if requested is None or str(requested).strip().lower() in ("auto", "0"):
+        env = os.environ.get("OMP_NUM_THREADS", "").strip()
+        if env.isdigit() and int(env) > 0:
+            return int(env)
+        return available_cores()
+    text = str(requested).strip()
+    if not text.isdigit():
+        raise UserError(f"{key}={requested!r} is not allowed: give a whole number of threads >= 1, or auto")
+    cores = available_cores()
+    if int(text) > cores:
+        print(f"note: {key}={text} threads on {cores} available core(s) oversubscribes them; {key}=auto fits them")
+    return int(text)
