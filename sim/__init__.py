@@ -1,7 +1,8 @@
 """Simulated SO-101 tabletop world: MuJoCo scenes, language-named tasks, scripted experts, collection.
 
 ``import sim`` registers the Gymnasium ids ``LatentVLA/SO101Reach-v0``, ``LatentVLA/SO101Push-v0``
-and ``LatentVLA/SO101Pick-v0`` (cheap: MuJoCo is imported only when an env is made).
+and ``LatentVLA/SO101Pick-v0``, and their LeRobot-layout twins ``LatentVLA/SO101<Task>-LeRobot-v0``
+(``sim.lerobot_env``; cheap: MuJoCo is imported only when an env is made).
 """
 
 from __future__ import annotations
@@ -21,9 +22,22 @@ ENV_IDS: dict[str, str] = {
 }
 """Task name -> registered Gymnasium id."""
 
+LEROBOT_ENV_IDS: dict[str, str] = {task: env_id.replace("-v0", "-LeRobot-v0") for task, env_id in ENV_IDS.items()}
+"""Task name -> Gymnasium id of the env in LeRobot's sim layout (``pixels``, ``agent_pos``; ``sim.lerobot_env``)."""
+
 for _task, _env_id in ENV_IDS.items():
     if _env_id not in gym.registry:
         gym.register(id=_env_id, entry_point="sim.env:SO101Env", kwargs={"task": _task})
+    if LEROBOT_ENV_IDS[_task] not in gym.registry:
+        # No OrderEnforcing / PassiveEnvChecker wrapper: LeRobot asks the outermost env for
+        # `task_description` (tests/sim/test_envs.py checks the env below with Gymnasium's checker).
+        gym.register(
+            id=LEROBOT_ENV_IDS[_task],
+            entry_point="sim.lerobot_env:LeRobotSO101Env",
+            kwargs={"task": _task},
+            order_enforce=False,
+            disable_env_checker=True,
+        )
 
 
 def make_env(task: str, **kwargs: Any) -> gym.Env:
@@ -57,4 +71,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'sim' has no attribute {name!r}")
 
 
-__all__ = ["ENV_IDS", "SO101Env", "SO101Scene", "make_env", "robot_observation"]
+__all__ = ["ENV_IDS", "LEROBOT_ENV_IDS", "SO101Env", "SO101Scene", "make_env", "robot_observation"]
