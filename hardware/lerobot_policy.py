@@ -156,13 +156,13 @@ class LatentVLAPolicy(PreTrainedPolicy):
         """
         observations = self._robot_observations(batch)
         tasks = self._tasks(batch, len(observations))
-        while len(self.brains) < len(observations):
-            self.brains.append(self._load_brain())
-            self._started.append(False)
         actions = []
         # LeRobot calls this under torch.inference_mode(); the gradient planner needs autograd w.r.t. its
-        # actions (the brain freezes the model and encodes without autograd itself).
+        # actions, also when it is built (the brain freezes the model and encodes without autograd itself).
         with torch.inference_mode(False), torch.enable_grad():
+            while len(self.brains) < len(observations):  # one brain per env of a vector env
+                self.brains.append(self._load_brain())
+                self._started.append(False)
             for i, (observation, task) in enumerate(zip(observations, tasks, strict=True)):
                 brain = self.brains[i]
                 if not self._started[i] or task != getattr(brain, "instruction", task):
@@ -190,8 +190,9 @@ class LatentVLAPolicy(PreTrainedPolicy):
         path = Path(cfg.brain).expanduser()
         if cfg.brain != "scripted" and not path.exists():
             raise FileNotFoundError(f"policy.brain {cfg.brain!r}: no such run or bundle directory")
-        return load_brain(cfg.brain, None, robot_spec=self.robot_spec, mode=cfg.mode, budget_ms=cfg.budget_ms,
-                          brain_sha256=cfg.brain_sha256, **kwargs)  # fmt: skip
+        with torch.inference_mode(False), torch.enable_grad():  # a planner checks its gradients when built
+            return load_brain(cfg.brain, None, robot_spec=self.robot_spec, mode=cfg.mode, budget_ms=cfg.budget_ms,
+                              brain_sha256=cfg.brain_sha256, **kwargs)  # fmt: skip
 
     def _check_cameras(self) -> None:
         images = [k for k, f in (self.config.input_features or {}).items() if f.type is FeatureType.VISUAL]

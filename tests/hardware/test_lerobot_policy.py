@@ -113,3 +113,15 @@ def test_needs_an_instruction_from_the_env_or_the_config(tiny_checkpoint_dir):
     assert policy.brains[0].instruction == "reach the red target"
     with pytest.raises(NotImplementedError, match="latent-vla train"):
         policy.forward(batch)
+
+
+def test_builds_under_lerobots_no_grad(tiny_checkpoint_dir):
+    """LeRobot may build or step the policy under no_grad / inference_mode; the planner still gets autograd."""
+    with torch.inference_mode():
+        policy = LatentVLAPolicy(LatentVLAConfig(brain=str(tiny_checkpoint_dir), mode="grad", instruction="reach"))
+        batch = {
+            "observation.state": torch.as_tensor(SO101.home_vector, dtype=torch.float32)[None],
+            "observation.images.front": torch.rand(1, 3, 64, 64),
+            "observation.images.wrist": torch.rand(1, 3, 64, 64),
+        }
+        assert torch.isfinite(policy.select_action(batch)).all()
