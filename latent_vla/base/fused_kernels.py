@@ -16,23 +16,29 @@ from numba import njit
 _jit = njit(cache=True, fastmath=True, error_model="numpy", nogil=True)
 
 
+@njit(cache=True, fastmath=True, error_model="numpy", inline="always")
+def exp_parts(v: np.float32) -> tuple[np.float32, np.int32]:
+    """``exp(v) = poly * 2**k`` (Cephes ``expf``: range reduction + degree-6 polynomial, about 1 ulp;
+    ``v`` clipped to ``[-87, 87]``): returns ``poly`` and the float32 bits of ``2**k``. Inlined into
+    loops that store the bits in an int32 array and multiply by its float32 view afterwards, which LLVM
+    vectorizes (libm's scalar ``expf`` was 70 % of the kernel's time)."""
+    v = min(max(v, np.float32(-87.0)), np.float32(87.0))
+    k = np.int32(v * np.float32(1.4426950408889634) + np.float32(126.5)) - np.int32(126)  # round(v / ln 2)
+    kf = np.float32(k)
+    r = v - kf * np.float32(0.693359375) + kf * np.float32(2.12194440e-4)
+    p = np.float32(1.9875691500e-4) * r + np.float32(1.3981999507e-3)
+    p = ((p * r + np.float32(8.3334519073e-3)) * r + np.float32(4.1665795894e-2)) * r
+    p = (p + np.float32(1.6666665459e-1)) * r + np.float32(5.0000001201e-1)
+    return p * r * r + r + np.float32(1.0), (k + np.int32(127)) << np.int32(23)
+
+
 @_jit
-def exp_into(x: np.ndarray, sign: np.float32, out: np.ndarray, bits: np.ndarray) -> None:
-    """``out = exp(sign * x)`` for 1-D float32 ``x`` (Cephes ``expf``: range reduction + degree-6
-    polynomial, about 1 ulp; the argument clipped to ``[-87, 87]``). ``bits`` is int32 scratch of
-    ``x``'s size; ``out`` must not be ``x`` (an aliased loop is not vectorized: 20x slower). Written so
-    LLVM vectorizes it (libm's scalar ``expf`` was 70 % of the kernel's time)."""
+def exp_into(x: np.ndarray, out: np.ndarray, bits: np.ndarray) -> None:
+    """``out = exp(x)`` for 1-D float32 ``x`` (see :func:`exp_parts`); ``bits``: int32 scratch of ``x``'s
+    size; ``out`` must not be ``x`` (an aliased loop is not vectorized: 20x slower)."""
     scale = bits.view(np.float32)
     for j in range(x.shape[0]):
-        v = min(max(sign * x[j], np.float32(-87.0)), np.float32(87.0))
-        k = np.int32(v * np.float32(1.4426950408889634) + np.float32(126.5)) - np.int32(126)  # round(v / ln 2)
-        kf = np.float32(k)
-        r = v - kf * np.float32(0.693359375) + kf * np.float32(2.12194440e-4)
-        p = np.float32(1.9875691500e-4) * r + np.float32(1.3981999507e-3)
-        p = ((p * r + np.float32(8.3334519073e-3)) * r + np.float32(4.1665795894e-2)) * r
-        p = (p + np.float32(1.6666665459e-1)) * r + np.float32(5.0000001201e-1)
-        out[j] = p * r * r + r + np.float32(1.0)
-        bits[j] = (k + np.int32(127)) << np.int32(23)  # 2**k as float32 bits
+        out[j], bits[j] = exp_parts(x[j])
     for j in range(x.shape[0]):
         out[j] *= scale[j]
 
@@ -44,6 +50,7 @@ def ln_silu_fwd(h, bias, gamma, beta, eps, xhat, rs, dsilu, out, tmp, bits):
     backward pass. ``tmp``: float32 ``(N,)``. Rows are taken as 1-D views first: LLVM vectorizes those
     loops (2x faster than 2-D indexing)."""
     n = h.shape[1]
+    scale = bits.view(np.float32)
     for i in range(h.shape[0]):
         hi, xi, oi, di = h[i], xhat[i], out[i], dsilu[i]
         mu = np.float32(0.0)
@@ -59,9 +66,9 @@ def ln_silu_fwd(h, bias, gamma, beta, eps, xhat, rs, dsilu, out, tmp, bits):
         for j in range(n):
             xi[j] = (hi[j] - mu) * r
             oi[j] = xi[j] * gamma[j] + beta[j]  # the LayerNorm output v
-        exp_into(oi, np.float32(-1.0), tmp, bits)
+            tmp[j], bits[j] = exp_parts(-oi[j])
         for j in range(n):
-            s = np.float32(1.0) / (np.float32(1.0) + tmp[j])  # sigmoid(v)
+            s = np.float32(1.0) / (np.float32(1.0) + tmp[j] * scale[j])  # sigmoid(v)
             v = oi[j]
             di[j] = s * (np.float32(1.0) + v * (np.float32(1.0) - s))
             oi[j] = v * s
@@ -127,7 +134,7 @@ def forward(z0, acts, th, w, p, learned, group, bound, eps):
                     mx = max(mx, di[j])
                 for j in range(g, g + group):
                     tmp[j] = di[j] - mx
-            exp_into(tmp[:learned], np.float32(1.0), si, bits[:learned])
+            exp_into(tmp[:learned], si, bits[:learned])
             for g in range(0, learned, group):
                 tot = np.float32(0.0)
                 for j in range(g, g + group):
