@@ -29,8 +29,8 @@ def resolve_device(name: str | torch.device, key: str = "device") -> torch.devic
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
-    except (RuntimeError, TypeError) as exc:
-        raise UserError(f"{key}={name!r} is not a torch device ({exc}); use {DEVICE_CHOICES}") from None
+    except (RuntimeError, TypeError):
+        raise UserError(f"{key}={name!r} is not a torch device; use {DEVICE_CHOICES}") from None
     if device.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
