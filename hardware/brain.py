@@ -118,6 +118,8 @@ def load_model_brain(
     robot_spec: RobotSpec = SO101,
     mode: str = "grad",
     planner: Mapping[str, Any] | None = None,
+    device: str = "cpu",
+    providers: Sequence[str] | None = None,
     **kwargs: Any,
 ) -> LatentBrain:
     """The one latent brain (``planners.brain.LatentBrain``) over a training run or an ONNX bundle.
@@ -131,12 +133,17 @@ def load_model_brain(
             (``"random"`` for training runs only).
         planner: overrides of the mode's planner settings (``configs/planner/<mode>.yaml`` for a run,
             the manifest's copy of it for a bundle), e.g. ``{"budget_ms": 33}``.
-        **kwargs: passed to the loader (``precision``, ``threads``, ``map_location``...).
+        device: a training run's torch device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"``; a bundle
+            takes ``providers`` instead.
+        providers: a bundle's onnxruntime execution providers, best first (``["cuda"]``, ``["tensorrt"]``,
+            ``["cpu"]`` or full names); ``None``: the best this onnxruntime offers. Not for a training run.
+        **kwargs: passed to the loader (``precision``, ``threads``...).
 
     Raises:
         FileNotFoundError: the path does not exist.
-        ValueError: the path is neither a bundle nor a run, ``mode`` is unknown, or the model was
-            made for another arm.
+        ValueError: the path is neither a bundle nor a run, ``mode`` is unknown, the model was made
+            for another arm, or ``device`` / ``providers`` was given to the kind of model that has none.
+        UserError: a CUDA device or execution provider this machine lacks (``BundleError`` for a bundle).
     """
     if mode not in BRAIN_MODES:
         raise ValueError(f"brain mode must be one of {BRAIN_MODES}, got {mode!r}")
@@ -150,12 +157,18 @@ def load_model_brain(
     if (path / "manifest.json").is_file():
         if mode == "random":
             raise ValueError("an ONNX bundle brain supports modes policy, grad, cem, mppi; not random")
-        brain: LatentBrain = load_bundle_brain(path, mode=mode, robot=robot_spec, planner=overrides, **kwargs)
+        if str(device) != "cpu":
+            raise ValueError(f"device={device!r} places a training run's model; an ONNX bundle takes providers=")
+        brain: LatentBrain = load_bundle_brain(
+            path, mode=mode, robot=robot_spec, planner=overrides, providers=providers, **kwargs
+        )
     elif (path / "model.safetensors").is_file():
+        if providers is not None:
+            raise ValueError(f"providers={list(providers)} are an ONNX bundle's; a training run takes device=")
         # Imported here: a training run needs PyTorch, a heavy dependency a bundle-only robot may lack.
         from planners.brains import PlannerBrain
 
-        brain = PlannerBrain.from_run(path, planner=mode, **kwargs, **overrides)
+        brain = PlannerBrain.from_run(path, planner=mode, map_location=device, **kwargs, **overrides)
         _check_run_spec(path, brain.spec, robot_spec)
     else:
         raise ValueError(
@@ -174,6 +187,8 @@ def load_brain(
     mode: str = "grad",
     budget_ms: float | None = None,
     brain_sha256: str | None = None,
+    device: str = "cpu",
+    providers: Sequence[str] | None = None,
     **kwargs: Any,
 ) -> Brain:
     """Build a brain from a command-line string: ``"scripted"`` or a model path (:func:`load_model_brain`).
@@ -187,6 +202,8 @@ def load_brain(
             (planner modes; ``None`` keeps the config's).
         brain_sha256: pin of an ONNX bundle: the sha256 of its ``manifest.json`` printed by ``export``;
             another manifest is refused (``export.runtime.IntegrityError``). Only for bundles.
+        device: a training run's torch device; providers: a bundle's onnxruntime execution providers
+            (see :func:`load_model_brain`). The scripted brain ignores both.
         **kwargs: the scripted brain's arguments, or :func:`load_model_brain`'s.
     """
     if brain_sha256 is not None and not (Path(spec_string).expanduser() / "manifest.json").is_file():
@@ -200,4 +217,5 @@ def load_brain(
         planner["budget_ms"] = budget_ms
     if brain_sha256 is not None:
         kwargs["expected_sha256"] = brain_sha256
-    return load_model_brain(spec_string, instruction, robot_spec=robot_spec, mode=mode, planner=planner, **kwargs)
+    return load_model_brain(spec_string, instruction, robot_spec=robot_spec, mode=mode, planner=planner,
+                            device=device, providers=providers, **kwargs)  # fmt: skip

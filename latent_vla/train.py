@@ -60,6 +60,7 @@ from latent_vla.checkpoint import (
     save_checkpoint,
 )
 from latent_vla.data import FrameCache, WindowSampler, env_state_statistics, load_frames, split_episodes
+from latent_vla.devices import resolve_device
 from latent_vla.losses import LossWeights, WorldModelLoss
 from latent_vla.model import ModelConfig, WorldModel
 
@@ -151,10 +152,7 @@ class RunSettings:
         self.train.check()
         if str(self.resume).lower() not in RESUME_MODES:
             raise UserError(f"resume must be one of {RESUME_MODES}, got {self.resume!r}")
-        try:
-            resolve_device(self.device)
-        except RuntimeError as exc:
-            raise UserError(f"device={self.device!r} is not a torch device ({exc})") from None
+        resolve_device(self.device)  # a UserError for a bad name or a CUDA device this machine lacks
 
 
 def _from_schema(cls: type, *groups: Mapping[str, Any], key: str) -> Any:
@@ -250,13 +248,6 @@ class TrainResult:
 
 
 # -- helpers ---------------------------------------------------------------------------------------
-def resolve_device(name: str) -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; anything else is passed to ``torch.device``."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def dataset_spec(base: RobotSpec, cache: FrameCache, image_size: tuple[int, int]) -> RobotSpec:
     """The robot spec a model trained on ``cache`` speaks: ``base`` with the dataset's cameras.
 

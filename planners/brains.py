@@ -18,6 +18,7 @@ from torch import Tensor
 
 from latent_vla.base.robot_spec import RobotSpec
 from latent_vla.checkpoint import Checkpoint, load_checkpoint
+from latent_vla.devices import resolve_device
 from planners.brain import LatentBrain
 from planners.protocol import Planner
 from planners.registry import make_planner, split_mpc_settings
@@ -71,7 +72,9 @@ class PlannerBrain(LatentBrain):
             (``"grad"``, ``"cem"``, ``"mppi"``, ``"random"``, ``"policy"``) or a config mapping.
         instruction: the task in words; ``reset(instruction)`` replaces it.
         n_execute: actions executed per plan (1 = re-plan every tick).
-        map_location: device to load a checkpoint onto.
+        map_location: device to load a checkpoint onto: ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"auto"`` or a
+            ``torch.device`` (a CUDA device this machine lacks is a ``UserError``); a given ``Checkpoint``
+            stays where it is.
         **overrides: planner config keys to override (``horizon=8``, ``budget_ms=33``,
             ``temporal_ensemble=None``...); ``budget_ms`` and ``temporal_ensemble`` configure the MPC loop.
             Temporal ensembling applies only with ``n_execute`` 1 (more asks for open-loop chunks).
@@ -87,7 +90,7 @@ class PlannerBrain(LatentBrain):
         **overrides: Any,
     ) -> None:
         if not isinstance(checkpoint, Checkpoint):
-            checkpoint = load_checkpoint(Path(checkpoint), map_location=map_location)
+            checkpoint = load_checkpoint(Path(checkpoint), map_location=resolve_device(map_location, "map_location"))
         self.checkpoint = checkpoint
         self.model = checkpoint.model.eval().requires_grad_(False)
         built, mpc = resolve_planner(planner, self.model, overrides)

@@ -12,7 +12,14 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from latent_vla.app.settings import choice_list, choice_setting, int_setting, positive_number
+from latent_vla.app.settings import (
+    choice_list,
+    choice_setting,
+    int_setting,
+    model_device_settings,
+    name_list,
+    positive_number,
+)
 from latent_vla.base.cpus import resolve_threads
 from latent_vla.base.errors import UserError
 
@@ -34,9 +41,10 @@ def _brain_factory(cfg: DictConfig) -> tuple[Callable[[str, dict[str, Any]], Any
         raise UserError("brain_sha256= pins an ONNX bundle=, not a ckpt=")
     if cfg.ckpt is not None:
         from latent_vla.checkpoint import load_checkpoint
+        from latent_vla.devices import resolve_device
         from planners.brains import PlannerBrain
 
-        checkpoint = load_checkpoint(Path(cfg.ckpt))
+        checkpoint = load_checkpoint(Path(cfg.ckpt), map_location=resolve_device(str(cfg.device)))
         planner_cfgs = OmegaConf.to_container(cfg.planner_cfg, resolve=True)
         assert isinstance(planner_cfgs, dict)
 
@@ -51,10 +59,12 @@ def _brain_factory(cfg: DictConfig) -> tuple[Callable[[str, dict[str, Any]], Any
         from latent_vla.base.robot_spec import SO101  # the arm of the simulator (sim.env.SO101Env)
     except ImportError as exc:
         raise UserError(f"bundle= needs export.runtime, which is not installed here: {exc}") from exc
+    providers = name_list(cfg, "providers", optional=True)
 
     def make_bundle(name: str, over: dict[str, Any]) -> Any:
         return load_bundle_brain(Path(cfg.bundle), mode=name, precision=cfg.bundle_precision, robot=SO101,
-                                 planner=over or None, expected_sha256=cfg.brain_sha256)  # fmt: skip
+                                 planner=over or None, expected_sha256=cfg.brain_sha256,
+                                 providers=providers)  # fmt: skip
 
     probe = make_bundle("policy", {})
     return make_bundle, probe.bundle.spec
@@ -101,12 +111,22 @@ def _plot_sweep(sweep: list[dict[str, Any]], key: str, path: Path) -> None:
     plt.close(fig)
 
 
+def _check_device_settings(cfg: DictConfig) -> None:
+    """``device`` places a ``ckpt=`` model, ``providers`` choose a ``bundle=``'s onnxruntime providers."""
+    if cfg.bundle is not None and str(cfg.device).strip() != "cpu":
+        raise UserError(f"device={cfg.device} places a ckpt= model; bundle= takes providers= (e.g. providers=[cuda])")
+    if cfg.ckpt is not None and cfg.providers is not None:
+        raise UserError("providers= choose a bundle='s onnxruntime execution providers; ckpt= takes device=")
+    model_device_settings(cfg, "device", "providers")
+
+
 def check_settings(cfg: DictConfig) -> list[str]:
     """Refuse a bad request before any work; returns the planners to evaluate.
 
     Raises:
         UserError: not exactly one of ``ckpt=`` / ``bundle=``, an unknown task or planner, a count
-            below 1 (``episodes``, ...), a budget that is not a positive number, ...
+            below 1 (``episodes``, ...), a budget that is not a positive number, a ``device`` or
+            ``providers`` this machine lacks or that the other model source takes, ...
     """
     from sim import ENV_IDS  # registers the Gymnasium ids only; MuJoCo comes with the first env
 
@@ -115,6 +135,7 @@ def check_settings(cfg: DictConfig) -> list[str]:
         raise UserError(f"give exactly one of ckpt=<run dir> or bundle=<bundle dir>; got {given}")
     choice_setting(cfg, "task", ENV_IDS)
     names = choice_list(cfg, "planners", cfg.planner_cfg)
+    _check_device_settings(cfg)
     if cfg.bundle is not None:
         if "random" in names:
             raise UserError("bundle= runs the planners grad, cem, mppi and policy; not random")

@@ -26,7 +26,7 @@ from hardware.control_loop import ControlLoop, LoopReport, safe_disconnect
 from hardware.kinematics import ArmKinematics
 from hardware.robots import check_robot_matches_spec, make_robot, spec_for
 from hardware.safety import SafetyConfig, SafetyLayer
-from latent_vla.app.settings import int_setting, positive_number
+from latent_vla.app.settings import int_setting, model_device_settings, positive_number
 from latent_vla.base.errors import UserError
 from latent_vla.base.robot_spec import RobotSpec
 from latent_vla.base.text import Tokenizer
@@ -135,7 +135,8 @@ def check_settings(cfg: DictConfig) -> None:
 
     Raises:
         UserError: ``steps``, ``duration_s``, ``fps`` or a brain timing that is not finite and positive,
-            ``max_consecutive_faults < 1``, or an empty or blank ``task``.
+            ``max_consecutive_faults < 1``, a ``brain_device`` or ``brain_providers`` this machine lacks,
+            or an empty or blank ``task``.
     """
     int_setting(cfg, "steps", 1, optional=True)
     positive_number(cfg, "duration_s", optional=True, unit="s")
@@ -143,6 +144,7 @@ def check_settings(cfg: DictConfig) -> None:
     positive_number(cfg, "brain_budget_ms", optional=True, unit="ms")
     positive_number(cfg, "brain_deadline_ms", optional=True, unit="ms")
     int_setting(cfg, "max_consecutive_faults", 1)
+    model_device_settings(cfg, "brain_device", "brain_providers")
     if cfg.task is not None and not str(cfg.task).strip():
         raise UserError(
             f"task={cfg.task!r} is empty: give the instruction in words, e.g. task='push the red cube into "
@@ -175,8 +177,9 @@ def instruction_warning(tokenizer: Tokenizer | None, instruction: str) -> str | 
 def _build(cfg: DictConfig, robot_node: dict[str, Any], spec: RobotSpec, budget_ms: float) -> tuple[Any, Any]:
     """The brain and the (unconnected) robot; a missing path, a bad mode or another arm is a UserError."""
     try:
+        device, providers = model_device_settings(cfg, "brain_device", "brain_providers")
         brain = load_brain(str(cfg.brain), cfg.task, robot_spec=spec, mode=cfg.brain_mode, budget_ms=budget_ms,
-                           brain_sha256=cfg.brain_sha256)  # fmt: skip
+                           brain_sha256=cfg.brain_sha256, device=device, providers=providers)  # fmt: skip
         robot = make_robot(robot_node)
         check_robot_matches_spec(robot, spec)
     except UserError:  # bundle and checkpoint errors say what is wrong themselves

@@ -66,3 +66,45 @@ def choice_list(cfg: DictConfig, key: str, choices: Iterable[str]) -> list[str]:
         got = f"unknown {', '.join(map(repr, unknown))}" if unknown else "an empty list"
         raise UserError(f"{key} must list some of {', '.join(choices)}; got {got}")
     return [str(n) for n in names]
+
+
+def name_list(cfg: DictConfig, key: str, *, optional: bool = False) -> list[str] | None:
+    """``cfg[key]``, a non-empty list of non-blank names (a single name is a list of one; ``None`` when optional)."""
+    value = _value(cfg, key)
+    if value is None and optional:
+        return None
+    names = list(value) if isinstance(value, Sequence) and not isinstance(value, str) else [value]
+    if not names or not all(isinstance(n, str) and n.strip() for n in names):
+        allowed = "a non-empty list of names" + (" or null" if optional else "")
+        raise UserError(f"{key} must be {allowed}, got {value!r}")
+    return [str(n).strip() for n in names]
+
+
+def model_device_settings(cfg: DictConfig, device_key: str, providers_key: str) -> tuple[str, list[str] | None]:
+    """``(device, providers)``: a training run's torch device (``auto``, ``cpu``, ``cuda``, ``cuda:N``) and an
+    ONNX bundle's onnxruntime execution providers, best first (``None``: the best this onnxruntime offers).
+
+    PyTorch is imported only for a device other than ``cpu`` and onnxruntime only for a provider list,
+    so a bundle-only robot without PyTorch passes with the defaults.
+
+    Raises:
+        UserError: not a torch device, a CUDA device this machine lacks, a provider list that is empty or
+            not names, or a provider this onnxruntime build does not offer (each says which setting).
+    """
+    device = str(_value(cfg, device_key)).strip()
+    if device != "cpu":
+        try:
+            from latent_vla.devices import resolve_device  # PyTorch
+        except ImportError as exc:
+            raise UserError(f"{device_key}={device!r} needs PyTorch, which is not installed here: {exc}") from exc
+        resolve_device(device, device_key)
+    providers = name_list(cfg, providers_key, optional=True)
+    if providers is not None:
+        from export.runtime.errors import BundleError
+        from export.runtime.session import select_providers  # onnxruntime
+
+        try:
+            select_providers(providers)
+        except BundleError as exc:
+            raise UserError(f"{providers_key}=[{','.join(providers)}]: {exc}") from None
+    return device, providers
