@@ -145,9 +145,12 @@ class TorchBackend:
         self.fused = None if fused is False else build_fused(model, required=bool(fused))
 
     def prepare(self, z0: Any, task: Any) -> TorchStart:
-        """``z0 (1, Z)`` and ``task`` as detached tensors (numpy arrays are converted)."""
+        """``z0 (1, Z)`` and ``task`` as detached tensors on the model's device (numpy arrays are converted)."""
+        device = self._device()
         z = torch.as_tensor(z0).detach()
         t = torch.as_tensor(task).detach()
+        if device is not None:
+            z, t = z.to(device), t.to(device)
         if not z.is_floating_point():
             z = z.float()
         start = TorchStart(z, t.to(z.device, z.dtype) if t.is_floating_point() else t.to(z.device))
@@ -155,6 +158,15 @@ class TorchBackend:
             start.z0_np = z.float().cpu().numpy().reshape(-1)
             start.task_proj = self.fused.task_projection(start.task.float().cpu().numpy())
         return start
+
+    def _device(self) -> torch.device | None:
+        """The model's device (its first parameter's or buffer's), or ``None`` for a model without tensors."""
+        if not isinstance(self.model, torch.nn.Module):
+            return None
+        tensor = next(iter(self.model.parameters()), None)
+        if tensor is None:
+            tensor = next(iter(self.model.buffers()), None)
+        return None if tensor is None else tensor.device
 
     def _step_weights(self, horizon: int, like: Tensor) -> Tensor:
         key = (horizon, str(like.device), like.dtype)
