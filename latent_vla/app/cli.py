@@ -25,6 +25,7 @@ from typing import NamedTuple
 
 from omegaconf import DictConfig, OmegaConf
 
+from latent_vla.base.cpus import passive_openmp_waits
 from latent_vla.base.errors import UserError
 from latent_vla.base.paths import check_output_dir
 
@@ -210,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     errors and interrupts with their traceback.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
+    passive_openmp_waits()  # before any subcommand imports PyTorch
     debug = "--debug" in argv or os.environ.get(DEBUG_ENV, "") not in ("", "0")
     argv = [a for a in argv if a != "--debug"]
     if not argv or argv[0] in {"-h", "--help", "help"}:

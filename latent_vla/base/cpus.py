@@ -61,3 +61,14 @@ def resolve_threads(requested: int | str | None, key: str = "threads") -> int:
     if int(text) > cores:
         print(f"note: {key}={text} threads on {cores} available core(s) oversubscribes them; {key}=auto fits them")
     return int(text)
+
+
+def passive_openmp_waits() -> None:
+    """Let idle OpenMP threads sleep rather than spin (``OMP_WAIT_POLICY=PASSIVE``) unless the
+    environment already chose; call before PyTorch loads its OpenMP runtime.
+
+    Spinning threads are what collapses a job sharing its cores: beside one busy process on this 2-core
+    machine a 2-thread training run made 1.0-1.2 steps/s spinning and 1.55-1.9 passive, against 2.5
+    for both alone (``docs/training.md``, "Sharing the CPU").
+    """
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
