@@ -20,8 +20,9 @@ from latent_vla.base.robot_spec import RobotSpec, get_robot_spec
 from sim.scene import SO101Scene
 from sim.tasks import TASKS, Evaluation, Task
 
-INSTRUCTION_CHARSET = string.ascii_lowercase + string.digits + " ,.'-"
-"""Characters instructions may contain (the ``instruction`` Text space's charset)."""
+INSTRUCTION_CHARSET = string.ascii_letters + string.digits + " ,.'-?!:;"
+"""Characters instructions may contain (the ``instruction`` Text space's charset); the tokenizer
+lower-cases words and drops punctuation, so a user's own templates may use capitals and ``?!:;``."""
 
 INSTRUCTION_MAX_LENGTH = 120
 
@@ -43,6 +44,8 @@ class SO101Env(gym.Env):
         reset_noise: uniform noise on the home pose at reset, robot units (degrees / percent).
         visual_jitter: scale of light / camera / table jitter at reset (0 disables it).
         render_size: ``(height, width)`` of ``render()`` frames, pixels.
+        instruction_templates: templates that replace the task's own for this env (fields the task
+            fills: ``{object}``, and ``{zone}`` for push); None = the task's ``templates``.
 
     Attributes:
         scene: the :class:`sim.scene.SO101Scene` (experts may read its true state).
@@ -65,6 +68,7 @@ class SO101Env(gym.Env):
         reset_noise: float = 3.0,
         visual_jitter: float = 1.0,
         render_size: tuple[int, int] = (480, 640),
+        instruction_templates: list[str] | tuple[str, ...] | None = None,
     ) -> None:
         if task not in TASKS:
             raise ValueError(f"unknown task {task!r}; valid: {sorted(TASKS)}")
@@ -72,7 +76,7 @@ class SO101Env(gym.Env):
             raise ValueError(f"render_mode must be None or one of {self.metadata['render_modes']}")
         self.spec_robot = get_robot_spec(spec) if isinstance(spec, str) else spec
         self.scene = SO101Scene(self.spec_robot, image_height, image_width)
-        self.task: Task = TASKS[task](self.scene)
+        self.task: Task = TASKS[task](self.scene, instruction_templates)
         self.task_name = task
         self.cameras = tuple(cameras) if cameras is not None else tuple(self.spec_robot.camera_names)
         unknown = [c for c in self.cameras if c not in self.scene.camera_ids]
@@ -86,8 +90,10 @@ class SO101Env(gym.Env):
         self.reset_noise = float(reset_noise)
         self.visual_jitter = float(visual_jitter)
         missing = self.task.charset() - set(INSTRUCTION_CHARSET)
-        if missing:  # pragma: no cover - guards future templates
-            raise ValueError(f"task templates use characters outside the charset: {sorted(missing)}")
+        if missing:
+            raise ValueError(
+                f"instruction templates use characters outside {INSTRUCTION_CHARSET!r}: {''.join(sorted(missing))!r}"
+            )
 
         spec_r = self.spec_robot
         j = spec_r.num_joints
@@ -180,5 +186,7 @@ class SO101Env(gym.Env):
             "reward_terms": dict(evaluation.reward_terms),
             "instruction": self.task.instruction,
             "task": self.task_name,
+            "target": self.task.target,
+            "object_gaps": self.task.object_gaps(),
             "environment_state": self.task.environment_state(),
         }

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import string
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -39,18 +41,28 @@ class Task(ABC):
     ``templates`` (instruction templates with ``{object}`` / ``{zone}`` fields), and implement
     :meth:`reset` (all per-episode randomization, via :func:`sim.randomization.randomize_scene`)
     and :meth:`evaluate`.
+
+    Args:
+        scene: the MuJoCo scene.
+        templates: instruction templates that replace the task's own ``templates`` for this
+            instance (e.g. a user's phrasings at evaluation); checked by :meth:`check_templates`.
     """
 
     name: ClassVar[str]
     episode_length: ClassVar[int]
     templates: ClassVar[tuple[str, ...]]
+    touch_margin: ClassVar[float] = 0.015
+    """Metres beyond an object's half height within which the tip counts as touching it."""
 
-    def __init__(self, scene: SO101Scene) -> None:
+    def __init__(self, scene: SO101Scene, templates: Sequence[str] | None = None) -> None:
         self.scene = scene
         self.layout: Layout | None = None
         self.target: str = ""
         self.zone: str | None = None
         self.instruction: str = ""
+        self.instruction_templates: tuple[str, ...] = (
+            self.templates if templates is None else self.check_templates(templates)
+        )
 
     @abstractmethod
     def reset(self, rng: np.random.Generator, visual_jitter: float = 1.0) -> str:
@@ -91,13 +103,66 @@ class Task(ABC):
         target = self.scene.object_position(self.target)
         return np.concatenate([target, self.goal_position()]).astype(np.float32)
 
+    def touch_radius(self, name: str) -> float:
+        """Tip-to-centre distance at which the tip touches object ``name``, metres."""
+        return self.scene.object_half_height(name) + self.touch_margin
+
+    def object_gaps(self) -> dict[str, float]:
+        """Tip distance beyond touching, metres (``>= 0``, 0 = touching), for every object on the table.
+
+        Keys are object names (the target among them); parked objects are left out. Evaluation reads
+        it to tell whether the arm went to the named object or to a distractor.
+        """
+        assert self.layout is not None
+        tip = self.scene.tip_position()
+        return {
+            n: max(0.0, float(np.linalg.norm(tip - self.scene.object_position(n))) - self.touch_radius(n))
+            for n in self.layout.object_xy
+        }
+
     def _instruction(self, rng: np.random.Generator) -> str:
         assert self.layout is not None
-        template = self.templates[int(rng.integers(len(self.templates)))]
+        templates = self.instruction_templates
+        template = templates[int(rng.integers(len(templates)))]
         zone = self.layout.describe(self.zone) if self.zone else ""
         return template.format(object=self.layout.describe(self.target), zone=zone)
 
     @classmethod
-    def charset(cls) -> set[str]:
-        """Characters its instructions can contain (for the Text observation space)."""
-        return set("".join(cls.templates).replace("{object}", "").replace("{zone}", ""))
+    def template_fields(cls) -> tuple[str, ...]:
+        """Fields its own templates use, in order of first use (``object``; push adds ``zone``)."""
+        return tuple(dict.fromkeys(f for t in cls.templates for f in _fields(t)))
+
+    @classmethod
+    def check_templates(cls, templates: Sequence[str]) -> tuple[str, ...]:
+        """Instruction templates for this task, checked: returns them as a tuple.
+
+        Raises:
+            ValueError: no template, a template that is not a string or not a valid format string,
+                or one with a field this task does not fill (one line naming it and the valid fields).
+        """
+        if isinstance(templates, str) or not len(templates):
+            raise ValueError(f"instruction templates must be a non-empty list of strings, got {templates!r}")
+        valid = cls.template_fields()
+        for t in templates:
+            if not isinstance(t, str) or not t.strip():
+                raise ValueError(f"instruction template {t!r} is not a non-empty string")
+            try:
+                used = _fields(t)
+            except ValueError as exc:
+                raise ValueError(f"instruction template {t!r} is not a valid template: {exc}") from None
+            unknown = [f for f in used if f not in valid]
+            if unknown:
+                fields = ", ".join(f"{{{f}}}" for f in valid)
+                raise ValueError(
+                    f"instruction template {t!r} has an unknown field {{{unknown[0]}}}; task {cls.name} fills {fields}"
+                )
+        return tuple(templates)
+
+    def charset(self) -> set[str]:
+        """Characters its instructions can contain, fields excluded (for the Text observation space)."""
+        return {c for t in self.instruction_templates for lit, *_ in string.Formatter().parse(t) for c in lit}
+
+
+def _fields(template: str) -> list[str]:
+    """Field names of a ``str.format`` template (``""`` for a positional ``{}``); ValueError if malformed."""
+    return [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]

@@ -24,7 +24,6 @@ class ReachTask(Task):
         "move the gripper to the {object}",
         "point at the {object}",
     )
-    touch_margin = 0.015  # metres beyond the object's half height
 
     def reset(self, rng: np.random.Generator, visual_jitter: float = 1.0) -> str:
         """New layout; the target is any one of the four objects."""
@@ -36,7 +35,7 @@ class ReachTask(Task):
 
     def success_radius(self) -> float:
         """Tip-to-centre distance counted as touching, metres."""
-        return self.scene.object_half_height(self.target) + self.touch_margin
+        return self.touch_radius(self.target)
 
     def evaluate(self) -> Evaluation:
         """Distance = max(0, |tip - object centre| - success radius), metres."""
