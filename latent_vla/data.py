@@ -12,8 +12,9 @@ at ``t`` the labels of latent ``z_{t+i}`` (``i = 1..k``) are the ``next.*`` valu
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,6 +60,9 @@ class FrameCache:
         skipped: human-readable notes about what cannot be trained from this dataset.
         env_state: ``(N, D)`` float32 ``observation.environment_state`` (privileged simulator state,
             e.g. the named object's position in metres), or None when the dataset has none.
+        action_names: names of the action entries (from the dataset), or None.
+        sources: the dataset folder(s) the frames came from.
+        episode_source: ``(E,)`` int64 index into ``sources`` of each episode (default: all 0).
     """
 
     images: dict[str, np.ndarray]
@@ -74,6 +78,13 @@ class FrameCache:
     state_names: list[str] | None = None
     skipped: list[str] = field(default_factory=list)
     env_state: np.ndarray | None = None
+    action_names: list[str] | None = None
+    sources: list[str] = field(default_factory=list)
+    episode_source: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.episode_source is None:
+            self.episode_source = np.zeros(len(self.episode_bounds), dtype=np.int64)
 
     @property
     def camera_names(self) -> list[str]:
@@ -253,8 +264,6 @@ def load_frames(
     tasks = [task_lookup[i] for i in sorted(task_lookup)]
     if task_index.max(initial=0) >= len(tasks):
         raise DatasetError(f"dataset {root}: task_index {task_index.max()} but only {len(tasks)} tasks")
-    names = features[STATE_KEY].get("names")
-    state_names = list(names) if isinstance(names, list | tuple) else None
     for note in notes:
         log.warning("%s: %s", root, note)
     return FrameCache(
@@ -268,10 +277,182 @@ def load_frames(
         episode_bounds=bounds,
         episode_ids=ep_ids.astype(np.int64),
         fps=float(ds.meta.fps),
-        state_names=state_names,
+        state_names=_feature_names(features, STATE_KEY),
         skipped=notes,
         env_state=env_state,
+        action_names=_feature_names(features, ACTION_KEY),
+        sources=[str(root)],
     )
+
+
+def _feature_names(features: dict, key: str) -> list[str] | None:
+    """The ``names`` of a vector feature as a flat list, or None when the dataset gives none."""
+    names = features.get(key, {}).get("names")
+    return [str(n) for n in names] if isinstance(names, list | tuple) else None
+
+
+def dataset_paths(data: str | Path | Sequence[str | Path]) -> list[str]:
+    """The ``data=`` setting as a list of dataset folders: one path, or a list of them.
+
+    Raises:
+        UserError: an empty list, an entry that is not a path, or a folder listed twice.
+    """
+    paths = [data] if isinstance(data, str | Path) else list(data) if isinstance(data, Sequence) else None
+    if not paths or not all(isinstance(p, str | Path) and str(p).strip() for p in paths):
+        raise UserError(
+            f"data= must be a dataset folder or a list of them, e.g. data=[data/reach,data/push]; got {data!r}"
+        )
+    paths = [str(p) for p in paths]
+    twice = [p for i, p in enumerate(paths) if Path(p).resolve() in {Path(q).resolve() for q in paths[:i]}]
+    if twice:
+        raise UserError(f"data= lists {twice[0]} twice")
+    return paths
+
+
+def _dataset_features(root: str) -> tuple[dict, float]:
+    """``(features, fps)`` of a dataset from its ``meta/info.json`` (no frames read)."""
+    info = Path(root).expanduser() / "meta" / "info.json"
+    if not info.is_file():
+        open_lerobot_dataset(root)  # raises the DatasetError that says what the folder is missing
+    meta = json.loads(info.read_text())
+    return meta.get("features", {}), float(meta.get("fps", 0.0))
+
+
+def check_datasets_match(roots: Sequence[str], cameras: Sequence[str] | None = None) -> tuple[list[str], list[str]]:
+    """Check that datasets can train one model together, before any frame is decoded.
+
+    They must share the robot (``observation.state`` and ``action`` sizes and names), the fps and
+    the cameras (all of them, or every one of ``cameras``); image sizes may differ (frames are resized).
+
+    Returns:
+        ``(cameras to load, in the first dataset's order; notes on what merging drops)``: the
+        environment state when its size differs (or some dataset has none), ``next.reward`` /
+        ``next.success`` when some dataset lacks them.
+
+    Raises:
+        DatasetError: one line naming the first mismatch and the datasets concerned.
+    """
+    metas = [(root, *_dataset_features(root)) for root in roots]
+    first, f0, fps0 = metas[0]
+    cams0 = [k[len(IMAGE_PREFIX) :] for k in check_features(f0, first)[0]]
+    want = list(cameras) if cameras else cams0
+    for root, feats, fps in metas:
+        cams = [k[len(IMAGE_PREFIX) :] for k in check_features(feats, root)[0]]
+        for key in (STATE_KEY, ACTION_KEY):
+            a, b = _vector_feature(f0, key), _vector_feature(feats, key)
+            if a != b:
+                raise DatasetError(
+                    f"datasets {first} and {root} do not share a robot: {key} is {a[0]} {a[1]} vs {b[0]} {b[1]}"
+                )
+        if fps != fps0:
+            raise DatasetError(f"datasets {first} and {root} do not share an fps: {fps0:g} vs {fps:g} frames/s")
+        missing = [c for c in want if c not in cams]
+        if missing or (not cameras and set(cams) != set(cams0)):
+            shared = [c for c in cams0 if c in cams]
+            raise DatasetError(
+                f"datasets {first} and {root} do not share cameras: {cams0} vs {cams}; "
+                f"train on shared ones with model.camera_names=[{','.join(shared)}]"
+            )
+    return want, _merge_notes(metas)
+
+
+def _vector_feature(features: dict, key: str) -> tuple[tuple[int, ...], list[str] | None]:
+    """``(shape, names)`` of a vector feature, for comparing datasets."""
+    names = features[key].get("names")
+    return tuple(features[key].get("shape", ())), list(names) if isinstance(names, list | tuple) else names
+
+
+def _merge_notes(metas: Sequence[tuple[str, dict, float]]) -> list[str]:
+    """What merging these datasets (``(root, features, fps)``) cannot keep, one note each."""
+    notes = []
+    sizes = {root: tuple(f[ENV_STATE_KEY]["shape"]) if ENV_STATE_KEY in f else None for root, f, _ in metas}
+    if len(set(sizes.values())) > 1 and any(sizes.values()):
+        described = ", ".join(f"{r}: {s[0] if s else 'none'}" for r, s in sizes.items())
+        notes.append(
+            f"{ENV_STATE_KEY} dropped: its size differs between the datasets ({described}); "
+            "the auxiliary head is not trained"
+        )
+    for key, head in ((REWARD_KEY, "cost"), (SUCCESS_KEY, "success")):
+        lacking = [root for root, f, _ in metas if key not in f]
+        if lacking and len(lacking) < len(metas):
+            notes.append(f"no {key} in {', '.join(lacking)}: the {head} head is not trained")
+    return notes
+
+
+def merge_caches(caches: list[FrameCache]) -> FrameCache:
+    """One :class:`FrameCache` of several datasets' frames (same robot, fps and cameras; see
+    :func:`check_datasets_match`), in order. ``caches`` is emptied as it goes (frames are large).
+
+    Instructions that several datasets share get one task index. The environment state, reward and
+    success are kept only when every dataset has them (the environment state with one size).
+    """
+    if not caches:
+        raise ValueError("no frame caches to merge")
+    parts = list(caches)
+    caches.clear()
+    first = parts[0]
+    offsets = np.cumsum([0] + [c.num_frames for c in parts])
+    tasks = list(dict.fromkeys(t for c in parts for t in c.tasks))
+    lookup = {t: i for i, t in enumerate(tasks)}
+    env_dims = {None if c.env_state is None else c.env_state.shape[1] for c in parts}
+
+    def joined(get) -> np.ndarray | None:
+        arrays = [get(c) for c in parts]
+        return None if any(a is None for a in arrays) else np.concatenate(arrays)
+
+    images = {}
+    for cam in first.camera_names:
+        images[cam] = np.concatenate([c.images[cam] for c in parts])
+        for c in parts:
+            del c.images[cam]  # free each dataset's copy once it is merged
+    return FrameCache(
+        images=images,
+        state=np.concatenate([c.state for c in parts]),
+        action=np.concatenate([c.action for c in parts]),
+        reward=joined(lambda c: c.reward),
+        success=joined(lambda c: c.success),
+        task_index=np.concatenate([np.array([lookup[t] for t in c.tasks], np.int64)[c.task_index] for c in parts]),
+        tasks=tasks,
+        episode_bounds=np.concatenate([c.episode_bounds + o for c, o in zip(parts, offsets, strict=False)]),
+        episode_ids=np.concatenate([c.episode_ids for c in parts]),
+        fps=first.fps,
+        state_names=first.state_names,
+        skipped=list(dict.fromkeys(n for c in parts for n in c.skipped)),
+        env_state=joined(lambda c: c.env_state) if len(env_dims) == 1 else None,
+        action_names=first.action_names,
+        sources=[s for c in parts for s in c.sources],
+        episode_source=np.concatenate([np.full(c.num_episodes, i, np.int64) for i, c in enumerate(parts)]),
+    )
+
+
+def load_datasets(
+    roots: Sequence[str | Path],
+    image_size: Sequence[int] = (64, 64),
+    cameras: Sequence[str] | None = None,
+    repo_id: str | None = None,
+    video_backend: str | None = None,
+    progress: bool = True,
+) -> FrameCache:
+    """One or several LeRobotDatasets as one :class:`FrameCache` (statistics then cover their union).
+
+    One folder is :func:`load_frames`. Several are checked by :func:`check_datasets_match` before any
+    video is decoded, read one by one and merged by :func:`merge_caches`; what the merge drops is
+    listed in ``skipped``. ``repo_id`` labels a single dataset only.
+
+    Raises:
+        DatasetError: an unusable dataset, or datasets that do not share robot, fps or cameras.
+    """
+    roots = [str(r) for r in roots]
+    if len(roots) == 1:
+        return load_frames(roots[0], image_size, cameras, repo_id, video_backend, progress)
+    cams, notes = check_datasets_match(roots, cameras)
+    caches = [load_frames(r, image_size, cams, None, video_backend, progress) for r in roots]
+    merged = merge_caches(caches)
+    for note in notes:
+        log.warning("%s", note)
+    partial = [k for k in (REWARD_KEY, SUCCESS_KEY) if any(n.startswith(f"no {k} in ") for n in notes)]
+    merged.skipped = [n for n in merged.skipped if not any(n.startswith(f"no {k}:") for k in partial)] + notes
+    return merged
 
 
 def _to_hwc_uint8(x) -> np.ndarray:
@@ -291,8 +472,22 @@ def env_state_statistics(env_state: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return x.mean(axis=0).astype(np.float32), np.maximum(x.std(axis=0), 1e-3).astype(np.float32)
 
 
-def split_episodes(num_episodes: int, val_fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Split episode positions ``0..E-1`` into ``(train, val)``; val is empty when ``val_fraction`` is 0."""
+def split_episodes(
+    num_episodes: int, val_fraction: float, seed: int = 0, groups: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split episode positions ``0..E-1`` into ``(train, val)``; val is empty when ``val_fraction`` is 0.
+
+    ``groups``: ``(E,)`` ints (e.g. :attr:`FrameCache.episode_source`); with more than one group each
+    is split on its own, so every dataset of a merged cache keeps its share of held-out episodes.
+    """
+    if groups is not None and len(np.unique(groups)) > 1:
+        groups = np.asarray(groups)
+        splits = []
+        for g in np.unique(groups):
+            members = np.flatnonzero(groups == g)
+            train, val = split_episodes(len(members), val_fraction, seed)
+            splits.append((members[train], members[val]))
+        return np.sort(np.concatenate([t for t, _ in splits])), np.sort(np.concatenate([v for _, v in splits]))
     rng = np.random.default_rng(seed)
     perm = rng.permutation(num_episodes)
     n_val = int(round(val_fraction * num_episodes))
@@ -362,6 +557,9 @@ class WindowSampler:
             and uniform sampling starves them. 0 = uniform.
         env_state_stats: ``(mean, std)`` ``(D,)`` each, to standardize the cache's environment state
             (default: this cache's own statistics); ignored when the cache has none.
+        rephrase: ``(instruction, rng) -> reworded instruction`` (e.g. ``sim.phrasing.rephrase_instruction``),
+            applied to a sampled window's instruction with probability ``rephrase_prob``.
+        rephrase_prob: in ``[0, 1]``; 0 = every window keeps its dataset instruction.
     """
 
     def __init__(
@@ -374,11 +572,17 @@ class WindowSampler:
         episodes: Sequence[int] | np.ndarray | None = None,
         motion_weighting: float = 0.0,
         env_state_stats: tuple[np.ndarray, np.ndarray] | None = None,
+        rephrase: Callable[[str, np.random.Generator], str] | None = None,
+        rephrase_prob: float = 0.0,
     ) -> None:
         if horizon < 1:
             raise ValueError(f"horizon must be >= 1, got {horizon}")
         if not 0.0 <= motion_weighting <= 1.0:
             raise ValueError(f"motion_weighting must be in [0, 1], got {motion_weighting}")
+        if not 0.0 <= rephrase_prob <= 1.0:
+            raise ValueError(f"rephrase_prob must be in [0, 1], got {rephrase_prob}")
+        self.tokenizer = tokenizer
+        self.rephrase, self.rephrase_prob = (rephrase, float(rephrase_prob)) if rephrase else (None, 0.0)
         self.cache, self.k, self.chunk_len = cache, int(horizon), int(chunk_len)
         eps = np.arange(cache.num_episodes) if episodes is None else np.asarray(episodes, dtype=np.int64)
         starts, ep_end = [], []
@@ -436,6 +640,17 @@ class WindowSampler:
             success=None if self.success is None else self.success[label_idx],
             chunk=self.action[chunk_idx],
             chunk_mask=chunk_mask,
-            tokens=self.task_tokens[self.task_index[t0]],
+            tokens=self._tokens(self.task_index[t0].numpy(), rng),
             env_state=None if self.env_state is None else self.env_state[idx],
         )
+
+    def _tokens(self, task_index: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
+        """``(B, L)`` instruction ids of windows with these task indices, some reworded (``rephrase_prob``)."""
+        tokens = self.task_tokens[torch.from_numpy(task_index)]
+        if self.rephrase is None or self.rephrase_prob == 0.0:
+            return tokens
+        rows = np.flatnonzero(rng.random(len(task_index)) < self.rephrase_prob)
+        if len(rows):
+            texts = [self.rephrase(self.cache.tasks[i], rng) for i in task_index[rows]]
+            tokens[torch.from_numpy(rows)] = torch.from_numpy(self.tokenizer.encode(texts))
+        return tokens

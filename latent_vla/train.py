@@ -59,7 +59,14 @@ from latent_vla.checkpoint import (
     read_manifest,
     save_checkpoint,
 )
-from latent_vla.data import FrameCache, WindowSampler, env_state_statistics, load_frames, split_episodes
+from latent_vla.data import (
+    FrameCache,
+    WindowSampler,
+    dataset_paths,
+    env_state_statistics,
+    load_datasets,
+    split_episodes,
+)
 from latent_vla.devices import resolve_device
 from latent_vla.losses import LossWeights, WorldModelLoss
 from latent_vla.model import ModelConfig, WorldModel
@@ -71,6 +78,8 @@ FROM_DATASET = ("state_dim", "action_dim", "vocab_size", "env_state_dim")
 TARGETS = ("stopgrad", "ema")
 RESUME_MODES = ("auto", "true", "false")
 RUN_LEFTOVERS = ("train_log.csv", "tb", "train_summary.json")
+Rephraser = Callable[[str, np.random.Generator], str]
+"""``(instruction, rng) -> reworded instruction`` (``sim.phrasing.rephrase_instruction``)."""
 """What a run that never saved a checkpoint leaves in ``out``: a re-run starts afresh over it."""
 
 
@@ -98,6 +107,7 @@ class TrainSettings:
     video_backend: str | None = None
     progress: bool = True
     motion_weighting: float = 0.0
+    rephrase: float = 0.0
     loss: LossWeights = field(default_factory=LossWeights)
 
     def check(self) -> None:
@@ -109,6 +119,7 @@ class TrainSettings:
         _require("train.ema_tau", self.ema_tau, lambda v: 0 < v <= 1, "in (0, 1]")
         _require("train.val_fraction", self.val_fraction, lambda v: 0 <= v < 1, "in [0, 1)")
         _require("train.motion_weighting", self.motion_weighting, lambda v: 0 <= v <= 1, "in [0, 1]")
+        _require("train.rephrase", self.rephrase, lambda v: 0 <= v <= 1, "a probability in [0, 1]")
         if self.target not in TARGETS:
             raise UserError(f"train.target must be one of {TARGETS}, got {self.target!r}")
         for f in fields(self.loss):
@@ -132,10 +143,11 @@ class RunSettings:
 
     ``model`` holds :class:`~latent_vla.model.ModelConfig` fields (its schema, see :func:`model_settings`)
     and ``tokenizer`` the fields of :class:`~latent_vla.base.text.Tokenizer`; both are plain dicts so a
-    config can name any subset, and :func:`settings_from_config` fills in the defaults.
+    config can name any subset, and :func:`settings_from_config` fills in the defaults. ``data`` is
+    one LeRobotDataset folder or a list of them (one training set, :func:`latent_vla.data.load_datasets`).
     """
 
-    data: str
+    data: Any
     out: str = "runs/default"
     repo_id: str | None = None
     robot: str = "so101"
@@ -147,6 +159,7 @@ class RunSettings:
 
     def check(self) -> None:
         """Validate every group; raise :class:`UserError` (one line) on the first bad setting."""
+        dataset_paths(self.data)
         model_settings(self.model)
         make_tokenizer(self.tokenizer)
         self.train.check()
@@ -656,23 +669,39 @@ def _build_optimization(
 
 
 def _build_samplers(
-    settings: RunSettings, cache: FrameCache, normalizer: Normalizer, tokenizer: Tokenizer, model: WorldModel
+    settings: RunSettings,
+    cache: FrameCache,
+    normalizer: Normalizer,
+    tokenizer: Tokenizer,
+    model: WorldModel,
+    rephraser: Rephraser | None = None,
 ) -> tuple[WindowSampler, WindowSampler | None]:
-    """Training and (when episodes are held out) validation window samplers."""
+    """Training and (when episodes are held out) validation window samplers.
+
+    Every dataset of a merged cache keeps its share of held-out episodes; only training windows are
+    reworded (``train.rephrase``), validation keeps the dataset's instructions.
+    """
     ts = settings.train
     env_stats = (
         (model.env_state_mean.cpu().numpy().copy(), model.env_state_std.cpu().numpy().copy())
         if model.env_state_dim > 0
         else None
     )
-    train_eps, val_eps = split_episodes(cache.num_episodes, ts.val_fraction, ts.seed)
+    train_eps, val_eps = split_episodes(cache.num_episodes, ts.val_fraction, ts.seed, cache.episode_source)
     common = (cache, normalizer, tokenizer, ts.horizon, model.config.chunk_len)
-    sampler = WindowSampler(*common, train_eps, motion_weighting=ts.motion_weighting, env_state_stats=env_stats)
+    sampler = WindowSampler(
+        *common,
+        train_eps,
+        motion_weighting=ts.motion_weighting,
+        env_state_stats=env_stats,
+        rephrase=rephraser if ts.rephrase > 0 else None,
+        rephrase_prob=ts.rephrase,
+    )
     val = WindowSampler(*common, val_eps, env_state_stats=env_stats) if len(val_eps) else None
     return sampler, val
 
 
-def _setup(settings: RunSettings, full_config: dict[str, Any] | None) -> _Run:
+def _setup(settings: RunSettings, full_config: dict[str, Any] | None, rephraser: Rephraser | None) -> _Run:
     """Check everything that needs no data, then decode the dataset and build model, optimizer and samplers."""
     settings.check()
     model_group = model_settings(settings.model)
@@ -681,8 +710,8 @@ def _setup(settings: RunSettings, full_config: dict[str, Any] | None) -> _Run:
     device, world, rank = _setup_process(settings)
     ts = settings.train
     image_size = tuple(model_group["image_size"])
-    cache = load_frames(
-        settings.data,
+    cache = load_datasets(
+        dataset_paths(settings.data),
         image_size,
         cameras=model_group["camera_names"],
         repo_id=settings.repo_id,
@@ -692,7 +721,7 @@ def _setup(settings: RunSettings, full_config: dict[str, Any] | None) -> _Run:
     model_cfg = build_model_config(model_group, cache, tokenizer, env_state_head=ts.loss.env_state > 0)
     model, normalizer, start_step = _build_model(settings, model_cfg, cache, resuming)
     target, loss_fn, train_fn, optimizer = _build_optimization(settings, model, cache, device, world, resuming)
-    sampler, val_sampler = _build_samplers(settings, cache, normalizer, tokenizer, model)
+    sampler, val_sampler = _build_samplers(settings, cache, normalizer, tokenizer, model, rephraser)
     return _Run(
         settings=settings,
         run_dir=Path(settings.out),
@@ -714,6 +743,26 @@ def _setup(settings: RunSettings, full_config: dict[str, Any] | None) -> _Run:
         start_step=start_step,
         config_to_save=full_config if full_config is not None else asdict(settings),
     )
+
+
+def _announce_data(run: _Run) -> None:
+    """Print what the run trains on: several datasets, dropped heads, reworded instructions."""
+    cache, ts = run.cache, run.settings.train
+    if len(cache.sources) > 1:
+        counts = np.bincount(cache.episode_source, minlength=len(cache.sources))
+        listed = ", ".join(f"{src} ({n} episodes)" for src, n in zip(cache.sources, counts, strict=True))
+        print(f"latent-vla train: {len(cache.sources)} datasets as one training set: {listed}")
+    for note in cache.skipped:
+        print(f"latent-vla train: {note}")
+    if ts.rephrase > 0:
+        rng = np.random.default_rng(0)
+        sampler = run.sampler
+        assert sampler.rephrase is not None
+        changed = sum(any(sampler.rephrase(t, rng) != t for _ in range(4)) for t in cache.tasks)
+        print(
+            f"latent-vla train: rewording instructions with probability {ts.rephrase}: {changed} of "
+            f"{len(cache.tasks)} dataset instructions match a task template (the others stay as recorded)"
+        )
 
 
 # -- the loop --------------------------------------------------------------------------------------
@@ -795,7 +844,9 @@ def _optimize(run: _Run, progress: _Progress, signals: _StopSignals) -> tuple[in
     return step, time.monotonic() - t_start
 
 
-def train(settings: RunSettings, full_config: dict[str, Any] | None = None) -> TrainResult:
+def train(
+    settings: RunSettings, full_config: dict[str, Any] | None = None, rephraser: Rephraser | None = None
+) -> TrainResult:
     """Train (or resume) a world model; see the module docstring.
 
     SIGINT/SIGTERM during the loop stop it after the current step: the checkpoint is saved, the logs
@@ -804,6 +855,8 @@ def train(settings: RunSettings, full_config: dict[str, Any] | None = None) -> T
     Args:
         settings: validated settings (:func:`settings_from_config`).
         full_config: the resolved configuration to save as ``config.yaml`` (default: ``settings``).
+        rephraser: ``(instruction, rng) -> reworded instruction`` for ``train.rephrase > 0``
+            (``latent-vla train`` passes ``sim.phrasing.rephrase_instruction``; this floor cannot import sim).
 
     Raises:
         UserError: a bad setting, an unusable ``out``, or a checkpoint there of another model (all
@@ -811,10 +864,14 @@ def train(settings: RunSettings, full_config: dict[str, Any] | None = None) -> T
         latent_vla.data.DatasetError: unusable dataset.
         latent_vla.checkpoint.CheckpointError: a corrupt checkpoint in ``out``.
     """
-    run = _setup(settings, full_config)
+    if settings.train.rephrase > 0 and rephraser is None:
+        raise UserError(
+            f"train.rephrase={settings.train.rephrase} needs a rephraser: latent-vla train passes sim.phrasing's; "
+            "from Python call train(settings, rephraser=sim.phrasing.rephrase_instruction)"
+        )
+    run = _setup(settings, full_config, rephraser)
     if run.is_main:
-        for note in run.cache.skipped:
-            print(f"latent-vla train: {note}")
+        _announce_data(run)
         if run.model.env_state_dim > 0:
             print(
                 f"latent-vla train: auxiliary head on observation.environment_state ({run.model.env_state_dim} "

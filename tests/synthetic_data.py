@@ -24,6 +24,8 @@ def make_synthetic_dataset(
     with_task_signals: bool = True,
     seed: int = 0,
     use_videos: bool = True,
+    instructions: tuple[str, str] = SYNTH_INSTRUCTIONS,
+    env_state_dim: int = 2,
 ):
     """Write a small, learnable LeRobotDataset (v3.0) at ``root`` and return that path.
 
@@ -34,6 +36,8 @@ def make_synthetic_dataset(
     ``next.success`` is distance < 0.02; ``observation.environment_state`` is the named target's
     position (degrees / 100, two values). State and action use SO-101 joint names, robot units.
     Without task signals there is no environment state either (a plain teleoperated recording).
+    ``instructions`` name the first and the second target; ``env_state_dim`` pads (or cuts) the
+    environment state to that many values.
     """
     from pathlib import Path
 
@@ -59,7 +63,11 @@ def make_synthetic_dataset(
         features["next.reward"] = {"dtype": "float32", "shape": (1,), "names": None}
         features["next.success"] = {"dtype": "bool", "shape": (1,), "names": None}
         features["next.done"] = {"dtype": "bool", "shape": (1,), "names": None}
-        features["observation.environment_state"] = {"dtype": "float32", "shape": (2,), "names": ["x", "y"]}
+        features["observation.environment_state"] = {
+            "dtype": "float32",
+            "shape": (env_state_dim,),
+            "names": ["x", "y"] if env_state_dim == 2 else [f"e{i}" for i in range(env_state_dim)],
+        }
     ds = LeRobotDataset.create(
         repo_id=f"local/{root.name}", fps=fps, root=root, features=features, use_videos=use_videos, vcodec="h264"
     )
@@ -96,8 +104,10 @@ def make_synthetic_dataset(
                 frame["next.reward"] = np.array([-dist], dtype=np.float32)
                 frame["next.success"] = np.array([dist < 0.02])
                 frame["next.done"] = np.array([t == length - 1])
-                frame["observation.environment_state"] = (goal / 100.0).astype(np.float32)
-            frame["task"] = SYNTH_INSTRUCTIONS[which]
+                frame["observation.environment_state"] = np.resize(
+                np.concatenate([goal / 100.0, np.zeros(max(0, env_state_dim - 2))]), env_state_dim
+            ).astype(np.float32)
+            frame["task"] = instructions[which]
             ds.add_frame(frame)
             state = nxt
         ds.save_episode()
@@ -123,4 +133,5 @@ def tiny_run_settings(data, out, **train_overrides):
 
     train = {**TINY_TRAIN_OVERRIDES, **train_overrides}
     model = {"latent_dim": 32, "hidden": 128, "head_hidden": 64, "image_feat": 64, "channels": [8, 16, 32, 32]}
-    return settings_from_config({"data": str(data), "out": str(out), "model": model, "train": train})
+    data = [str(d) for d in data] if isinstance(data, list | tuple) else str(data)  # several datasets: a list
+    return settings_from_config({"data": data, "out": str(out), "model": model, "train": train})

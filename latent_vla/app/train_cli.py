@@ -64,7 +64,13 @@ def main(cfg: DictConfig) -> int:
     """Run ``latent-vla train`` with a composed config; returns the exit code."""
     try:
         settings = settings_from_config(cfg)
-        result = train(settings, full_config=OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
+        rephraser = None
+        if settings.train.rephrase > 0:
+            from sim.phrasing import rephrase_instruction  # the phrase bank (imports MuJoCo via sim.tasks)
+
+            rephraser = rephrase_instruction
+        config = OmegaConf.to_container(cfg, resolve=True)
+        result = train(settings, full_config=config, rephraser=rephraser)  # type: ignore[arg-type]
     except (UserError, DatasetError, CheckpointError) as exc:
         print(f"latent-vla train: {exc}", file=sys.stderr)
         return 2
