@@ -4,6 +4,11 @@ Every brain sees only LeRobot robot observations (joint positions and camera ima
 episode's instruction; success is read from the env's ``info["is_success"]`` *after* the fact and
 never stops an episode early (episodes run their full length, as the env defines them). Success
 of an episode follows LeRobot's eval: the task was achieved at any step (``pc_success`` in percent).
+
+Language grounding: with several objects on the table, an episode *goes to a distractor* when the
+arm touched an object other than the named one before the first success, or ended closer to another
+object than to the named one (``info["object_gaps"]``: tip distance beyond touching, metres, per
+object on the table; ``info["target"]``: the named object). ``distractor_rate`` is their share.
 """
 
 from __future__ import annotations
@@ -36,6 +41,9 @@ class EpisodeResult:
         plan_ms: planning time of each planning tick (from the brain's ``last_info``), ms.
         iterations: planner iterations of each planning tick.
         costs: predicted cost of each chosen plan.
+        instruction: the episode's instruction.
+        distractor: the arm went to an object other than the named one (module docstring); None when
+            the env does not report ``object_gaps``.
     """
 
     seed: int
@@ -50,6 +58,8 @@ class EpisodeResult:
     plan_ms: list[float] = field(default_factory=list)
     iterations: list[int] = field(default_factory=list)
     costs: list[float] = field(default_factory=list)
+    instruction: str = ""
+    distractor: bool | None = None
 
     @property
     def length(self) -> int:
@@ -91,6 +101,33 @@ def save_gif(frames: Sequence[np.ndarray], path: Path, fps: float = 10.0) -> Pat
     return path
 
 
+class DistractorWatch:
+    """Follows one episode's ``info`` to tell whether the arm went to a distractor (module docstring)."""
+
+    def __init__(self) -> None:
+        self.touched_other = False
+        self.last: tuple[dict[str, float], str] | None = None
+        self.reported = True
+
+    def update(self, info: dict[str, Any], succeeded: bool) -> None:
+        """Read one step's ``info``; ``succeeded``: the task was achieved at this step or before."""
+        gaps, target = info.get("object_gaps"), info.get("target")
+        if not isinstance(gaps, dict) or target not in gaps:
+            self.reported = False
+            return
+        if not succeeded and any(g <= 0.0 for name, g in gaps.items() if name != target):
+            self.touched_other = True
+        self.last = (gaps, target)
+
+    def verdict(self) -> bool | None:
+        """Touched another object before succeeding, or ended closer to one than to the target; None if unknown."""
+        if not self.reported or self.last is None:
+            return None
+        gaps, target = self.last
+        others = [g for name, g in gaps.items() if name != target]
+        return self.touched_other or (bool(others) and min(others) < gaps[target])
+
+
 def run_episode(
     env: Any, brain: Any, seed: int, spec: Any, record_camera: str | None = None
 ) -> tuple[EpisodeResult, list[np.ndarray]]:
@@ -111,6 +148,8 @@ def run_episode(
     obs, info = env.reset(seed=int(seed))
     brain.reset(str(obs["instruction"]))
     result = EpisodeResult(int(seed), False, False, None, 0, 0.0, -np.inf, float(info.get("task_distance", np.nan)))
+    result.instruction = str(obs["instruction"])
+    watch = DistractorWatch()
     frames: list[np.ndarray] = []
     last_info: Any = None
     done = False
@@ -137,7 +176,9 @@ def run_episode(
                 result.first_success_step = result.steps
         result.final_success = bool(info.get("is_success", False))
         result.final_distance = float(info.get("task_distance", np.nan))
+        watch.update(info, result.success)
         done = bool(terminated or truncated)
+    result.distractor = watch.verdict()
     return result, frames
 
 
@@ -152,6 +193,7 @@ def summarize(planner: str, task: str, results: Sequence[EpisodeResult]) -> dict
     costs = [c for r in results for c in r.costs]
     n = len(results)
     success = float(np.mean([r.success for r in results])) if n else float("nan")
+    grounded = [r.distractor for r in results if r.distractor is not None]
     return {
         "planner": planner,
         "task": task,
@@ -163,6 +205,7 @@ def summarize(planner: str, task: str, results: Sequence[EpisodeResult]) -> dict
         "avg_max_reward": float(np.mean([r.max_reward for r in results])) if n else float("nan"),
         "mean_episode_length": float(np.mean([r.length for r in results])) if n else float("nan"),
         "mean_final_distance": float(np.mean([r.final_distance for r in results])) if n else float("nan"),
+        "distractor_rate": float(np.mean(grounded)) if grounded else None,
         "plan_ms_p50": _pct(plan_ms, 50),
         "plan_ms_p95": _pct(plan_ms, 95),
         "act_ms_p50": _pct(act_ms, 50),
@@ -201,7 +244,8 @@ def evaluate_brain(
     """Evaluate one brain on ``episodes`` seeded episodes (seeds ``seed + i``); returns its summary.
 
     The first ``video_episodes`` episodes are saved as ``<video_dir>/<name>_ep<i>.gif``; their paths
-    are listed in the summary under ``videos``.
+    are listed in the summary under ``videos``. ``instruction_templates`` lists the templates the env's
+    task drew instructions from (its own, or a user's given to the env).
     """
     from tqdm.auto import tqdm
 
@@ -223,4 +267,6 @@ def evaluate_brain(
         env.close()
     summary = summarize(name, task, results)
     summary["videos"] = videos
+    templates = getattr(getattr(env.unwrapped, "task", None), "instruction_templates", None)
+    summary["instruction_templates"] = list(templates) if templates is not None else None
     return summary

@@ -9,7 +9,6 @@ terminate early; ``info["is_success"]`` says whether the task is achieved now.
 
 from __future__ import annotations
 
-import string
 from typing import Any
 
 import gymnasium as gym
@@ -19,10 +18,7 @@ from gymnasium import spaces
 from latent_vla.base.robot_spec import RobotSpec, get_robot_spec
 from sim.scene import SO101Scene
 from sim.tasks import TASKS, Evaluation, Task
-
-INSTRUCTION_CHARSET = string.ascii_letters + string.digits + " ,.'-?!:;"
-"""Characters instructions may contain (the ``instruction`` Text space's charset); the tokenizer
-lower-cases words and drops punctuation, so a user's own templates may use capitals and ``?!:;``."""
+from sim.tasks.base import INSTRUCTION_CHARSET
 
 INSTRUCTION_MAX_LENGTH = 120
 

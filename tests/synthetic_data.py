@@ -105,8 +105,8 @@ def make_synthetic_dataset(
                 frame["next.success"] = np.array([dist < 0.02])
                 frame["next.done"] = np.array([t == length - 1])
                 frame["observation.environment_state"] = np.resize(
-                np.concatenate([goal / 100.0, np.zeros(max(0, env_state_dim - 2))]), env_state_dim
-            ).astype(np.float32)
+                    np.concatenate([goal / 100.0, np.zeros(max(0, env_state_dim - 2))]), env_state_dim
+                ).astype(np.float32)
             frame["task"] = instructions[which]
             ds.add_frame(frame)
             state = nxt

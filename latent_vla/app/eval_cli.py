@@ -76,12 +76,14 @@ def print_table(records: list[dict[str, Any]], title: str) -> None:
     from rich.table import Table
 
     table = Table(title=title)
-    for col in ("planner", "success", "vs best other", "mean len", "plan ms p50", "plan ms p95",
+    for col in ("planner", "success", "vs best other", "to distractor", "mean len", "plan ms p50", "plan ms p95",
                 "act ms p95", "iters/plan"):  # fmt: skip
         table.add_column(col, justify="right")
     for r in records:
+        rate = r.get("distractor_rate")
         table.add_row(
             r["planner"], f"{r['pc_success']:.1f}%", f"{100 * r['success_vs_best_other']:+.1f} pp",
+            "-" if rate is None else f"{100 * rate:.1f}%",
             f"{r['mean_episode_length']:.1f}", f"{r['plan_ms_p50']:.1f}", f"{r['plan_ms_p95']:.1f}",
             f"{r['act_ms_p95']:.1f}", f"{r['iterations_mean']:.1f}",
         )  # fmt: skip
@@ -120,6 +122,28 @@ def _check_device_settings(cfg: DictConfig) -> None:
     model_device_settings(cfg, "device", "providers")
 
 
+def instruction_templates(cfg: DictConfig) -> list[str] | None:
+    """``instruction_templates=[...]``, checked against the task's fields; None = the env's own templates.
+
+    Raises:
+        UserError: not a list of strings, or a template with a field the task does not fill (e.g.
+            ``{zone}`` for reach) or characters an instruction may not hold (one line).
+    """
+    given = cfg.get("instruction_templates")
+    if given is None:
+        return None
+    if isinstance(given, str) or not OmegaConf.is_list(given):
+        raise UserError(f'instruction_templates must be a list, e.g. instruction_templates=["go to the {{object}}"]; '
+                        f"got {given!r}")  # fmt: skip
+    from sim.tasks import TASKS  # imports MuJoCo; only when templates are given
+
+    templates = list(given)
+    try:
+        return list(TASKS[str(cfg.task)].check_templates(templates))
+    except ValueError as exc:
+        raise UserError(f"instruction_templates: {exc}") from None
+
+
 def check_settings(cfg: DictConfig) -> list[str]:
     """Refuse a bad request before any work; returns the planners to evaluate.
 
@@ -153,6 +177,7 @@ def check_settings(cfg: DictConfig) -> list[str]:
             choice_list(cfg, "sweep_planners", names)
         for i in range(len(cfg.sweep)):
             positive_number(cfg, f"sweep.{i}")
+    instruction_templates(cfg)
     return names
 
 
@@ -171,6 +196,9 @@ def main(cfg: DictConfig) -> int:
     env_kwargs: dict[str, Any] = {"render_mode": None}
     if cfg.max_steps is not None:
         env_kwargs["episode_length"] = int(cfg.max_steps)
+    templates = instruction_templates(cfg)
+    if templates is not None:
+        env_kwargs["instruction_templates"] = templates
 
     def make_env() -> Any:
         return sim.make_env(cfg.task, **env_kwargs)
@@ -185,7 +213,8 @@ def main(cfg: DictConfig) -> int:
         )  # fmt: skip
     add_baseline_deltas(records)
     (out / "eval.json").write_text(json.dumps(records, indent=2))
-    print_table(records, f"eval: task={cfg.task} episodes={cfg.episodes} seed={cfg.seed}")
+    phrasing = f" templates={len(templates)} of your own" if templates is not None else ""
+    print_table(records, f"eval: task={cfg.task} episodes={cfg.episodes} seed={cfg.seed}{phrasing}")
 
     if cfg.sweep:
         key = str(cfg.sweep_key)

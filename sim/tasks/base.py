@@ -13,6 +13,10 @@ import numpy as np
 from sim.randomization import Layout
 from sim.scene import SO101Scene
 
+INSTRUCTION_CHARSET = string.ascii_letters + string.digits + " ,.'-?!:;"
+"""Characters instructions may contain (the env's ``instruction`` Text space); the tokenizer lower-cases
+words and drops punctuation, so a user's own templates may use capitals and ``?!:;``."""
+
 
 @dataclass(frozen=True)
 class Evaluation:
@@ -138,7 +142,8 @@ class Task(ABC):
 
         Raises:
             ValueError: no template, a template that is not a string or not a valid format string,
-                or one with a field this task does not fill (one line naming it and the valid fields).
+                one with a field this task does not fill (one line naming it and the valid fields), or
+                one with a character outside :data:`INSTRUCTION_CHARSET`.
         """
         if isinstance(templates, str) or not len(templates):
             raise ValueError(f"instruction templates must be a non-empty list of strings, got {templates!r}")
@@ -156,11 +161,22 @@ class Task(ABC):
                 raise ValueError(
                     f"instruction template {t!r} has an unknown field {{{unknown[0]}}}; task {cls.name} fills {fields}"
                 )
+            odd = sorted({c for c in _literal(t) if c not in INSTRUCTION_CHARSET})
+            if odd:
+                allowed = INSTRUCTION_CHARSET.lstrip(string.ascii_letters + string.digits)
+                raise ValueError(
+                    f"instruction template {t!r} uses {''.join(odd)!r}; allowed: letters, digits, {allowed!r}"
+                )
         return tuple(templates)
 
     def charset(self) -> set[str]:
         """Characters its instructions can contain, fields excluded (for the Text observation space)."""
-        return {c for t in self.instruction_templates for lit, *_ in string.Formatter().parse(t) for c in lit}
+        return {c for t in self.instruction_templates for c in _literal(t)}
+
+
+def _literal(template: str) -> str:
+    """The text of a template without its fields."""
+    return "".join(lit for lit, *_ in string.Formatter().parse(template))
 
 
 def _fields(template: str) -> list[str]:
