@@ -35,6 +35,8 @@ def _calibration(cfg: DictConfig, ckpt: Any) -> list:
     from export.calibration import dataset_observations
 
     data = cfg.calibration.data or ckpt.config.get("data")
+    if not isinstance(data, str | Path | None):  # a multi-task run's list of datasets: calibrate on the first
+        data = next(iter(data), None)
     if not data or int(cfg.calibration.frames) <= 0:
         log.info("no calibration data (set calibration.data=<LeRobotDataset dir>): int8 encoder skipped")
         return []
