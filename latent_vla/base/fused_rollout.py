@@ -52,6 +52,21 @@ META_KEYS = ("learned_dim", "group", "bound", "eps")
 """Scalars beside the tensors: learned latent size, SimNorm group size, joint-block clip bound, LayerNorm eps."""
 
 
+def expected_shapes(z: int, a: int, hidden: int, head: int, task: int) -> dict[str, tuple[int, ...]]:
+    """The shape of every :data:`TENSOR_NAMES` entry for latent size ``z``, action size ``a``, dynamics
+    width ``hidden``, cost-head width ``head`` and task size ``task``."""
+    h, c = (hidden,), (head,)
+    return {
+        "dynamics.0.weight": (hidden, z + a), "dynamics.0.bias": h, "dynamics.1.weight": h, "dynamics.1.bias": h,
+        "dynamics.3.weight": (hidden, hidden), "dynamics.3.bias": h, "dynamics.4.weight": h, "dynamics.4.bias": h,
+        "dynamics.6.weight": (z, hidden), "dynamics.6.bias": (z,),
+        "cost_head.z_in.weight": (head, z), "cost_head.z_in.bias": c, "cost_head.t_in.weight": (head, task),
+        "cost_head.body.0.weight": c, "cost_head.body.0.bias": c, "cost_head.body.2.weight": (head, head),
+        "cost_head.body.2.bias": c, "cost_head.body.3.weight": c, "cost_head.body.3.bias": c,
+        "cost_head.body.5.weight": (1, head), "cost_head.body.5.bias": (1,),
+    }  # fmt: skip
+
+
 def numba_available() -> bool:
     """Whether numba and SciPy (numba's BLAS for ``np.dot``) are installed."""
     return all(importlib.util.find_spec(m) is not None for m in ("numba", "scipy"))
@@ -67,7 +82,8 @@ class FusedRollout:
 
     Raises:
         ImportError: numba or SciPy is not installed (check :func:`numba_available` first).
-        KeyError / ValueError: a tensor or scalar is missing or has the wrong shape.
+        KeyError / ValueError: a tensor or scalar is missing, or the shapes do not fit one another (the
+            kernel does not check indices: every shape is checked here).
     """
 
     def __init__(self, tensors: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> None:
@@ -79,13 +95,18 @@ class FusedRollout:
         self.params = named + transposed  # the kernels index this tuple
         self.learned = int(meta["learned_dim"])
         self.group = int(meta["group"])
+        if self.group <= 0:
+            raise ValueError(f"fused rollout: the SimNorm group size must be >= 1, got {self.group}")
         self.bound = np.float32(meta["bound"])
         self.eps = np.float32(meta["eps"])
         self.latent_dim = int(self.params[8].shape[0])  # Z
         self.action_dim = int(self.params[0].shape[1]) - self.latent_dim  # A
-        if self.learned % self.group or not 0 < self.learned <= self.latent_dim or self.action_dim <= 0:
+        sizes = (self.latent_dim, self.action_dim, named[1].shape[0], named[11].shape[0], named[12].shape[-1])
+        wrong = {n: a.shape for n, a, e in zip(TENSOR_NAMES, named, expected_shapes(*sizes).values(), strict=True)
+                 if a.shape != e}  # fmt: skip
+        if wrong or self.learned % self.group or not 0 < self.learned <= self.latent_dim or self.action_dim <= 0:
             raise ValueError(f"fused rollout: inconsistent sizes (Z={self.latent_dim}, learned={self.learned}, "
-                             f"group={self.group}, A={self.action_dim})")  # fmt: skip
+                             f"group={self.group}, A={self.action_dim}; wrong shapes {wrong})")  # fmt: skip
         from latent_vla.base import fused_kernels  # numba: a heavy optional dependency
 
         self._forward, self._backward = fused_kernels.forward, fused_kernels.backward

@@ -116,3 +116,19 @@ def test_a_model_changed_behind_the_kernels_back_is_caught(model) -> None:
     changed.dynamics[2].forward = torch.nn.functional.gelu
     with pytest.raises(ValueError, match="differs from autograd"):
         TorchBackend(changed, TrajectoryObjective(), fused=True)
+
+
+def test_tensors_that_do_not_fit_one_another_are_refused(model) -> None:
+    """The kernel does not check indices, so every shape is checked when it is built (a bundle's file)."""
+    from latent_vla.base.fused_rollout import FusedRollout
+    from latent_vla.fused import fused_tensors
+
+    tensors, meta = fused_tensors(model)
+    FusedRollout(tensors, meta)  # the model's own tensors fit
+    bad = {**tensors, "dynamics.3.weight": tensors["dynamics.3.weight"][:, :-1]}
+    with pytest.raises(ValueError, match="wrong shapes .*dynamics.3.weight"):
+        FusedRollout(bad, meta)
+    with pytest.raises(ValueError, match="group size"):
+        FusedRollout(tensors, {**meta, "group": 0})
+    with pytest.raises(KeyError, match="cost_head.t_in.weight"):
+        FusedRollout({k: v for k, v in tensors.items() if k != "cost_head.t_in.weight"}, meta)
