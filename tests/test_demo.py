@@ -55,6 +55,8 @@ def test_tiny_demo_runs_every_stage(tmp_path: Path) -> None:
         "planners=[grad,cem,mppi,policy]",
         "bundle_planners=[grad,policy]",
         "run_steps=15",
+        "sweep=[1,2]",
+        "sweep_episodes=1",
         "overrides.collect=['max_episode_steps=20']",
         "overrides.train=['train.steps=20','train.batch_size=8','train.val_every=10','train.log_every=5']",
         "overrides.eval=['max_steps=8','videos=1','planner_cfg.grad.iterations=3','planner_cfg.cem.iterations=2']",
