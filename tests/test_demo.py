@@ -145,10 +145,10 @@ def test_a_changed_setting_reruns_its_stages_and_those_reading_them(
 ) -> None:
     assert _demo(monkeypatch, tmp_path, FakeStages()) == 0
     again = FakeStages()
-    assert _demo(monkeypatch, tmp_path, again, "eval_episodes=20") == 0
+    assert _demo(monkeypatch, tmp_path, again, "eval_episodes=7") == 0
     assert again.calls == ["eval", "eval_bundle"]  # collect, train, export, run are kept
     retrain = FakeStages()
-    assert _demo(monkeypatch, tmp_path, retrain, "eval_episodes=20", "train_minutes=2.0") == 0
+    assert _demo(monkeypatch, tmp_path, retrain, "eval_episodes=7", "train_minutes=2.0") == 0
     assert retrain.calls == ["train", "inspect", "eval", "export", "eval_bundle", "run"]
 
 
