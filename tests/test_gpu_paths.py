@@ -8,7 +8,6 @@ Without a GPU only the refusals run (one line, exit 2, before any work); the CUD
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import os
 import subprocess
@@ -19,6 +18,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
+from file_import import import_file
 
 from latent_vla.app.cli import main
 from latent_vla.base.errors import UserError
@@ -34,10 +34,7 @@ without_cuda = pytest.mark.skipif(CUDA, reason="checks the refusal on a machine 
 
 def _helpers():
     """``tests/export/export_helpers.py`` (its small random checkpoint), imported by path."""
-    spec = importlib.util.spec_from_file_location("export_helpers", REPO / "tests" / "export" / "export_helpers.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return import_file(REPO / "tests" / "export" / "export_helpers.py")
 
 
 @pytest.fixture(scope="module")

@@ -3,18 +3,16 @@ brain evaluated by LeRobot's eval loop on the same seeded episodes (an existing 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
+
+from file_import import import_file
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "peer_baselines.py"
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("peer_baselines", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return import_file(SCRIPT)
 
 
 def test_peer_baselines_smoke(sim_reach_dataset_dir, tiny_checkpoint_dir, tmp_path, capsys):

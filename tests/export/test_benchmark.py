@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from file_import import import_file
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "export_latency.py"
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("export_latency", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return import_file(SCRIPT)
 
 
 def test_latency_benchmark_runs_and_reports(export_ckpt_dir, bundle_dir, tmp_path, capsys):

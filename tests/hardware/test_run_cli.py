@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from file_import import import_file
 
 from latent_vla.app.cli import main
 
@@ -158,12 +159,7 @@ def test_instruction_warning_names_the_token_limit() -> None:
 
 def _random_checkpoint(run_dir: Path) -> Path:
     """The planner tests' random-weight checkpoint (tests/planners/conftest.py), for plumbing only."""
-    import importlib.util
-
-    path = Path(__file__).parents[1] / "planners" / "conftest.py"
-    spec = importlib.util.spec_from_file_location("planners_conftest", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = import_file(Path(__file__).parents[1] / "planners" / "conftest.py", "planners_conftest")
     return module.make_random_checkpoint(run_dir)
 
 
