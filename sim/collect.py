@@ -513,10 +513,11 @@ def check_brain(cfg: CollectConfig, spec: RobotSpec, brain_factory: BrainFactory
     except (UserError, OSError, ValueError, RuntimeError, KeyError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise CollectError(f"brain {cfg.brain!r} cannot act for robot {spec.name}: {first}") from None
-    brain_spec = getattr(brain, "spec", None)
-    if brain_spec is not None and list(brain_spec.action_keys) != list(spec.action_keys):
+    theirs = getattr(brain, "spec", None)
+    if theirs is not None and (list(theirs.action_keys), theirs.units) != (list(spec.action_keys), spec.units):
         raise CollectError(
-            f"brain {cfg.brain!r} acts on {list(brain_spec.action_keys)}; robot {spec.name} needs {spec.action_keys}"
+            f"brain {cfg.brain!r} acts on {list(theirs.action_keys)} in {theirs.units}; "
+            f"robot {spec.name} needs {spec.action_keys} in {spec.units}"
         )
 
 

@@ -144,7 +144,7 @@ class DartPolicy(CollectionPolicy):
         self.ou = OUNoise(self.noise * self.span, self.noise_tau, self.dt, self.rng)
 
     def act(self, obs: dict[str, Any]) -> Decision:
-        label = self.clip(self.expert.act(obs))
+        label = self.label(obs)
         return Decision(self.clip(label + self.ou.sample()), label, "dart")
 
 
