@@ -322,7 +322,6 @@ def load_frames(
     )
 
 
-
 def _engine_columns(hf, features: dict, n: int) -> dict[str, np.ndarray | None]:
     """The data engine's columns as :class:`FrameCache` fields (None for those the dataset lacks).
 
@@ -667,8 +666,8 @@ class WindowSampler:
         self.state = torch.from_numpy(normalizer.state_to_model(cache.state))
         self.action = torch.from_numpy(normalizer.action_to_model(cache.action))
         bc_action, bc_valid = cache.bc_targets()  # executed actions or the expert's labels, robot units
-        self.bc_action = self.action if cache.expert_action is None else torch.from_numpy(
-            normalizer.action_to_model(bc_action)
+        self.bc_action = (
+            self.action if cache.expert_action is None else torch.from_numpy(normalizer.action_to_model(bc_action))
         )
         self.bc_valid = torch.from_numpy(bc_valid.astype(np.float32))  # (N,)
         self.cost = None if cache.reward is None else torch.from_numpy(np.maximum(-cache.reward, 0.0))

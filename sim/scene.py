@@ -283,9 +283,9 @@ class SO101Scene:
 
     def grasping(self, name: str) -> bool:
         """Whether both jaws (the fixed and the moving one, pads included) touch object ``name``."""
-        return self._jaw_contacts(name, ("fixed_pad", "fixed_jaw")) > 0 and self._jaw_contacts(
-            name, ("moving_pad", "moving_jaw")
-        ) > 0
+        fixed = self._jaw_contacts(name, ("fixed_pad", "fixed_jaw"))
+        moving = self._jaw_contacts(name, ("moving_pad", "moving_jaw"))
+        return fixed > 0 and moving > 0
 
     # -- rendering -----------------------------------------------------------------------------
     def _renderer(self, height: int, width: int) -> mujoco.Renderer:
