@@ -34,6 +34,12 @@ ACTION_KEY = "action"
 REWARD_KEY = "next.reward"
 SUCCESS_KEY = "next.success"
 ENV_STATE_KEY = "observation.environment_state"
+# Written by `latent-vla collect`'s data engine (sim.dataset_features documents them and the source codes).
+SOURCE_KEY = "source"
+EXPERT_ACTION_KEY = "expert.action"
+EXPERT_VALID_KEY = "expert.valid"
+PROGRESS_KEY = "next.progress"
+ENGINE_KEYS = (SOURCE_KEY, EXPERT_ACTION_KEY, EXPERT_VALID_KEY, PROGRESS_KEY)
 CONVERTER = "python -m lerobot.datasets.v30.convert_dataset_v21_to_v30 --repo-id=<id> --root=<dir>"
 
 
@@ -63,6 +69,14 @@ class FrameCache:
         action_names: names of the action entries (from the dataset), or None.
         sources: the dataset folder(s) the frames came from.
         episode_source: ``(E,)`` int64 index into ``sources`` of each episode (default: all 0).
+        source: ``(N,)`` int64 ``source`` code of each frame (who chose the executed action; see
+            ``sim.dataset_features.SOURCES``; -1 = unknown, a dataset without the feature), or None.
+        expert_action: ``(N, A)`` float32 the expert's action at each frame's state, robot units (the
+            behaviour-cloning label; ``action`` is what was executed), or None without the feature.
+        expert_valid: ``(N,)`` bool, True where ``expert_action`` holds a real label, or None.
+        progress: ``(N, P)`` float32 ``next.progress`` (dense progress after the action: metres and a
+            0/1 grasp flag, names in ``progress_names``), or None. Recorded for later; no loss reads it yet.
+        progress_names: names of the ``progress`` entries, or None.
     """
 
     images: dict[str, np.ndarray]
@@ -81,6 +95,11 @@ class FrameCache:
     action_names: list[str] | None = None
     sources: list[str] = field(default_factory=list)
     episode_source: np.ndarray | None = None
+    source: np.ndarray | None = None
+    expert_action: np.ndarray | None = None
+    expert_valid: np.ndarray | None = None
+    progress: np.ndarray | None = None
+    progress_names: list[str] | None = None
 
     def __post_init__(self) -> None:
         if self.episode_source is None:
@@ -102,8 +121,22 @@ class FrameCache:
         return int(self.episode_bounds.shape[0])
 
     def normalizer(self, image_size: Sequence[int]) -> Normalizer:
-        """Statistics of these frames as a :class:`Normalizer`."""
-        return Normalizer.from_arrays(self.state, self.action, image_size, self.camera_names)
+        """Statistics of these frames as a :class:`Normalizer` (action range: executed actions and valid labels)."""
+        actions = self.action
+        if self.expert_action is not None and self.expert_valid is not None:
+            actions = np.concatenate([actions, self.expert_action[self.expert_valid]])
+        return Normalizer.from_arrays(self.state, actions, image_size, self.camera_names)
+
+    def bc_targets(self) -> tuple[np.ndarray, np.ndarray]:
+        """Behaviour-cloning labels ``(N, A)`` (robot units) and their mask ``(N,)`` bool.
+
+        With the data engine's features: the expert's label where it is valid (a DART, exploration or
+        brain frame's executed action is not a demonstration); without them: every executed action.
+        """
+        if self.expert_action is None or self.expert_valid is None:
+            return self.action, np.ones(self.num_frames, dtype=bool)
+        valid = self.expert_valid.astype(bool)
+        return np.where(valid[:, None], self.expert_action, self.action).astype(np.float32), valid
 
 
 def open_lerobot_dataset(
@@ -211,7 +244,7 @@ def load_frames(
     norm = Normalizer(np.zeros(1), np.ones(1), np.zeros(1), np.ones(1), (h, w), tuple(available))
 
     columns = [STATE_KEY, ACTION_KEY, "episode_index", "timestamp", "task_index"]
-    columns += [k for k in (REWARD_KEY, SUCCESS_KEY, ENV_STATE_KEY) if k in features]
+    columns += [k for k in (REWARD_KEY, SUCCESS_KEY, ENV_STATE_KEY, *ENGINE_KEYS) if k in features]
     hf = ds.hf_dataset.select_columns(columns).with_format("numpy")
     state = _column(hf, STATE_KEY).astype(np.float32)
     action = _column(hf, ACTION_KEY).astype(np.float32)
@@ -223,6 +256,7 @@ def load_frames(
     env_state = _column(hf, ENV_STATE_KEY).astype(np.float32) if ENV_STATE_KEY in features else None
     if env_state is not None:
         env_state = env_state.reshape(len(env_state), -1)
+    engine = _engine_columns(hf, features, len(state))
     if state.ndim != 2 or action.ndim != 2:
         raise DatasetError(f"{STATE_KEY} and {ACTION_KEY} must be vectors, got {state.shape} and {action.shape}")
 
@@ -233,6 +267,7 @@ def load_frames(
     reward = reward[order] if reward is not None else None
     success = success[order] if success is not None else None
     env_state = env_state[order] if env_state is not None else None
+    engine = {k: None if v is None else v[order] for k, v in engine.items()}
     ep_ids, starts = np.unique(episode_index, return_index=True)
     ends = np.append(starts[1:], len(episode_index))
     bounds = np.stack([starts, ends], axis=1).astype(np.int64)
@@ -282,7 +317,24 @@ def load_frames(
         env_state=env_state,
         action_names=_feature_names(features, ACTION_KEY),
         sources=[str(root)],
+        progress_names=_feature_names(features, PROGRESS_KEY) if PROGRESS_KEY in features else None,
+        **engine,
     )
+
+
+def _engine_columns(hf, features: dict, n: int) -> dict[str, np.ndarray | None]:
+    """The data engine's columns as :class:`FrameCache` fields (None for those the dataset lacks).
+
+    ``expert.action`` counts only with ``expert.valid`` beside it.
+    """
+    has = {k: k in features for k in ENGINE_KEYS}
+    labelled = has[EXPERT_ACTION_KEY] and has[EXPERT_VALID_KEY]
+    return {
+        "source": _column(hf, SOURCE_KEY).astype(np.int64).reshape(n) if has[SOURCE_KEY] else None,
+        "expert_action": _column(hf, EXPERT_ACTION_KEY).astype(np.float32).reshape(n, -1) if labelled else None,
+        "expert_valid": _column(hf, EXPERT_VALID_KEY).astype(bool).reshape(n) if labelled else None,
+        "progress": _column(hf, PROGRESS_KEY).astype(np.float32).reshape(n, -1) if has[PROGRESS_KEY] else None,
+    }
 
 
 def _feature_names(features: dict, key: str) -> list[str] | None:
@@ -395,6 +447,8 @@ def merge_caches(caches: list[FrameCache]) -> FrameCache:
     tasks = list(dict.fromkeys(t for c in parts for t in c.tasks))
     lookup = {t: i for i, t in enumerate(tasks)}
     env_dims = {None if c.env_state is None else c.env_state.shape[1] for c in parts}
+    progress_names = {None if c.progress is None else tuple(c.progress_names or ()) for c in parts}
+    targets = [c.bc_targets() for c in parts] if any(c.expert_action is not None for c in parts) else None
 
     def joined(get) -> np.ndarray | None:
         arrays = [get(c) for c in parts]
@@ -422,7 +476,18 @@ def merge_caches(caches: list[FrameCache]) -> FrameCache:
         action_names=first.action_names,
         sources=[s for c in parts for s in c.sources],
         episode_source=np.concatenate([np.full(c.num_episodes, i, np.int64) for i, c in enumerate(parts)]),
+        # a dataset without labels is a demonstration: its executed actions are its labels, as before
+        source=np.concatenate([_or_unknown_source(c) for c in parts]) if targets else None,
+        expert_action=np.concatenate([t[0] for t in targets]) if targets else None,
+        expert_valid=np.concatenate([t[1] for t in targets]) if targets else None,
+        progress=joined(lambda c: c.progress) if len(progress_names) == 1 else None,
+        progress_names=first.progress_names if len(progress_names) == 1 else None,
     )
+
+
+def _or_unknown_source(cache: FrameCache) -> np.ndarray:
+    """``cache.source``, or ``-1`` (unknown) for every frame of a dataset without the feature."""
+    return cache.source if cache.source is not None else np.full(cache.num_frames, -1, np.int64)
 
 
 def load_datasets(
@@ -505,8 +570,10 @@ class Batch:
         actions: ``(B, k, A)`` in ``[-1, 1]``.
         cost: ``(B, k)`` distance to success (metres) of ``z_{t+1..t+k}``, or None.
         success: ``(B, k)`` in {0, 1} of ``z_{t+1..t+k}``, or None.
-        chunk: ``(B, K, A)`` the actions ``a_t .. a_{t+K-1}`` in ``[-1, 1]`` (the last one repeated past the end).
-        chunk_mask: ``(B, K)`` 1 where ``chunk`` holds a real action.
+        chunk: ``(B, K, A)`` the behaviour-cloning labels of ``a_t .. a_{t+K-1}`` in ``[-1, 1]`` (the last one
+            repeated past the end): the executed actions, or the expert's labels where the dataset has them.
+        chunk_mask: ``(B, K)`` 1 where ``chunk`` holds a real expert label (inside the episode, and not a
+            DART / exploration / brain frame without a valid label); the policy loss averages over it.
         tokens: ``(B, L)`` int64 instruction ids.
         env_state: ``(B, k+1, D)`` standardized environment state of every frame, or None.
     """
@@ -598,6 +665,11 @@ class WindowSampler:
         self.images = {c: torch.from_numpy(v) for c, v in cache.images.items()}  # (N, h, w, 3) uint8
         self.state = torch.from_numpy(normalizer.state_to_model(cache.state))
         self.action = torch.from_numpy(normalizer.action_to_model(cache.action))
+        bc_action, bc_valid = cache.bc_targets()  # executed actions or the expert's labels, robot units
+        self.bc_action = (
+            self.action if cache.expert_action is None else torch.from_numpy(normalizer.action_to_model(bc_action))
+        )
+        self.bc_valid = torch.from_numpy(bc_valid.astype(np.float32))  # (N,)
         self.cost = None if cache.reward is None else torch.from_numpy(np.maximum(-cache.reward, 0.0))
         self.success = None if cache.success is None else torch.from_numpy(cache.success)
         self.task_tokens = torch.from_numpy(tokenizer.encode(cache.tasks))  # (n_tasks, L)
@@ -630,6 +702,7 @@ class WindowSampler:
         chunk_idx = t0[:, None] + torch.arange(self.chunk_len)  # (B, K)
         chunk_mask = (chunk_idx < end[:, None]).float()
         chunk_idx = torch.minimum(chunk_idx, end[:, None] - 1)
+        chunk_mask = chunk_mask * self.bc_valid[chunk_idx]  # only expert labels teach the policy
         images = {c: v[idx].permute(0, 1, 4, 2, 3).float().div_(255.0) for c, v in self.images.items()}
         label_idx = idx[:, :-1]  # next.* of frame t+i-1 labels z_{t+i}
         return Batch(
@@ -638,7 +711,7 @@ class WindowSampler:
             actions=self.action[idx[:, :-1]],
             cost=None if self.cost is None else self.cost[label_idx],
             success=None if self.success is None else self.success[label_idx],
-            chunk=self.action[chunk_idx],
+            chunk=self.bc_action[chunk_idx],
             chunk_mask=chunk_mask,
             tokens=self._tokens(self.task_index[t0].numpy(), rng),
             env_state=None if self.env_state is None else self.env_state[idx],

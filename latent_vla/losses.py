@@ -8,8 +8,10 @@
 * ``cost``: smooth-L1 of the predicted distance to success (metres, divided by ``cost_scale``) on both
   imagined and encoded latents, labels from ``next.reward`` (cost = -reward);
 * ``success``: binary cross-entropy on ``next.success``, imagined and encoded latents;
-* ``policy``: behaviour cloning of the ``K``-action chunk from ``z_t`` (masked L1 or MSE in ``[-1, 1]``,
-  ``policy_loss``);
+* ``policy``: behaviour cloning of the ``K``-action chunk from ``z_t`` (L1 or MSE in ``[-1, 1]``,
+  ``policy_loss``), averaged over ``batch.chunk_mask``: only steps inside the episode whose label is the
+  expert's (``latent_vla.data``: a DART, exploration or brain frame's executed action is no demonstration;
+  its ``expert.action`` label is used where valid). Every other term uses every transition;
 * ``decoder``: MSE reconstruction of the first camera's frame (gradient stopped at the latent unless
   ``decoder_grad``);
 * ``env_state``: auxiliary regression of the dataset's ``observation.environment_state`` (standardized;
@@ -199,7 +201,7 @@ class WorldModelLoss(nn.Module):
             env_imagined = F.mse_loss(m.env_state_standardized(z_pred), batch.env_state[:, 1:])
             add("env_state", w.env_state, 0.5 * (env_now + env_imagined))
         pred_chunk = m.policy(z[:, 0], task)  # (B, K, A)
-        mask = batch.chunk_mask.unsqueeze(-1)  # (B, K, 1)
+        mask = batch.chunk_mask.unsqueeze(-1)  # (B, K, 1): 1 = an expert label inside the episode
         err = pred_chunk - batch.chunk
         err = err.abs() if self.w.policy_loss == "l1" else err**2
         bc = (err * mask).sum() / (mask.sum() * pred_chunk.shape[-1]).clamp(min=1.0)

@@ -46,11 +46,12 @@ import numpy as np
 
 from latent_vla.base.errors import UserError
 from latent_vla.base.robot_spec import RobotSpec, get_robot_spec
+from sim.collect_policies import DEFAULT_NOISE, POLICIES, BrainFactory
 from sim.collect_worker import ShardJob, quiet_writer_logs, run_shard, video_file_limit, worker_main
 from sim.dataset_features import dataset_features, features_mismatch
 from sim.tasks.base import Task
 
-POLICIES = ("expert", "random")
+BRAIN_MODES = ("policy", "grad", "cem", "mppi")
 MODES = ("fail", "append", "overwrite")
 VCODECS = ("h264", "hevc", "libsvtav1")
 COLLECT_JSON = "collect.json"
@@ -79,9 +80,18 @@ class CollectConfig:
         out: dataset folder (created; see ``mode``).
         repo_id: LeRobot repo id recorded for the dataset (no network use).
         workers: worker processes; ``1`` collects in this process.
-        policy: ``expert`` (scripted expert) or ``random`` (uniform random joint targets held for
-            half a second each, for broad state coverage).
-        noise: std of extra Gaussian action noise as a fraction of each joint's range (0 = none).
+        policy: who acts (``sim.collect_policies``): ``expert`` (scripted), ``dart`` (expert plus
+            correlated noise, clean labels), ``explore`` (random walks branched off the expert),
+            ``brain`` (a trained brain, expert labels: DAgger) or ``random`` (uniform random joint
+            targets held for half a second each).
+        noise: a fraction of each joint's range: the std of the executed noise (expert: i.i.d.,
+            dart: correlated), of the random walk's velocity per second (explore); ``None`` =
+            the policy's default (``sim.collect_policies.DEFAULT_NOISE``).
+        noise_tau: correlation time of the dart / explore noise, seconds (0 = i.i.d. Gaussian).
+        brain: ``policy=brain``'s brain: a training run directory, an ONNX bundle directory or
+            ``scripted`` (``hardware.brain.load_brain``'s spec strings).
+        brain_mode: how that brain acts: ``policy`` (its policy head) or a planner ``grad``,
+            ``cem``, ``mppi``.
         mode: ``fail`` refuses an existing dataset, ``append`` adds episodes to a compatible one,
             ``overwrite`` replaces it. A non-empty folder that is not a dataset is always refused.
         image_hw: camera image size (height, width) in pixels.
@@ -109,7 +119,10 @@ class CollectConfig:
     repo_id: str = "latent-vla/sim"
     workers: int = 1
     policy: str = "expert"
-    noise: float = 0.0
+    noise: float | None = None
+    noise_tau: float = 0.3
+    brain: str | None = None
+    brain_mode: str = "policy"
     mode: str = "fail"
     image_hw: tuple[int, int] = (64, 64)
     max_episode_steps: int | None = None
@@ -128,7 +141,13 @@ class CollectConfig:
         if self.task not in tasks:
             raise CollectError(f"unknown task {self.task!r}; valid tasks: {', '.join(tasks)}")
         if self.policy not in POLICIES:
-            raise CollectError(f"unknown policy {self.policy!r}; valid: {', '.join(POLICIES)}")
+            raise CollectError(f"unknown policy {self.policy!r}; valid policies: {', '.join(POLICIES)}")
+        if self.policy == "brain" and not self.brain:
+            raise CollectError("policy=brain needs brain=<training run dir | ONNX bundle dir | scripted>")
+        if self.brain_mode not in BRAIN_MODES:
+            raise CollectError(f"unknown brain_mode {self.brain_mode!r}; valid: {', '.join(BRAIN_MODES)}")
+        if float(self.noise_tau) < 0:
+            raise CollectError(f"noise_tau is a correlation time in seconds (>= 0), got {self.noise_tau}")
         if self.mode not in MODES:
             raise CollectError(f"unknown mode {self.mode!r}; valid: {', '.join(MODES)}")
         if self.vcodec not in VCODECS:
@@ -137,8 +156,10 @@ class CollectConfig:
             raise CollectError(f"episodes must be >= 1, got {self.episodes}")
         if int(self.workers) < 1:
             raise CollectError(f"workers must be >= 1, got {self.workers}")
-        if not 0.0 <= float(self.noise) < 1.0:
+        if not 0.0 <= self.resolved_noise < 1.0:
             raise CollectError(f"noise is a fraction of the joint range in [0, 1), got {self.noise}")
+        if self.policy == "dart" and self.resolved_noise == 0.0:
+            raise CollectError("policy=dart with noise=0 is the clean expert: set noise > 0 (e.g. 0.05)")
         if len(self.image_hw) != 2 or min(self.image_hw) < 8:
             raise CollectError(f"image_hw must be (height, width) >= 8 pixels, got {self.image_hw}")
         if float(self.video_file_mb) < 0:
@@ -151,6 +172,11 @@ class CollectConfig:
             get_robot_spec(self.robot)
         except ValueError as exc:
             raise CollectError(str(exc)) from None
+
+    @property
+    def resolved_noise(self) -> float:
+        """``noise``, or the policy's default when it is None (fraction of each joint's range)."""
+        return float(DEFAULT_NOISE.get(self.policy, 0.0) if self.noise is None else self.noise)
 
 
 @dataclass
@@ -166,6 +192,7 @@ class EpisodeRecord:
     max_reward: float
     instruction: str
     cpu_s: float = 0.0  # CPU seconds to simulate and write it (all threads of its worker)
+    sources: dict[str, int] = field(default_factory=dict)  # frames per `source` name
 
 
 @dataclass
@@ -198,6 +225,7 @@ class CollectResult:
         eps = self.episodes
         return {
             "task": self.config["task"],
+            "policy": self.config["policy"],
             "episodes": len(eps),
             "episodes_requested": self.config["episodes"],
             "frames": self.frames,
@@ -377,6 +405,7 @@ def collect(
     cfg: CollectConfig,
     on_episode: Callable[[dict], None] | None = None,
     stop: threading.Event | None = None,
+    brain_factory: BrainFactory | None = None,
 ) -> CollectResult:
     """Collect ``cfg.episodes`` episodes into the LeRobotDataset at ``cfg.out``.
 
@@ -385,6 +414,8 @@ def collect(
         on_episode: called in this process with each saved episode's record. A
             ``KeyboardInterrupt`` it raises stops the collection like Ctrl-C does.
         stop: an event that, when set, stops the collection like Ctrl-C does (created if None).
+        brain_factory: builds ``policy=brain``'s brain from ``(cfg, spec)`` in every worker (a
+            top-level function: workers receive it pickled); built once here first to check it.
 
     Interrupts: the first Ctrl-C or SIGTERM (or a ``KeyboardInterrupt`` raised by ``on_episode``)
     drops the episode in progress, keeps and merges the finished ones, and returns with
@@ -400,9 +431,9 @@ def collect(
     cfg.validate()
     spec = get_robot_spec(cfg.robot)
     fps = _fps_of(spec)
-    features = dataset_features(
-        spec, tuple(cfg.image_hw), use_videos=True, environment_state=Task.ENVIRONMENT_STATE_NAMES
-    )
+    if cfg.policy == "brain":
+        check_brain(cfg, spec, brain_factory)
+    features = collect_features(spec, cfg.image_hw)
     out = Path(cfg.out).absolute()
     append = check_output_dir(out, cfg.mode, features, fps, spec.name)
     previous: dict[str, Any] = {}
@@ -413,7 +444,10 @@ def collect(
     staging = out.parent / f".{out.name}.collect-{os.getpid()}"
 
     seed_blocks = split_seeds(int(cfg.seed), int(cfg.episodes), int(cfg.workers))
-    jobs = [ShardJob(k, str(staging / f"shard-{k}"), seeds, cfg, fps, features) for k, seeds in enumerate(seed_blocks)]
+    jobs = [
+        ShardJob(k, str(staging / f"shard-{k}"), seeds, cfg, fps, features, brain_factory)
+        for k, seeds in enumerate(seed_blocks)
+    ]
     result = CollectResult(config=_config_dict(cfg), fps=fps)
     t0 = time.perf_counter()
     records: dict[int, list[dict]] = {j.shard: [] for j in jobs}
@@ -449,11 +483,50 @@ def collect(
     return result
 
 
+def collect_features(spec: RobotSpec, image_hw: tuple[int, int]) -> dict[str, dict]:
+    """The features of every collected dataset: cameras, state, action, task signals, environment state,
+    provenance (``source``, ``expert.action``, ``expert.valid``) and ``next.progress``, whatever the policy
+    (so datasets of different policies append to one another)."""
+    return dataset_features(
+        spec,
+        tuple(image_hw),
+        use_videos=True,
+        environment_state=Task.ENVIRONMENT_STATE_NAMES,
+        provenance=True,
+        progress=Task.PROGRESS_NAMES,
+    )
+
+
+def check_brain(cfg: CollectConfig, spec: RobotSpec, brain_factory: BrainFactory | None) -> None:
+    """Build ``policy=brain``'s brain once, before anything is written, and check it drives ``spec``.
+
+    Raises:
+        CollectError: one line: no factory, a brain that cannot be loaded, or one made for other joints.
+    """
+    if brain_factory is None:
+        raise CollectError(
+            "policy=brain needs a brain loader: run `latent-vla collect policy=brain brain=<dir>` "
+            "(sim.collect.collect takes brain_factory=)"
+        )
+    try:
+        brain = brain_factory(cfg, spec)
+    except (UserError, OSError, ValueError, RuntimeError, KeyError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise CollectError(f"brain {cfg.brain!r} cannot act for robot {spec.name}: {first}") from None
+    theirs = getattr(brain, "spec", None)
+    if theirs is not None and (list(theirs.action_keys), theirs.units) != (list(spec.action_keys), spec.units):
+        raise CollectError(
+            f"brain {cfg.brain!r} acts on {list(theirs.action_keys)} in {theirs.units}; "
+            f"robot {spec.name} needs {spec.action_keys} in {spec.units}"
+        )
+
+
 _PRELOAD = [
     "lerobot.datasets.lerobot_dataset",
     "lerobot.datasets.aggregate",
     "sim.env",
     "sim.experts",
+    "sim.collect_policies",
     "sim.collect_worker",
 ]
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from latent_vla.base.robot_spec import RobotSpec, get_robot_spec
+from sim.collect_policies import BrainFactory, CollectionPolicy, make_policy
 from sim.dataset_features import make_frame
 
 if TYPE_CHECKING:
@@ -35,6 +36,7 @@ class ShardJob:
     config: CollectConfig
     fps: int
     features: dict[str, dict]
+    brain_factory: BrainFactory | None = None  # builds the brain of policy=brain (pickled by reference)
 
 
 STATS_FRAME_STRIDE = 10
@@ -99,50 +101,36 @@ def quiet_writer_logs() -> None:
     av.logging.set_libav_level(av.logging.ERROR)
 
 
-def _make_env_and_policy(cfg: CollectConfig, spec: RobotSpec):
+def _make_env_and_policy(job: ShardJob, spec: RobotSpec) -> tuple[Any, CollectionPolicy]:
+    """The env and the collection policy of a shard (a brain is built by ``job.brain_factory``)."""
     import sim
 
+    cfg = job.config
     kwargs: dict[str, Any] = {"image_height": int(cfg.image_hw[0]), "image_width": int(cfg.image_hw[1])}
     if cfg.max_episode_steps is not None:
         kwargs["episode_length"] = int(cfg.max_episode_steps)
     if cfg.reset_noise is not None:
         kwargs["reset_noise"] = float(cfg.reset_noise)
     env = sim.make_env(cfg.task, **kwargs)
-    expert = None
-    if cfg.policy == "expert":
-        from sim.experts import make_expert
-
-        expert = make_expert(env)
-    return env, expert
+    brain = job.brain_factory(cfg, spec) if cfg.policy == "brain" and job.brain_factory is not None else None
+    policy = make_policy(cfg.policy, env, spec, cfg.resolved_noise, cfg.noise_tau, brain, str(cfg.brain))
+    return env, policy
 
 
-def _episode(env, expert, cfg: CollectConfig, spec: RobotSpec, seed: int, ds, features, stop) -> dict | None:
+def _episode(env, policy: CollectionPolicy, seed: int, ds, features, stop) -> dict | None:
     """Run and buffer one episode; returns its record, or None when stopped mid-episode."""
-    rng = np.random.default_rng(seed)
-    lower, upper = spec.lower, spec.upper
-    span = upper - lower
-    hold = max(1, int(round(spec.fps / 2)))
     obs, info = env.reset(seed=seed)
-    if expert is not None:
-        expert.reset(seed)
-    target = None
+    policy.reset(seed, str(obs["instruction"]))
     rewards, successes = [], []
+    sources: dict[str, int] = {}
     instruction = str(obs["instruction"])
     t = 0
     while True:
         if stop.is_set():
             return None
-        if expert is not None:
-            action = np.asarray(expert.act(obs), dtype=np.float64)
-        else:
-            if target is None or t % hold == 0:
-                target = rng.uniform(lower, upper)
-            action = target
-        if cfg.noise > 0:
-            action = action + rng.normal(0.0, cfg.noise, size=action.shape) * span
-        action = np.clip(action, lower, upper).astype(np.float32)
+        decision = policy.act(obs)
         env_state = info.get("environment_state")  # of `obs`: `info` came with it
-        next_obs, reward, terminated, truncated, info = env.step(action)
+        next_obs, reward, terminated, truncated, info = env.step(decision.executed)
         done = bool(terminated or truncated)
         success = bool(info.get("is_success", False))
         ds.add_frame(
@@ -150,16 +138,20 @@ def _episode(env, expert, cfg: CollectConfig, spec: RobotSpec, seed: int, ds, fe
                 features,
                 obs["images"],
                 obs["state"],
-                action,
+                decision.executed,
                 str(obs["instruction"]),
                 reward=float(reward),
                 success=success,
                 done=done,
                 environment_state=env_state,
+                source=decision.source,
+                expert_action=decision.label,
+                progress=info.get("progress"),  # after the action, like next.reward
             )
         )
         rewards.append(float(reward))
         successes.append(success)
+        sources[decision.source] = sources.get(decision.source, 0) + 1
         obs = next_obs
         t += 1
         if done:
@@ -173,6 +165,7 @@ def _episode(env, expert, cfg: CollectConfig, spec: RobotSpec, seed: int, ds, fe
         "sum_reward": float(np.sum(rewards)),
         "max_reward": float(np.max(rewards)),
         "instruction": instruction,
+        "sources": sources,
     }
 
 
@@ -194,7 +187,7 @@ def run_shard(job: ShardJob, stop, report: Callable[[str, Any], None]) -> list[d
 
     cfg = job.config
     spec = get_robot_spec(cfg.robot)
-    env, expert = _make_env_and_policy(cfg, spec)
+    env, policy = _make_env_and_policy(job, spec)
     max_len = int(getattr(env.unwrapped, "episode_length", None) or cfg.max_episode_steps or 10_000)
     records: list[dict] = []
     ds = LeRobotDataset.create(
@@ -218,7 +211,7 @@ def run_shard(job: ShardJob, stop, report: Callable[[str, Any], None]) -> list[d
             warnings.filterwarnings("ignore", message="Converting input from bool", category=RuntimeWarning)
             for seed in job.seeds:
                 cpu0 = time.process_time()
-                rec = _episode(env, expert, cfg, spec, seed, ds, job.features, stop)
+                rec = _episode(env, policy, seed, ds, job.features, stop)
                 if rec is None:
                     if ds.episode_buffer is not None and ds.episode_buffer["size"] > 0:
                         ds.clear_episode_buffer(delete_images=True)

@@ -15,7 +15,21 @@ next.success                bool         (1,)        task solved after the actio
 next.done                   bool         (1,)        last frame of the episode (task signals)
 observation.environment_    float32      (D,)        privileged simulator state (sim only, optional):
 state                                                the named object's and the goal's xyz, metres
+source                      int64        (1,)        where ``action`` came from: a ``SOURCES`` code
+                                                     (data engine, optional)
+expert.action               float32      (J,)        the scripted expert's action at this state, robot
+                                                     units: the behaviour-cloning label (data engine)
+expert.valid                bool         (1,)        ``expert.action`` holds a real label (data engine)
+next.progress               float32      (P,)        dense progress after the action (sim only,
+                                                     optional): ``Task.PROGRESS_NAMES``, metres, 0/1
 ==========================  ===========  ==========  =============================================
+
+``action`` is always what was *executed* (sent to the arm), so dynamics learn true transitions;
+``expert.action`` is what the expert would have done at the same state. The data-engine keys sit
+outside LeRobot's ``observation.*`` / ``action*`` prefixes on purpose: LeRobot's
+``dataset_to_policy_features`` turns every such key into a policy input or output, and a LeRobot
+policy trained on these datasets (ACT in ``benchmarks/peer_baselines.py``) must see neither the
+labels nor the simulator's privileged progress.
 
 Robot units are degrees for the arm joints and percent (0..100) for the gripper; the names of the
 state and action entries are ``"<joint>.pos"`` in motor order (``spec.action_keys``).
@@ -37,6 +51,22 @@ REWARD_KEY = "next.reward"
 SUCCESS_KEY = "next.success"
 DONE_KEY = "next.done"
 ENV_STATE_KEY = "observation.environment_state"
+SOURCE_KEY = "source"
+EXPERT_ACTION_KEY = "expert.action"
+EXPERT_VALID_KEY = "expert.valid"
+PROGRESS_KEY = "next.progress"
+
+SOURCES: dict[str, int] = {"expert": 0, "dart": 1, "explore": 2, "brain": 3, "random": 4}
+"""The one table of ``source`` codes: who chose a frame's executed ``action``.
+
+* ``expert`` (0): the scripted expert (``policy=expert``, and the expert segments of ``explore``);
+  with ``noise > 0`` the executed action carries i.i.d. noise, ``expert.action`` stays clean;
+* ``dart`` (1): the expert plus correlated (or Gaussian) noise; ``expert.action`` is the clean label;
+* ``explore`` (2): a correlated random walk of joint targets branched off an expert state;
+* ``brain`` (3): a trained brain (run directory or bundle, any planner) acting; DAgger labels;
+* ``random`` (4): uniform random joint targets held half a second; no label.
+"""
+
 
 # LeRobot adds these to every dataset itself; they never belong in a `create(features=...)` dict.
 _LEROBOT_DEFAULT_KEYS = ("timestamp", "frame_index", "episode_index", "index", "task_index")
@@ -86,6 +116,8 @@ def dataset_features(
     use_videos: bool = True,
     task_signals: bool = True,
     environment_state: Sequence[str] | None = None,
+    provenance: bool = False,
+    progress: Sequence[str] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """LeRobotDataset features for ``spec``: the ``features`` argument of ``LeRobotDataset.create``.
 
@@ -97,6 +129,8 @@ def dataset_features(
             and evaluated real runs); ``False`` for plain teleoperated recordings.
         environment_state: names of an ``observation.environment_state`` vector (LeRobot's key for
             simulator state, e.g. ``sim.tasks.Task.ENVIRONMENT_STATE_NAMES``); None = no such feature.
+        provenance: include ``source``, ``expert.action`` and ``expert.valid`` (the data engine).
+        progress: names of a ``next.progress`` vector (``sim.tasks.Task.PROGRESS_NAMES``); None = none.
 
     Returns:
         ``{key: {"dtype", "shape", "names"}}`` in the order of the module table.
@@ -120,6 +154,15 @@ def dataset_features(
         if not names:
             raise ValueError("environment_state needs at least one name")
         features[ENV_STATE_KEY] = {"dtype": "float32", "shape": (len(names),), "names": names}
+    if provenance:
+        features[SOURCE_KEY] = {"dtype": "int64", "shape": (1,), "names": None}
+        features[EXPERT_ACTION_KEY] = {"dtype": "float32", "shape": (len(joints),), "names": list(joints)}
+        features[EXPERT_VALID_KEY] = {"dtype": "bool", "shape": (1,), "names": None}
+    if progress is not None:
+        names = [str(n) for n in progress]
+        if not names:
+            raise ValueError("progress needs at least one name")
+        features[PROGRESS_KEY] = {"dtype": "float32", "shape": (len(names),), "names": names}
     return features
 
 
@@ -133,6 +176,9 @@ def make_frame(
     success: bool | None = None,
     done: bool | None = None,
     environment_state: np.ndarray | None = None,
+    source: str | None = None,
+    expert_action: np.ndarray | None = None,
+    progress: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """One ``LeRobotDataset.add_frame`` dict with the dtypes and shapes of ``features``.
 
@@ -144,9 +190,14 @@ def make_frame(
         task: the instruction text, stored as the frame's LeRobot ``task``.
         reward, success, done: task signals; required when ``features`` holds them.
         environment_state: ``(D,)`` privileged state; required when ``features`` holds it.
+        source: a :data:`SOURCES` name; required when ``features`` holds ``source``.
+        expert_action: the expert's label ``(J,)`` in robot units, or None when there is none
+            (stored as zeros with ``expert.valid`` False).
+        progress: ``(P,)`` ``next.progress``; required when ``features`` holds it.
 
     Raises:
-        ValueError: naming the camera or signal that is missing or has the wrong shape.
+        ValueError: naming the camera or signal that is missing or has the wrong shape, or an
+            unknown source.
     """
     frame: dict[str, Any] = {"task": str(task)}
     for key, ft in features.items():
@@ -173,15 +224,38 @@ def make_frame(
             if value is None:
                 raise ValueError(f"the dataset has {key!r}: pass it to make_frame")
             frame[key] = np.array([value], dtype=dtype)
-    if ENV_STATE_KEY in features:
-        if environment_state is None:
-            raise ValueError(f"the dataset has {ENV_STATE_KEY!r}: pass environment_state to make_frame")
-        arr = np.asarray(environment_state, dtype=np.float32).reshape(-1)
-        want = tuple(features[ENV_STATE_KEY]["shape"])
-        if arr.shape != want:
-            raise ValueError(f"{ENV_STATE_KEY}: expected shape {want}, got {arr.shape}")
-        frame[ENV_STATE_KEY] = arr
+    for key, value in ((ENV_STATE_KEY, environment_state), (PROGRESS_KEY, progress)):
+        if key in features:
+            frame[key] = _vector(features, key, value)
+    if SOURCE_KEY in features:
+        frame.update(_provenance(n, source, expert_action))
     return frame
+
+
+def _vector(features: Mapping[str, Mapping[str, Any]], key: str, value: np.ndarray | None) -> np.ndarray:
+    """``value`` as the float32 vector ``features[key]`` wants; ValueError when missing or misshapen."""
+    if value is None:
+        raise ValueError(f"the dataset has {key!r}: pass it to make_frame")
+    arr = np.asarray(value, dtype=np.float32).reshape(-1)
+    want = tuple(features[key]["shape"])
+    if arr.shape != want:
+        raise ValueError(f"{key}: expected shape {want}, got {arr.shape}")
+    return arr
+
+
+def _provenance(joints: int, source: str | None, expert_action: np.ndarray | None) -> dict[str, np.ndarray]:
+    """The ``source`` / ``expert.action`` / ``expert.valid`` entries of a frame."""
+    if source not in SOURCES:
+        raise ValueError(f"source must be one of {list(SOURCES)}, got {source!r}")
+    valid = expert_action is not None
+    label = np.zeros(joints, np.float32) if expert_action is None else np.asarray(expert_action, np.float32).reshape(-1)
+    if label.shape != (joints,):
+        raise ValueError(f"{EXPERT_ACTION_KEY}: expected {joints} joint values, got shape {label.shape}")
+    return {
+        SOURCE_KEY: np.array([SOURCES[source]], dtype=np.int64),
+        EXPERT_ACTION_KEY: label,
+        EXPERT_VALID_KEY: np.array([valid], dtype=np.bool_),
+    }
 
 
 def _canonical(features: Mapping[str, Mapping[str, Any]]) -> dict[str, tuple]:

@@ -185,4 +185,5 @@ class SO101Env(gym.Env):
             "target": self.task.target,
             "object_gaps": self.task.object_gaps(),
             "environment_state": self.task.environment_state(),
+            "progress": self.task.progress(),
         }

@@ -267,16 +267,25 @@ class SO101Scene:
         """Recompute derived quantities (positions, contacts) after editing the state."""
         mujoco.mj_forward(self.model, self.data)
 
-    def gripper_contacts(self, name: str) -> int:
-        """Number of active contacts between the gripper jaws and object ``name``."""
+    def _jaw_contacts(self, name: str, jaws: tuple[str, ...]) -> int:
+        """Active contacts between object ``name`` and the gripper geoms ``jaws``."""
         target = self.object_geom[name]
-        jaws = (self.model.geom("fixed_pad").id, self.model.geom("moving_pad").id,
-                self.model.geom("fixed_jaw").id, self.model.geom("moving_jaw").id)
+        ids = {self.model.geom(j).id for j in jaws}
         count = 0
         for c in self.data.contact[: self.data.ncon]:
-            if (c.geom1 == target and c.geom2 in jaws) or (c.geom2 == target and c.geom1 in jaws):
+            if (c.geom1 == target and c.geom2 in ids) or (c.geom2 == target and c.geom1 in ids):
                 count += 1
         return count
+
+    def gripper_contacts(self, name: str) -> int:
+        """Number of active contacts between the gripper jaws and object ``name``."""
+        return self._jaw_contacts(name, ("fixed_pad", "moving_pad", "fixed_jaw", "moving_jaw"))
+
+    def grasping(self, name: str) -> bool:
+        """Whether both jaws (the fixed and the moving one, pads included) touch object ``name``."""
+        fixed = self._jaw_contacts(name, ("fixed_pad", "fixed_jaw"))
+        moving = self._jaw_contacts(name, ("moving_pad", "moving_jaw"))
+        return fixed > 0 and moving > 0
 
     # -- rendering -----------------------------------------------------------------------------
     def _renderer(self, height: int, width: int) -> mujoco.Renderer:

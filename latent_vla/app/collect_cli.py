@@ -15,6 +15,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from latent_vla.base.robot_spec import RobotSpec
 from sim.collect import CollectConfig, CollectError, CollectResult, collect
 
 
@@ -42,7 +43,10 @@ def config_from_hydra(cfg: DictConfig) -> CollectConfig:
             repo_id=str(cfg.repo_id),
             workers=_workers(cfg.workers),
             policy=str(cfg.policy),
-            noise=float(cfg.noise),
+            noise=None if cfg.get("noise") is None else float(cfg.noise),
+            noise_tau=float(cfg.get("noise_tau", 0.3)),
+            brain=None if cfg.get("brain") is None else str(cfg.brain),
+            brain_mode=str(cfg.get("brain_mode", "policy")),
             mode=str(cfg.mode),
             image_hw=(int(cfg.image_height), int(cfg.image_width)),
             max_episode_steps=None if cfg.max_episode_steps is None else int(cfg.max_episode_steps),
@@ -60,6 +64,19 @@ def config_from_hydra(cfg: DictConfig) -> CollectConfig:
         raise CollectError(f"bad collect setting: {exc}") from None
 
 
+def load_collect_brain(cfg: CollectConfig, spec: RobotSpec) -> Any:
+    """The brain of ``policy=brain``: ``hardware.brain.load_brain(cfg.brain, mode=cfg.brain_mode)`` for ``spec``.
+
+    A top-level function, so collection workers receive it pickled by reference (each worker then
+    loads its own brain; workers run PyTorch on one thread).
+    """
+    from hardware.brain import load_brain  # floor 4: sim/ may not import it, this layer may
+
+    if cfg.brain == "scripted":
+        return load_brain("scripted", robot_spec=spec)
+    return load_brain(str(cfg.brain), robot_spec=spec, mode=cfg.brain_mode)
+
+
 def summary_table(result: CollectResult, out: Path) -> str:
     """The end-of-run table as plain text (rich renders it when available)."""
     s = result.summary()
@@ -73,7 +90,8 @@ def summary_table(result: CollectResult, out: Path) -> str:
         ("task", s["task"]),
         ("episodes", f"{s['episodes']} / {s['episodes_requested']}" + (" (interrupted)" if s["interrupted"] else "")),
         ("frames", s["frames"]),
-        ("pc_success (expert, %)", s["pc_success"]),
+        ("policy", s["policy"]),
+        ("pc_success (%)", s["pc_success"]),
         ("avg_sum_reward", s["avg_sum_reward"]),
         ("frames/s (end to end)", s["frames_per_s"]),
         ("frames/s (steady, no start-up)", s["steady_frames_per_s"]),
@@ -95,7 +113,7 @@ def main(cfg: DictConfig) -> int:
         CollectError: a bad request (a :class:`~latent_vla.base.errors.UserError`: one line from the CLI).
     """
     ccfg = config_from_hydra(cfg)
-    result = collect(ccfg)
+    result = collect(ccfg, brain_factory=load_collect_brain)
     print(summary_table(result, ccfg.out))
     if result.episodes:
         print(f"figures: {Path(ccfg.out) / 'collect.json'}")

@@ -72,6 +72,20 @@ class Expert(ABC):
         self.phase_steps = 0
         self._reset_task()
 
+    def resync(self, max_gap: float = 0.0) -> bool:
+        """Forget the commanded point when it is more than ``max_gap`` metres from the measured site.
+
+        The expert integrates its own commanded point, so it follows its plan whatever the arm does;
+        after another controller moved the arm (exploration, a brain) that point can be far away and
+        the next action a jump. Forgotten, the next :meth:`act` restarts from where the arm is (the
+        phase machine is kept). Returns whether it forgot.
+        """
+        if self._command is None or float(np.linalg.norm(self._command - self._site_position())) <= max_gap:
+            return False
+        self._command = None
+        self._q_arm = None
+        return True
+
     @abstractmethod
     def _reset_task(self) -> None:
         """Per-episode set-up of a task expert (waypoint offsets and so on)."""

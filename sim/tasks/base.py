@@ -107,6 +107,29 @@ class Task(ABC):
         target = self.scene.object_position(self.target)
         return np.concatenate([target, self.goal_position()]).astype(np.float32)
 
+    PROGRESS_NAMES: ClassVar[tuple[str, ...]] = ("gripper_to_object", "object_to_goal", "grasped")
+    """Names of :meth:`progress`'s entries (collection's ``next.progress``)."""
+
+    gripper_site: ClassVar[str] = "tip"
+    """Scene site :meth:`progress` measures from: ``"tip"`` or ``"grasp"`` (between the jaws)."""
+
+    def object_to_goal(self) -> float:
+        """How far the named object still is from where the task wants it, metres (default: 0, reach)."""
+        return 0.0
+
+    def progress(self) -> np.ndarray:
+        """Dense progress of the current state: ``(3,)`` float32 (names in ``PROGRESS_NAMES``).
+
+        ``[gripper site to the named object's centre (metres), object_to_goal() (metres),
+        1.0 when both jaws touch the object else 0.0]``. Collection records it as ``next.progress``
+        (after each action, like ``next.reward``) so a cost head can learn a slope before the object
+        moves; no policy or planner reads it.
+        """
+        site = self.scene.tip_position() if self.gripper_site == "tip" else self.scene.grasp_position()
+        gap = float(np.linalg.norm(site - self.scene.object_position(self.target)))
+        grasped = float(self.scene.grasping(self.target))
+        return np.array([gap, self.object_to_goal(), grasped], dtype=np.float32)
+
     def touch_radius(self, name: str) -> float:
         """Tip-to-centre distance at which the tip touches object ``name``, metres."""
         return self.scene.object_half_height(name) + self.touch_margin

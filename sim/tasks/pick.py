@@ -44,10 +44,16 @@ class PickTask(Task):
         goal[2] = self.lift_height
         return goal
 
+    gripper_site = "grasp"
+
+    def object_to_goal(self) -> float:
+        """Height the cube's centre still has to gain to reach ``lift_height``, metres (>= 0)."""
+        return max(0.0, self.lift_height - float(self.scene.object_position(self.target)[2]))
+
     def evaluate(self) -> Evaluation:
         """Success when the held cube is above ``lift_height``; distance as in the class docstring."""
         cube = self.scene.object_position(self.target)
-        lift_gap = max(0.0, self.lift_height - float(cube[2]))
+        lift_gap = self.object_to_goal()
         grasp_gap = max(0.0, float(np.linalg.norm(self.scene.grasp_position() - cube)) - self.hold_radius)
         success = lift_gap == 0.0 and grasp_gap == 0.0
         distance = 0.0 if success else lift_gap + grasp_gap

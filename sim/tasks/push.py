@@ -74,6 +74,10 @@ class PushTask(Task):
         zone = self.scene.zone_position(self.zone)
         return float(np.linalg.norm(cube[:2] - zone[:2]))
 
+    def object_to_goal(self) -> float:
+        """The cube's table-plane distance to the zone centre, metres (:meth:`zone_distance`)."""
+        return self.zone_distance()
+
     def evaluate(self) -> Evaluation:
         """Distance = max(0, cube-to-zone distance - goal_radius), metres; the cube must be on the table."""
         cube = self.scene.object_position(self.target)

@@ -267,10 +267,10 @@ def test_a_failing_episode_keeps_the_finished_ones_and_raises(tmp_path, monkeypa
 
     real = cw._episode
 
-    def flaky(env, expert, cfg, spec, seed, *args):
+    def flaky(env, policy, seed, *args):
         if seed == 1:
             raise FloatingPointError("simulated blow-up")
-        return real(env, expert, cfg, spec, seed, *args)
+        return real(env, policy, seed, *args)
 
     monkeypatch.setattr(cw, "_episode", flaky)
     out = tmp_path / "flaky"
