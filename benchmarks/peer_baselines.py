@@ -39,7 +39,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 SMOKE = {
-    "tasks": ["reach"], "collect_episodes": 2, "minutes": 0.1, "episodes": 1, "episode_length": 5,
+    "tasks": ["reach"], "collect_episodes": 2, "minutes": 1.0, "episodes": 1, "episode_length": 5,
     "act_max_steps": 2, "act_batch_size": 2, "act_dim": 32, "act_chunk": 4,
     "collect_override": ["max_episode_steps=12", "workers=1"],
     "ours_override": ["train.steps=3", "train.batch_size=4", "train.horizon=2", "train.val_every=0",

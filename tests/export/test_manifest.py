@@ -18,6 +18,7 @@ from export.runtime import (
     read_manifest,
     sha256_file,
 )
+from latent_vla.base.fused_rollout import FUSED_GRAPH, numba_available
 from latent_vla.base.normalize import Normalizer
 from latent_vla.base.robot_spec import SO100, SO101, RobotSpec, get_robot_spec
 
@@ -29,7 +30,8 @@ def test_manifest_describes_the_bundle(bundle_dir, export_ckpt):
     assert Normalizer.from_dict(m.normalization).to_dict() == export_ckpt.normalizer.to_dict()
     assert m.tokenizer == export_ckpt.tokenizer.to_dict()
     assert m.model["horizon"] == 4 and m.model["latent_dim"] == 32 + 6 and m.model["chunk_len"] == 4
-    assert set(m.graphs) == {"task_embed", "encoder", "policy", "rollout_cost", "cost_grad"}
+    fused = {FUSED_GRAPH} if numba_available() else set()  # the fused kernel's tensors, when numba is installed
+    assert set(m.graphs) == {"task_embed", "encoder", "policy", "rollout_cost", "cost_grad"} | fused
     assert set(m.graphs["encoder"]) == {"fp32", "fp16", "int8"}
     assert m.producer["package"] == "latent-vla" and m.producer["version"]
     enc = m.graph("encoder")
