@@ -4,7 +4,7 @@ The planning algorithms of ``planners/`` run on it unchanged: ``rollout_cost.onn
 per-step model costs, ``cost_grad.onnx`` their gradient w.r.t. the actions, ``policy.onnx`` the
 proposal. When the bundle carries the fused kernel's tensors and numba is installed, the costs and
 gradients come from the fused kernel instead (:mod:`latent_vla.base.fused_rollout`, checked against
-PyTorch at export; about 4x faster per gradient iteration than ``cost_grad.onnx``).
+PyTorch at export; about 3x faster per gradient iteration than ``cost_grad.onnx``).
 
 The weights are the ones baked in at export, recorded in the manifest's
 ``planner.objective``; a planner asking for other model-term weights is refused.
