@@ -37,7 +37,7 @@ def fused_unsupported(model: Any) -> str | None:
     if p.device.type != "cpu" or p.dtype != torch.float32:
         return f"the model is {p.dtype} on {p.device}; the kernel runs float32 on the CPU"
     if not numba_available():
-        return "numba and scipy are not installed"
+        return "numba is not installed"
     return None
 
 

@@ -16,6 +16,7 @@ backends. A new term is added in this file (and, for a model term, in
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -23,6 +24,15 @@ import numpy as np
 
 MODEL_TERMS = ("step_weight", "terminal_weight", "discount")
 """The fields that shape the model terms (baked into a bundle's graphs)."""
+
+
+@functools.lru_cache(maxsize=64)
+def _step_weights(step: float, terminal: float, discount: float, horizon: int) -> np.ndarray:
+    """:meth:`TrajectoryObjective.step_weights`, computed once per spec and horizon (planners ask every
+    iteration)."""
+    w = step * discount ** np.arange(horizon, dtype=np.float64)
+    w[-1] += terminal
+    return w.astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -88,9 +98,7 @@ class TrajectoryObjective:
 
     def step_weights(self, horizon: int) -> np.ndarray:
         """``w (H,)`` float32: step ``t`` (0-based) of a rollout weighs ``w_step gamma^t + w_terminal [t = H-1]``."""
-        w = self.step_weight * self.discount ** np.arange(horizon, dtype=np.float64)
-        w[-1] += self.terminal_weight
-        return w.astype(np.float32)
+        return _step_weights(self.step_weight, self.terminal_weight, self.discount, int(horizon)).copy()
 
     def model_terms(self, step_costs: np.ndarray) -> dict[str, np.ndarray]:
         """Split weighted per-step costs ``(N, H)`` (weights of :meth:`step_weights`) into ``task``/``terminal``."""

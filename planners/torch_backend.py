@@ -178,7 +178,11 @@ class TorchBackend:
         return torch.from_numpy(np.ascontiguousarray(actions, dtype=np.float32)).to(start.z0)
 
     def step_costs(self, start: TorchStart, actions: np.ndarray) -> np.ndarray:
-        """Weighted per-step costs ``(N, H)`` of ``actions (N, H, A)``, no autograd."""
+        """Weighted per-step costs ``(N, H)`` of ``actions (N, H, A)``, no autograd (the fused kernel's
+        forward pass when it is on)."""
+        if self.fused is not None and start.z0_np is not None:
+            w = self.objective.step_weights(actions.shape[1])
+            return self.fused.step_costs(start.z0_np, start.task_proj, actions, w)
         a = self._actions(start, actions)
         with torch.no_grad():
             c = weighted_step_costs(self.model, start.z0, a, start.task, self._step_weights(a.shape[1], a))

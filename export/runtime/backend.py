@@ -66,7 +66,10 @@ class BundleBackend:
         return np.ascontiguousarray(np.broadcast_to(start.z0, (n, start.z0.shape[-1])))
 
     def step_costs(self, start: BundleStart, actions: np.ndarray) -> np.ndarray:
-        """Weighted per-step costs ``(N, H)`` from ``rollout_cost.onnx``."""
+        """Weighted per-step costs ``(N, H)`` from ``rollout_cost.onnx`` (or the fused kernel)."""
+        if self.fused is not None and start.task_proj is not None:
+            w = self.objective.step_weights(actions.shape[1])
+            return self.fused.step_costs(start.z0, start.task_proj, actions, w)
         _, steps = self.bundle.rollout_cost(self._tiled(start, actions.shape[0]), actions, start.task)
         return steps
 

@@ -13,6 +13,8 @@ import math
 import numpy as np
 from numba import njit
 
+from latent_vla.base.fused_gemm import matmul
+
 _jit = njit(cache=True, fastmath=True, error_model="numpy", nogil=True)
 
 
@@ -44,15 +46,15 @@ def exp_into(x: np.ndarray, out: np.ndarray, bits: np.ndarray) -> None:
 
 
 @_jit
-def ln_silu_fwd(h, bias, gamma, beta, eps, xhat, rs, dsilu, out, tmp, bits):
+def ln_silu_fwd(h, bias, gamma, beta, eps, xhat, rs, dsilu, out):
     """``out = silu(LayerNorm(h + bias))`` for ``h (B, N)`` (overwritten) and ``bias (N,)``; keeps
     ``xhat (B, N)``, ``rs (B,)`` (1/std) and ``dsilu (B, N)`` (silu' at the LayerNorm output) for the
-    backward pass. ``tmp``: float32 ``(N,)``. Rows are taken as 1-D views first: LLVM vectorizes those
-    loops (2x faster than 2-D indexing)."""
-    n = h.shape[1]
-    scale = bits.view(np.float32)
-    for i in range(h.shape[0]):
-        hi, xi, oi, di = h[i], xhat[i], out[i], dsilu[i]
+    backward pass. All ``(B, N)`` arrays C-contiguous. The statistics are per row (rows taken as 1-D
+    views: LLVM vectorizes those loops); the SiLU runs over the whole block as one flat loop, each loop
+    writing one or two arrays (fewer runtime alias checks for the vectorizer)."""
+    b, n = h.shape
+    for i in range(b):
+        hi, xi, oi = h[i], xhat[i], out[i]
         mu = np.float32(0.0)
         for j in range(n):
             hi[j] += bias[j]
@@ -65,13 +67,19 @@ def ln_silu_fwd(h, bias, gamma, beta, eps, xhat, rs, dsilu, out, tmp, bits):
         rs[i] = r
         for j in range(n):
             xi[j] = (hi[j] - mu) * r
-            oi[j] = xi[j] * gamma[j] + beta[j]  # the LayerNorm output v
-            tmp[j], bits[j] = exp_parts(-oi[j])
         for j in range(n):
-            s = np.float32(1.0) / (np.float32(1.0) + tmp[j] * scale[j])  # sigmoid(v)
-            v = oi[j]
-            di[j] = s * (np.float32(1.0) + v * (np.float32(1.0) - s))
-            oi[j] = v * s
+            oi[j] = xi[j] * gamma[j] + beta[j]  # the LayerNorm output v
+    flat, dflat = out.reshape(b * n), dsilu.reshape(b * n)
+    e = np.empty(b * n, np.float32)
+    bits = np.empty(b * n, np.int32)
+    scale = bits.view(np.float32)
+    for j in range(b * n):
+        e[j], bits[j] = exp_parts(-flat[j])
+    for j in range(b * n):
+        s = np.float32(1.0) / (np.float32(1.0) + e[j] * scale[j])  # sigmoid(v)
+        v = flat[j]
+        dflat[j] = s * (np.float32(1.0) + v * (np.float32(1.0) - s))
+        flat[j] = v * s
 
 
 @_jit
@@ -95,74 +103,97 @@ def ln_silu_bwd(g, gamma, xhat, rs, dsilu, out):
 
 
 @_jit
-def forward(z0, acts, th, w, p, learned, group, bound, eps):
+def latent_step(delta, bias, z, learned, group, bound, soft, joint, states):
+    """The next latents from the dynamics output ``delta (N, >= Z)`` (``bias (Z,)`` added in place) and
+    the previous latents ``z (N, >= Z)``: ``softmax_groups(log max(z_l, 1e-6) + d_l)`` for the learned
+    block, ``clip(z_p + d_p, -bound, bound)`` for the joints. Writes ``soft (N, L)`` (the softmax),
+    ``joint (N, Z - L)`` (before the clip) and ``states (N, Z)``; the ``exp`` runs over all rows at once."""
+    n, zd = states.shape
+    shifted = np.empty((n, learned), np.float32)
+    for i in range(n):
+        di, sh = delta[i], shifted[i]
+        for j in range(zd):
+            di[j] += bias[j]
+        for g in range(0, learned, group):  # softmax(log z + d) = z e^(d - max d) / sum
+            mx = di[g]
+            for j in range(g, g + group):
+                mx = max(mx, di[j])
+            for j in range(g, g + group):
+                sh[j] = di[j] - mx
+    exp_into(shifted.reshape(n * learned), soft.reshape(n * learned), np.empty(n * learned, np.int32))
+    for i in range(n):
+        row, si, ji, zi, di = states[i], soft[i], joint[i], z[i], delta[i]
+        for g in range(0, learned, group):
+            tot = np.float32(0.0)
+            for j in range(g, g + group):
+                si[j] *= max(zi[j], np.float32(1e-6))
+                tot += si[j]
+            for j in range(g, g + group):
+                si[j] /= tot
+                row[j] = si[j]
+        for j in range(zd - learned):
+            ji[j] = zi[learned + j] + di[learned + j]
+            row[learned + j] = min(max(ji[j], -bound), bound)
+
+
+@_jit
+def cost_head(states, th, p, eps, cx1, cr1, cd1, cx2, cr2, cd2, cact):
+    """Cost-head logits ``(M,)`` of ``states (M, Z)`` for task projection ``th (C,)``; fills the
+    head's tape ``cx*``/``cd*`` ``(M, C)``, ``cr*`` ``(M,)`` and uses ``cact (M, C)`` as scratch."""
+    c_hid = cact.shape[1]
+    ln_silu_fwd(matmul(states, p[24]), p[11] + th, p[13], p[14], eps, cx1, cr1, cd1, cact)
+    ln_silu_fwd(matmul(cact, p[25]), p[16], p[17], p[18], eps, cx2, cr2, cd2, cact)
+    out = np.full(states.shape[0], p[20][0], np.float32)
+    for r in range(states.shape[0]):
+        cr, wr = cact[r], p[19][0]
+        for j in range(c_hid):
+            out[r] += cr[j] * wr[j]
+    return out
+
+
+@_jit
+def forward(z0, acts, th, w, p, learned, group, bound, eps, keep):
     """Rollout and weighted costs. ``z0 (Z,)``, ``acts (N, H, A)``, ``th (C,)`` (task projection),
     ``w (H,)``, ``p`` :attr:`FusedRollout.params`; returns ``(steps (N, H), tape)``, the tape holding
-    what :func:`backward` needs."""
+    what :func:`backward` needs. Without ``keep`` (costs only) the tape holds the last step alone and
+    each step is scored as it is reached: the buffers stay ``N`` rows deep, in cache, instead of
+    ``H * N`` (at ``N = 256`` fresh tape memory cost more than the arithmetic)."""
     n_plans, horizon, n_act = acts.shape
-    zd = z0.shape[0]
-    hid = p[1].shape[0]
-    inp = np.empty((horizon, n_plans, zd + n_act), np.float32)
-    x1 = np.empty((horizon, n_plans, hid), np.float32)
-    r1 = np.empty((horizon, n_plans), np.float32)
-    d1 = np.empty((horizon, n_plans, hid), np.float32)
-    x2 = np.empty((horizon, n_plans, hid), np.float32)
-    r2 = np.empty((horizon, n_plans), np.float32)
-    d2 = np.empty((horizon, n_plans, hid), np.float32)
-    soft = np.empty((horizon, n_plans, learned), np.float32)
-    joint = np.empty((horizon, n_plans, zd - learned), np.float32)
-    states = np.empty((horizon * n_plans, zd), np.float32)  # row t * N + i
-    act = np.empty((n_plans, hid), np.float32)
-    tmp = np.empty(max(hid, learned), np.float32)
-    bits = np.empty(max(hid, learned), np.int32)
-    w1t, w2t, w3t = p[21], p[22], p[23]  # transposed (in, out) copies
-    for t in range(horizon):
-        for i in range(n_plans):
-            zprev = z0 if t == 0 else states[(t - 1) * n_plans + i]
-            inp[t, i, :zd] = zprev
-            inp[t, i, zd:] = acts[i, t]
-        ln_silu_fwd(np.dot(inp[t], w1t), p[1], p[2], p[3], eps, x1[t], r1[t], d1[t], act, tmp, bits)
-        ln_silu_fwd(np.dot(act, w2t), p[5], p[6], p[7], eps, x2[t], r2[t], d2[t], act, tmp, bits)
-        delta = np.dot(act, w3t)
-        for i in range(n_plans):
-            row, si, ji, zi, di = states[t * n_plans + i], soft[t, i], joint[t, i], inp[t, i], delta[i]
-            for j in range(zd):
-                di[j] += p[9][j]
-            for g in range(0, learned, group):  # softmax(log z + d) = z e^(d - max d) / sum
-                mx = di[g]
-                for j in range(g, g + group):
-                    mx = max(mx, di[j])
-                for j in range(g, g + group):
-                    tmp[j] = di[j] - mx
-            exp_into(tmp[:learned], si, bits[:learned])
-            for g in range(0, learned, group):
-                tot = np.float32(0.0)
-                for j in range(g, g + group):
-                    si[j] *= max(zi[j], np.float32(1e-6))
-                    tot += si[j]
-                for j in range(g, g + group):
-                    si[j] /= tot
-                    row[j] = si[j]
-            for j in range(zd - learned):
-                ji[j] = zi[learned + j] + di[learned + j]
-                row[learned + j] = min(max(ji[j], -bound), bound)
-    m = horizon * n_plans
-    c_hid = p[14].shape[0]
+    zd, hid, c_hid = z0.shape[0], p[1].shape[0], p[14].shape[0]
+    slots = horizon if keep else 1
+    inp = np.empty((slots, n_plans, zd + n_act), np.float32)
+    x1, d1 = np.empty((slots, n_plans, hid), np.float32), np.empty((slots, n_plans, hid), np.float32)
+    x2, d2 = np.empty((slots, n_plans, hid), np.float32), np.empty((slots, n_plans, hid), np.float32)
+    r1, r2 = np.empty((slots, n_plans), np.float32), np.empty((slots, n_plans), np.float32)
+    soft = np.empty((slots, n_plans, learned), np.float32)
+    joint = np.empty((slots, n_plans, zd - learned), np.float32)
+    states = np.empty((slots * n_plans, zd), np.float32)  # row t * N + i
+    m = slots * n_plans  # cost-head rows: every step at once, or one step at a time
     cx1, cd1 = np.empty((m, c_hid), np.float32), np.empty((m, c_hid), np.float32)
     cx2, cd2 = np.empty((m, c_hid), np.float32), np.empty((m, c_hid), np.float32)
-    cr1, cr2 = np.empty(m, np.float32), np.empty(m, np.float32)
-    cact = np.empty((m, c_hid), np.float32)
-    ctmp, cbits = np.empty(c_hid, np.float32), np.empty(c_hid, np.int32)
-    ln_silu_fwd(np.dot(states, p[24]), p[11] + th, p[13], p[14], eps, cx1, cr1, cd1, cact, ctmp, cbits)
-    ln_silu_fwd(np.dot(cact, p[25]), p[16], p[17], p[18], eps, cx2, cr2, cd2, cact, ctmp, cbits)
-    out = np.dot(cact, p[19][0]) + p[20][0]  # (m,) cost-head logits
+    cr1, cr2, cact = np.empty(m, np.float32), np.empty(m, np.float32), np.empty((m, c_hid), np.float32)
+    logits = np.empty((horizon, n_plans), np.float32)
+    act = np.empty((n_plans, hid), np.float32)
+    for t in range(horizon):
+        s = t if keep else 0
+        for i in range(n_plans):
+            inp[s, i, :zd] = z0 if t == 0 else states[(s - 1 if keep else 0) * n_plans + i]
+            inp[s, i, zd:] = acts[i, t]
+        ln_silu_fwd(matmul(inp[s], p[21]), p[1], p[2], p[3], eps, x1[s], r1[s], d1[s], act)
+        ln_silu_fwd(matmul(act, p[22]), p[5], p[6], p[7], eps, x2[s], r2[s], d2[s], act)
+        z_next = states[s * n_plans : (s + 1) * n_plans]
+        latent_step(matmul(act, p[23]), p[9], inp[s], learned, group, bound, soft[s], joint[s], z_next)
+        if not keep:
+            logits[t] = cost_head(z_next, th, p, eps, cx1, cr1, cd1, cx2, cr2, cd2, cact)
+    if keep:
+        logits[:] = cost_head(states, th, p, eps, cx1, cr1, cd1, cx2, cr2, cd2, cact).reshape(horizon, n_plans)
     steps = np.empty((n_plans, horizon), np.float32)
-    gout = np.empty(m, np.float32)
-    for r in range(m):
-        t, i = r // n_plans, r % n_plans
-        o = out[r]
-        steps[i, t] = w[t] * (max(o, np.float32(0.0)) + np.float32(math.log1p(math.exp(-abs(o)))))
-        gout[r] = w[t] / (np.float32(1.0) + np.float32(math.exp(-o)))  # d softplus = sigmoid
+    gout = np.empty(horizon * n_plans, np.float32)  # d step cost / d logit, row t * N + i
+    for t in range(horizon):
+        for i in range(n_plans):
+            o = logits[t, i]
+            steps[i, t] = w[t] * (max(o, np.float32(0.0)) + np.float32(math.log1p(math.exp(-abs(o)))))
+            gout[t * n_plans + i] = w[t] / (np.float32(1.0) + np.float32(math.exp(-o)))  # softplus' = sigmoid
     return steps, (inp, x1, r1, d1, x2, r2, d2, soft, joint, cx1, cr1, cd1, cx2, cr2, cd2, gout)
 
 
@@ -180,8 +211,8 @@ def backward(tape, p, learned, group, bound):
             g[r, j] = gout[r] * p[19][0, j]
     gh = np.empty((m, c_hid), np.float32)
     ln_silu_bwd(g, p[17], cx2, cr2, cd2, gh)
-    ln_silu_bwd(np.dot(gh, p[15]), p[13], cx1, cr1, cd1, gh)
-    g_states = np.dot(gh, p[10])  # (m, Z), row t * N + i
+    ln_silu_bwd(matmul(gh, p[26]), p[13], cx1, cr1, cd1, gh)
+    g_states = matmul(gh, p[27])  # (m, Z padded to 16), row t * N + i
     grad = np.empty((n_plans, horizon, width - zd), np.float32)
     gz = np.zeros((n_plans, zd), np.float32)
     gd = np.empty((n_plans, zd), np.float32)
@@ -201,9 +232,9 @@ def backward(tape, p, learned, group, bound):
             for j in range(zd - learned):  # clip backward (torch passes the gradient on the bounds)
                 inside = -bound <= ji[j] <= bound
                 gdi[learned + j] = gzi[learned + j] if inside else np.float32(0.0)
-        ln_silu_bwd(np.dot(gd, p[8]), p[6], x2[t], r2[t], d2[t], gb)
-        ln_silu_bwd(np.dot(gb, p[4]), p[2], x1[t], r1[t], d1[t], gb)
-        g_in = np.dot(gb, p[0])  # (N, Z + A)
+        ln_silu_bwd(matmul(gd, p[28]), p[6], x2[t], r2[t], d2[t], gb)
+        ln_silu_bwd(matmul(gb, p[29]), p[2], x1[t], r1[t], d1[t], gb)
+        g_in = matmul(gb, p[30])  # (N, Z + A padded to 16)
         for i in range(n_plans):
             gzi, gdi, gi, zi = gz[i], gd[i], g_in[i], inp[t, i]
             for j in range(width - zd):
@@ -213,3 +244,17 @@ def backward(tape, p, learned, group, bound):
             for j in range(learned, zd):
                 gzi[j] = gi[j] + gdi[j]
     return grad
+
+
+@_jit
+def costs_and_grad(z0, acts, th, w, p, learned, group, bound, eps):
+    """:func:`forward` then :func:`backward` in one call (the tape never crosses into Python): ``(steps
+    (N, H), d sum(steps) / d acts (N, H, A))``."""
+    steps, tape = forward(z0, acts, th, w, p, learned, group, bound, eps, True)
+    return steps, backward(tape, p, learned, group, bound)
+
+
+@_jit
+def costs(z0, acts, th, w, p, learned, group, bound, eps):
+    """:func:`forward`'s weighted costs ``(N, H)`` alone (no gradient): the samplers' rollouts."""
+    return forward(z0, acts, th, w, p, learned, group, bound, eps, False)[0]

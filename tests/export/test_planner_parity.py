@@ -33,7 +33,7 @@ def backends(request, bundle_dir, export_ckpt, export_settings):
     torch.set_num_threads(1)
     fused = request.param == "fused"
     if fused and not numba_available():
-        pytest.skip("numba / scipy not installed")
+        pytest.skip("numba not installed")
     torch_backend = TorchBackend(export_ckpt.model, export_settings.objective, fused=fused)
     bundle_backend = BundleBackend(load_bundle(bundle_dir), fused=fused)
     assert (torch_backend.fused is None) == (bundle_backend.fused is None) == (not fused)
@@ -91,7 +91,7 @@ def test_the_fused_kernel_is_in_the_bundle_and_checked(exported, copy) -> None:
     from latent_vla.base.fused_rollout import FUSED_FILE, FUSED_GRAPH
 
     if not numba_available():
-        pytest.skip("numba / scipy not installed")
+        pytest.skip("numba not installed")
     row = next(r for r in exported.rows if r.graph == FUSED_GRAPH)
     assert row.ok and row.max_abs_err <= row.tol
     assert FUSED_GRAPH in exported.manifest.graphs and exported.manifest.model[FUSED_GRAPH]["learned_dim"] == 32

@@ -3,8 +3,9 @@
 The same default-size random WorldModel through the kernel and through ``weighted_step_costs`` with
 autograd: the per-step costs and the action gradients agree, also where the clamps act (joints on the
 clip bound, SimNorm entries below 1e-6); the gradient planner gives the same plan after 20 iterations
-(max |difference| <= 1e-4, issue 20's parity target); models the kernel does not compute fall back to
-autograd, or are refused with a reason when the kernel is required.
+(max |difference| <= 1e-4, issue 20's parity target), and so does CEM on the forward pass alone;
+models the kernel does not compute fall back to autograd, or are refused with a reason when the kernel
+is required.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from latent_vla.base.fused_rollout import numba_available
 from latent_vla.model import PROPRIO_BOUND, ModelConfig, WorldModel
 from planners.gradient import GradientPlanner
 from planners.objectives import TrajectoryObjective
+from planners.sampling import CEMPlanner
 from planners.torch_backend import TorchBackend, weighted_step_costs
 
-pytestmark = pytest.mark.skipif(not numba_available(), reason="numba / scipy not installed")
+pytestmark = pytest.mark.skipif(not numba_available(), reason="numba not installed")
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +67,20 @@ def test_costs_and_gradients_match_autograd(model, plans, horizon) -> None:
     assert np.abs(grad).max() > 0
 
 
+@pytest.mark.parametrize("plans", [256, 13])
+def test_sampler_costs_match_autograd(model, plans) -> None:
+    """The forward pass alone (CEM/MPPI rollouts): a 256-sample batch and a count off the 8-row tiles."""
+    backend = TorchBackend(model, TrajectoryObjective(), fused=True)
+    z0, task = _start(model, plans)
+    actions = np.random.default_rng(plans).uniform(-1, 1, (plans, 16, 6)).astype(np.float32)
+    weights = np.linspace(1.0, 0.5, 16).astype(np.float32)
+    steps = backend.fused.step_costs(z0, backend.fused.task_projection(task), actions, weights)
+    _close(steps, _autograd(model, z0, actions, task, weights)[0], 1e-5)
+    with torch.no_grad():  # the backend's step_costs takes the same path
+        _close(backend.step_costs(backend.prepare(z0, task), actions), TorchBackend(model, TrajectoryObjective(),
+               fused=False).step_costs(backend.prepare(z0, task), actions), 1e-5)  # fmt: skip
+
+
 def test_the_clamps_pass_gradients_as_autograd_does(model) -> None:
     """Joints on and beyond the clip bound, and SimNorm entries below the log's 1e-6 floor."""
     backend = TorchBackend(model, TrajectoryObjective(), fused=True)
@@ -95,6 +111,18 @@ def test_the_gradient_planner_gives_the_same_plan_fused_or_autograd(model) -> No
         plans.append(plan)
     assert np.abs(plans[0] - plans[1]).max() <= 1e-4, np.abs(plans[0] - plans[1]).max()
     assert np.abs(plans[0] - warm).max() > 1e-2  # the plans moved: the comparison is not vacuous
+
+
+def test_cem_gives_the_same_plan_fused_or_autograd(model) -> None:
+    objective = TrajectoryObjective(prior_weight=0.5)
+    z0, task = _start(model, 8)
+    plans = []
+    for fused in (False, True):
+        backend = TorchBackend(model, objective, fused=fused)
+        planner = CEMPlanner(backend, 16, samples=256, elites=16, iterations=3, objective=objective,
+                             use_policy=False, seed=4)  # fmt: skip
+        plans.append(planner.plan(z0, task)[0])
+    assert np.abs(plans[0] - plans[1]).max() <= 1e-4, np.abs(plans[0] - plans[1]).max()
 
 
 def test_a_model_the_kernel_does_not_compute_falls_back_or_is_refused() -> None:
