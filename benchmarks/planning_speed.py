@@ -40,6 +40,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from export.exporter import ExportSettings, export_bundle
 from export.graphs import cost_and_grad as torch_cost_and_grad
 from export.runtime import BundleBackend, load_bundle
+from latent_vla.base.cpus import cpu_ticks, steal_fraction
 from latent_vla.base.normalize import Normalizer
 from latent_vla.base.robot_spec import SO101
 from latent_vla.base.text import Tokenizer
@@ -132,6 +133,7 @@ def _time_row(args: argparse.Namespace, backend: Any, objective: Any, z0: np.nda
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     """Time every backend on the same random default model; return the figures."""
     torch.set_num_threads(args.threads)
+    ticks = cpu_ticks()
     tmp = Path(tempfile.mkdtemp(prefix="planning-speed-"))
     ckpt = random_checkpoint(tmp / "run")
     objective = TrajectoryObjective(prior_weight=1.0)  # the shipped grad planner's objective
@@ -158,6 +160,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "rows": rows,
         "matmul_peak_gflops": peak,
+        "steal_fraction": steal_fraction(ticks, cpu_ticks()),  # the hypervisor's share while measuring
         "settings": {k: v for k, v in vars(args).items() if k != "out"},
         "machine": {"cpu": platform.processor() or platform.machine(), "torch": torch.__version__},
     }
@@ -166,8 +169,10 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 def print_table(result: dict[str, Any]) -> None:
     """One line per backend."""
     s = result["settings"]
+    steal = "n/a" if result["steal_fraction"] is None else f"{100 * result['steal_fraction']:.1f} %"
     print(f"planning speed: R={s['restarts']} H={s['horizon']}, {s['threads']} thread(s), "
-          f"fp32 matmul peak {result['matmul_peak_gflops']:.0f} GFLOP/s")  # fmt: skip
+          f"fp32 matmul peak {result['matmul_peak_gflops']:.0f} GFLOP/s, {steal} of CPU time stolen by the "
+          "hypervisor")  # fmt: skip
     print(f"{'backend':<15} {'grad ms/it':>10} {'p95':>6} {'MFLOP/it':>9} {'% peak':>7} "
           f"{'cem ms/round':>12} {'MFLOP/round':>11} {'% peak':>7} {'plan diff':>9}")  # fmt: skip
     for r in result["rows"]:

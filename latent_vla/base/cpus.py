@@ -72,3 +72,27 @@ def passive_openmp_waits() -> None:
     for both alone (``docs/training.md``, "Sharing the CPU").
     """
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+PROC_STAT = Path("/proc/stat")
+
+
+def cpu_ticks(path: Path = PROC_STAT) -> tuple[int, int] | None:
+    """``(steal, total)`` jiffies of all CPUs since boot from ``/proc/stat``, or None (not Linux).
+
+    *Steal* is time the hypervisor gave this virtual machine's CPUs to other guests: on a shared
+    cloud VM it slows every timing here without any process of ours running. Two readings around a
+    measurement give its steal fraction (:func:`steal_fraction`)."""
+    try:
+        fields = path.read_text().splitlines()[0].split()
+        ticks = [int(v) for v in fields[1:9]]  # user nice system idle iowait irq softirq steal
+        return ticks[7], sum(ticks)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def steal_fraction(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
+    """Fraction of CPU time stolen by the hypervisor between two :func:`cpu_ticks` readings."""
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return (after[0] - before[0]) / (after[1] - before[1])

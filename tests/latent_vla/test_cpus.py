@@ -91,3 +91,17 @@ def test_planning_eval_sets_torch_threads_to_fit(monkeypatch: pytest.MonkeyPatch
     with pytest.raises(RuntimeError, match="stop"):
         eval_cli.main(cfg)
     assert calls == [2]
+
+
+def test_steal_fraction_reads_proc_stat(tmp_path) -> None:
+    """The hypervisor's share between two readings of /proc/stat's first line; None without the file."""
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  100 0 50 800 0 0 0 50 0 0\ncpu0 1 2 3\n")
+    before = cpus.cpu_ticks(stat)
+    assert before == (50, 1000)
+    stat.write_text("cpu  200 0 60 900 0 0 0 90 0 0\n")
+    assert cpus.steal_fraction(before, cpus.cpu_ticks(stat)) == 40 / 250
+    assert cpus.cpu_ticks(tmp_path / "missing") is None
+    assert cpus.steal_fraction(None, before) is None and cpus.steal_fraction(before, before) is None
+    real = cpus.cpu_ticks()  # this machine's, where it is Linux
+    assert real is None or 0 <= real[0] <= real[1]
