@@ -23,9 +23,9 @@ REPO = Path(__file__).resolve().parents[1]
 def test_help_lists_every_subcommand(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
-    for name in ("collect", "train", "eval", "inspect", "export", "run", "demo"):
+    for name in ("collect", "train", "eval", "inspect", "export", "run", "demo", "improve"):
         assert name in out
-    assert set(SUBCOMMANDS) == {"collect", "train", "eval", "inspect", "export", "run", "demo"}
+    assert set(SUBCOMMANDS) == {"collect", "train", "eval", "inspect", "export", "run", "demo", "improve"}
     assert main(["eval", "--help"]) == 0
     assert "latent-vla eval" in capsys.readouterr().out
 

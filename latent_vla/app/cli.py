@@ -80,6 +80,12 @@ def _demo(cfg: DictConfig) -> int | None:
     return demo_cli.main(cfg)
 
 
+def _improve(cfg: DictConfig) -> int | None:
+    from latent_vla.app import improve_cli  # collect, train and eval, through this very module
+
+    return improve_cli.main(cfg)
+
+
 class Subcommand(NamedTuple):
     """One ``latent-vla`` subcommand: the function it runs (``main(cfg) -> exit code``) and its help line."""
 
@@ -95,6 +101,7 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "export": Subcommand(_export, "write an ONNX bundle with manifest.json"),
     "run": Subcommand(_run, "drive the MuJoCo twin or a real arm through the safety layer"),
     "demo": Subcommand(_demo, "the end-to-end job: collect, train, plan, export, drive, report"),
+    "improve": Subcommand(_improve, "online world modeling: rounds of planning in the sim, then fine-tuning on it"),
 }
 
 

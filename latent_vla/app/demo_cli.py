@@ -22,17 +22,16 @@ or an older demo's) are refused unless ``stages=`` names the stages to run over 
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from latent_vla.app.settings import int_setting, positive_number
+from latent_vla.app.stage_state import StageState
 from latent_vla.base.errors import UserError
 
 # collection seeds start this far above the evaluation seeds, so every evaluated layout is unseen in training
@@ -139,10 +138,13 @@ def budget_line(elapsed_s: float, budget_minutes: float) -> str:
     return f"{used:.1f} min in, {where} the {budget_minutes:g}-min budget"
 
 
-def run_stage(plan: StagePlan, runner: Callable[[list[str]], int], header: str = "") -> float:
+def run_stage(
+    plan: StagePlan, runner: Callable[[list[str]], int], header: str = "", label: str = "demo stage"
+) -> float:
     """Run one stage through ``runner`` (``latent_vla.app.cli.main``); returns its wall time in seconds.
 
-    ``header`` (e.g. the stage's number and the demo's budget left) is printed before the command.
+    ``header`` (e.g. the stage's number and the demo's budget left) is printed before the command;
+    ``label`` names what a stage is in the messages (``latent-vla improve`` runs its steps through this too).
 
     Raises:
         DemoStageError: the stage failed. KeyboardInterrupt: it was interrupted (Ctrl-C stops the demo).
@@ -150,48 +152,32 @@ def run_stage(plan: StagePlan, runner: Callable[[list[str]], int], header: str =
     from latent_vla.app.cli import EXIT_INTERRUPTED
 
     assert plan.argv is not None
-    print(f"\n=== demo stage {plan.name}{header}: latent-vla {' '.join(plan.argv)}", flush=True)
+    print(f"\n=== {label} {plan.name}{header}: latent-vla {' '.join(plan.argv)}", flush=True)
     t0 = time.perf_counter()
     try:
         code = runner(plan.argv)
     except Exception as exc:  # noqa: BLE001 - re-raised with the stage named
-        raise DemoStageError(f"demo stage '{plan.name}' failed: {type(exc).__name__}: {exc}") from exc
+        raise DemoStageError(f"{label} '{plan.name}' failed: {type(exc).__name__}: {exc}") from exc
     if code == EXIT_INTERRUPTED:
         raise KeyboardInterrupt
     if code:
+        demo = label == "demo stage"
+        rerun = f"alone with `latent-vla demo stages=[{plan.name}] out=...`" if demo else "with the same command"
         raise DemoStageError(
-            f"demo stage '{plan.name}' failed with exit code {code}; the lines above say why. "
-            f"Re-run it alone with `latent-vla demo stages=[{plan.name}] out=...`."
+            f"{label} '{plan.name}' failed with exit code {code}; the lines above say why. Re-run it {rerun}."
         )
     return time.perf_counter() - t0
 
 
-class DemoState:
-    """``<out>/demo_state.json``: per stage, the command it ran, ``started`` / ``done`` / ``failed``,
-    its wall time (seconds) and when it finished (Unix seconds)."""
+class DemoState(StageState):
+    """``<out>/demo_state.json`` (:class:`~latent_vla.app.stage_state.StageState`) with the demo's rules."""
 
     def __init__(self, out: Path) -> None:
-        self.path = out / STATE_FILE
-        self.stages: dict[str, dict[str, Any]] = {}
-        if self.path.is_file():
-            try:
-                self.stages = dict(json.loads(self.path.read_text())["stages"])
-            except (ValueError, KeyError, TypeError) as exc:
-                raise UserError(f"{self.path} is not a demo state file ({exc}); remove it or give a new out=") from None
-
-    def save(self) -> None:
-        """Write the file (atomically: a crash leaves the old or the new state)."""
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"version": 1, "stages": self.stages}, indent=2))
-        tmp.replace(self.path)
+        super().__init__(out / STATE_FILE)
 
     def mark(self, plan: StagePlan, status: str, seconds: float | None = None) -> None:
         """Record ``plan``'s status (and its wall time when done), then save."""
-        rec = {"argv": plan.argv, "status": status}
-        if seconds is not None:
-            rec.update(seconds=round(seconds, 3), finished=time.time())
-        self.stages[plan.name] = rec
-        self.save()
+        self.record(plan.name, plan.argv, status, seconds)
 
     def timings(self) -> dict[str, float]:
         """Wall seconds of every finished stage (from this run or an earlier one), in stage order."""
