@@ -238,3 +238,22 @@ def test_without_a_success_the_report_shows_the_closest_episode_and_says_so(tmp_
     src, caption = _first_figure_and_caption(page)
     assert src in ("figures/lead_grad_ep0.gif", "figures/lead_policy_ep0.gif")  # both 5 cm away
     assert caption.startswith("No evaluated episode succeeded; this is the closest one") and "5.0 cm" in caption
+
+
+@pytest.mark.parametrize("recipe", ["reach", "push", "pick"])
+def test_shipped_recipes_evaluate_every_planner_within_an_hour(tmp_path: Path, recipe: str) -> None:
+    """Issue 15's recipe contract: one command per task, <= 60 minutes, grad/CEM/MPPI/policy on >= 50
+    held-out episodes; a setting on the command line still wins over the recipe."""
+    cfg = compose("demo", [f"out={tmp_path}", f"recipe={recipe}", "seed=7"])
+    assert cfg.recipe_name == recipe and cfg.task == recipe
+    assert cfg.budget_minutes <= 60 and cfg.eval_episodes >= 50
+    assert set(cfg.planners) == {"grad", "cem", "mppi", "policy"}
+    argv = {p.name: p.argv for p in plan_stages(cfg)}
+    assert f"task={recipe}" in argv["collect"] and "seed=7" in argv["eval"]
+    assert compose("demo", [f"out={tmp_path}", f"recipe={recipe}", "eval_episodes=3"]).eval_episodes == 3
+
+
+def test_an_unknown_recipe_is_refused_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", f"out={tmp_path}", "recipe=fly"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "recipe" in err and "\n" not in err
