@@ -161,6 +161,11 @@ def open_lerobot_dataset(
             f"{root} is not a LeRobotDataset: it has no meta/info.json (expected the folder that "
             "`latent-vla collect` or `lerobot-record` wrote)"
         )
+    if episodes is not None:  # LeRobot would look for missing episodes on the Hub (an offline error here)
+        total = episode_count(root)
+        missing = sorted(e for e in episodes if not 0 <= int(e) < total)
+        if missing:
+            raise DatasetError(f"{root} holds {total} episodes (0..{total - 1}); episode(s) {missing[:5]} requested")
     try:
         return LeRobotDataset(
             repo_id or f"local/{root.name}",
@@ -174,6 +179,22 @@ def open_lerobot_dataset(
         ) from exc
     except (FileNotFoundError, NotADirectoryError) as exc:
         raise DatasetError(f"{root} is an incomplete LeRobotDataset (was `finalize()` called?): {exc}") from exc
+
+
+def episode_count(root: str | Path) -> int:
+    """Episodes in the LeRobotDataset at ``root`` (``meta/info.json``'s ``total_episodes``; no frames read).
+
+    Raises:
+        DatasetError: no readable ``meta/info.json`` with that field.
+    """
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DatasetError(f"dataset folder {root} does not exist")
+    info = root / "meta" / "info.json"
+    try:
+        return int(json.loads(info.read_text())["total_episodes"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DatasetError(f"cannot read the episode count from {info}: {exc}") from None
 
 
 def check_features(features: dict, root: str | Path = "") -> tuple[list[str], list[str]]:

@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 from latent_vla.app.settings import int_setting
 from latent_vla.base.errors import UserError
 from latent_vla.checkpoint import load_checkpoint
-from latent_vla.data import DatasetError, load_frames
+from latent_vla.data import DatasetError, episode_count, load_frames
 
 
 def _episode_figure(
@@ -108,7 +108,7 @@ def inspect(
         repo_id=repo_id,
         video_backend=video_backend,
         progress=False,
-        episodes=list(range(episodes)),
+        episodes=list(range(min(episodes, episode_count(data)))),  # a smaller dataset shows all it has
     )
     if cache.state.shape[1] != model.state_dim or cache.action.shape[1] != model.action_dim:
         raise DatasetError(

@@ -104,3 +104,19 @@ def test_spearman_and_pca():
     proj, mean, comps = pca_2d(pts)
     assert proj.shape == (200, 2) and comps.shape == (2, 4)
     assert abs(comps[0, 0]) == pytest.approx(1.0, abs=1e-2)  # the widest direction first
+
+
+def test_inspect_asks_for_more_episodes_than_the_dataset_holds(tiny_checkpoint_dir, tiny_dataset_dir, tmp_path):
+    """A 2-episode demo (recipe smoke run) made inspect fail with LeRobot's offline Hub error: now it shows
+    what the dataset has, and asking the loader for a missing episode is a one-line DatasetError."""
+    from latent_vla.data import DatasetError, episode_count, open_lerobot_dataset
+
+    total = episode_count(tiny_dataset_dir)
+    out = tmp_path / "inspect"
+    argv = ["inspect", f"ckpt={tiny_checkpoint_dir}", f"data={tiny_dataset_dir}", f"out={out}", "horizon=5"]
+    assert cli_main([*argv, f"episodes={total + 3}"]) == 0
+    assert len(json.loads((out / "inspect.json").read_text())["episodes"]) == total
+    with pytest.raises(DatasetError, match=f"holds {total} episodes .*\\[{total + 1}\\] requested"):
+        open_lerobot_dataset(tiny_dataset_dir, episodes=[0, total + 1])
+    with pytest.raises(DatasetError, match="does not exist"):
+        episode_count(tmp_path / "nowhere")
