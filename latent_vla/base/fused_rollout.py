@@ -88,26 +88,26 @@ class FusedRollout:
         if missing:
             raise KeyError(f"fused rollout: missing {missing}")
         named = tuple(np.ascontiguousarray(tensors[n], np.float32) for n in TENSOR_NAMES)
-        from latent_vla.base import fused_kernels  # numba: a heavy optional dependency
-        from latent_vla.base.fused_gemm import pack
-
-        forward = tuple(pack(named[i].T) for i in (0, 4, 8, 10, 15))  # x @ W^T (Linear layers)
-        backward = tuple(pack(named[i]) for i in (15, 10, 8, 4, 0))  # g @ W (their input gradients)
-        self.params = named + forward + backward  # the kernels index this tuple
         self.learned = int(meta["learned_dim"])
         self.group = int(meta["group"])
         if self.group <= 0:
             raise ValueError(f"fused rollout: the SimNorm group size must be >= 1, got {self.group}")
         self.bound = np.float32(meta["bound"])
         self.eps = np.float32(meta["eps"])
-        self.latent_dim = int(self.params[8].shape[0])  # Z
-        self.action_dim = int(self.params[0].shape[1]) - self.latent_dim  # A
+        self.latent_dim = int(named[8].shape[0])  # Z
+        self.action_dim = int(named[0].shape[1]) - self.latent_dim  # A
         sizes = (self.latent_dim, self.action_dim, named[1].shape[0], named[11].shape[0], named[12].shape[-1])
         wrong = {n: a.shape for n, a, e in zip(TENSOR_NAMES, named, expected_shapes(*sizes).values(), strict=True)
                  if a.shape != e}  # fmt: skip
         if wrong or self.learned % self.group or not 0 < self.learned <= self.latent_dim or self.action_dim <= 0:
             raise ValueError(f"fused rollout: inconsistent sizes (Z={self.latent_dim}, learned={self.learned}, "
                              f"group={self.group}, A={self.action_dim}; wrong shapes {wrong})")  # fmt: skip
+        from latent_vla.base import fused_kernels  # numba: a heavy optional dependency
+        from latent_vla.base.fused_gemm import pack
+
+        forward = tuple(pack(named[i].T) for i in (0, 4, 8, 10, 15))  # x @ W^T (Linear layers)
+        backward = tuple(pack(named[i]) for i in (15, 10, 8, 4, 0))  # g @ W (their input gradients)
+        self.params = named + forward + backward  # the kernels index this tuple (shapes checked above)
         self._costs_and_grad, self._costs = fused_kernels.costs_and_grad, fused_kernels.costs
 
     def task_projection(self, task: np.ndarray) -> np.ndarray:
