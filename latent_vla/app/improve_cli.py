@@ -97,8 +97,7 @@ def _list(values: list[Any]) -> str:
 
 
 def _eval_step(cfg: DictConfig, name: str, run: Path, folder: Path) -> Step:
-    planners = ",".join(cfg.eval_planners)
-    argv = ["eval", f"ckpt={run}", f"task={cfg.task}", f"seed={cfg.seed}", f"planners=[{planners}]",
+    argv = ["eval", f"ckpt={run}", f"task={cfg.task}", f"seed={cfg.seed}", f"planners={_list(list(cfg.eval_planners))}",
             f"episodes={cfg.eval_episodes}", "videos=0", f"out={folder}",
             *[str(o) for o in cfg.overrides.eval]]  # fmt: skip
     return Step(name, argv, folder, "eval.json")
