@@ -52,7 +52,8 @@ def to_int8_dynamic(src: str | os.PathLike[str], dst: str | os.PathLike[str]) ->
 
     with tempfile.TemporaryDirectory() as tmp:
         pre = _preprocess(src, tmp)
-        quantize_dynamic(pre, str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
+        quantize_dynamic(pre, str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"],
+                         reduce_range=True)  # fmt: skip  # 7-bit weights: no u8s8 saturation on AVX2
     return Path(dst)
 
 
@@ -112,6 +113,7 @@ def to_int8_static(
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             per_channel=True,
+            reduce_range=True,  # 7-bit weights: u8 x s8 products saturate on x86 CPUs without VNNI
             op_types_to_quantize=QUANT_OPS,
             calibrate_method=CalibrationMethod.MinMax,
             nodes_to_exclude=exclude,
