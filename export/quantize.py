@@ -52,8 +52,13 @@ def to_int8_dynamic(src: str | os.PathLike[str], dst: str | os.PathLike[str]) ->
 
     with tempfile.TemporaryDirectory() as tmp:
         pre = _preprocess(src, tmp)
-        quantize_dynamic(pre, str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"],
-                         reduce_range=True)  # fmt: skip  # 7-bit weights: no u8s8 saturation on AVX2
+        quantize_dynamic(
+            pre,
+            str(dst),
+            weight_type=QuantType.QInt8,
+            op_types_to_quantize=["MatMul", "Gemm"],
+            reduce_range=True,  # 7-bit weights: u8 x s8 products saturate on x86 CPUs without VNNI
+        )
     return Path(dst)
 
 
