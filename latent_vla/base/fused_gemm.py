@@ -4,11 +4,14 @@ The planning step multiplies 8-row activations (one row per restart) by the same
 ~100 times per iteration. BLAS ``sgemm`` re-packs ``W`` on every call, which at 8 rows costs as much as
 the arithmetic (OpenBLAS reaches 25-55 GFLOP/s on these shapes here). This module packs each weight
 once, in column panels of 16 floats (one AVX-512 register; two AVX2 registers), and multiplies with a
-register-tiled micro-kernel written in LLVM IR through a numba intrinsic: a tile of 8 rows x 32 columns
-lives in 16 vector accumulators while ``k`` runs over ``K``; each step loads two panel vectors, broadcasts
-8 activations and issues 16 fused multiply-adds. Measured on this 2-core Xeon (AVX-512), one thread:
-75-85 GFLOP/s for 8 x 256 x 256 (BLAS 45-55), against a 98 GFLOP/s large-``sgemm`` peak
-(``benchmarks/planning_speed.py``).
+register-tiled micro-kernel written in LLVM IR through a numba intrinsic: a tile of rows x panels lives
+in vector accumulators while ``k`` runs over ``K``; each step loads the tile's panel vectors, broadcasts
+one activation per row and issues rows x panels fused multiply-adds. The tile fits the host's vector
+registers (:data:`TILE`): with AVX-512 (32 registers of 16 floats) 8 rows x 2 panels, 16 accumulators;
+with AVX2 (16 registers of 8 floats, two per panel) 4 rows x 1 panel, 8 register pairs, since the
+AVX-512 tile needs 32 and spills. Measured, one thread: on a 2-core Xeon (AVX-512) 75-85 GFLOP/s for
+8 x 256 x 256 (BLAS 45-55; large-``sgemm`` peak 98); on a 2-core AMD EPYC (Zen 3, AVX2) 47 GFLOP/s
+with the 4 x 1 tile against 26 with the 8 x 2 one (BLAS 17; peak 64).
 
 The arithmetic is plain float32 multiply-adds in ``k`` order (``llvm.fmuladd``: fused where the CPU has
 FMA), so results match BLAS to float32 rounding.
@@ -18,6 +21,7 @@ FMA), so results match BLAS to float32 rounding.
 
 from __future__ import annotations
 
+import llvmlite.binding as llvm
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
@@ -27,8 +31,18 @@ from numba.extending import intrinsic
 PANEL = 16
 """Floats per packed column panel (one 512-bit vector)."""
 
-ROWS = 8
-"""Rows per micro-kernel tile (the shipped restart count)."""
+
+def _has_avx512() -> bool:
+    """Whether numba compiles for a CPU with AVX-512 (``NUMBA_CPU_FEATURES`` when set, else the host's)."""
+    from numba.core import config
+
+    if config.CPU_FEATURES is not None:
+        return "+avx512f" in config.CPU_FEATURES
+    return bool(llvm.get_host_cpu_features().get("avx512f", False))
+
+
+TILE = (8, 2) if _has_avx512() else (4, 1)
+"""Rows and 16-float panels per micro-kernel tile for this CPU (see the module docstring)."""
 
 
 def pack(w: np.ndarray) -> np.ndarray:
@@ -97,8 +111,9 @@ def _micro_kernel(rows: int, vectors: int):
     return tile
 
 
-_tile_8x2, _tile_8x1 = _micro_kernel(ROWS, 2), _micro_kernel(ROWS, 1)
-_tile_1x2, _tile_1x1 = _micro_kernel(1, 2), _micro_kernel(1, 1)
+_ROWS, _PANELS = TILE
+_tile, _tile_tail = _micro_kernel(_ROWS, _PANELS), _micro_kernel(_ROWS, 1)  # tail: panels past a whole tile
+_row, _row_tail = _micro_kernel(1, _PANELS), _micro_kernel(1, 1)  # rows past the last whole tile
 
 
 @njit(cache=True, error_model="numpy", nogil=True)
@@ -111,19 +126,19 @@ def matmul_into(x, wp, out):
             or x.strides[1] != 4 or out.strides[1] != 4 or wp.strides[1] != 4 * PANEL
             or (n_panels > 1 and wp.strides[0] != 4 * PANEL * k)):  # fmt: skip
         raise ValueError("matmul_into: shapes or strides do not fit")
-    pairs = n_panels - n_panels % 2
+    whole = n_panels - n_panels % _PANELS
     m0 = 0
-    while m0 + ROWS <= m:
-        for nb in range(0, pairs, 2):
-            _tile_8x2(x, m0, wp, nb, out)
-        if pairs < n_panels:
-            _tile_8x1(x, m0, wp, pairs, out)
-        m0 += ROWS
+    while m0 + _ROWS <= m:
+        for nb in range(0, whole, _PANELS):
+            _tile(x, m0, wp, nb, out)
+        for nb in range(whole, n_panels):
+            _tile_tail(x, m0, wp, nb, out)
+        m0 += _ROWS
     for r in range(m0, m):
-        for nb in range(0, pairs, 2):
-            _tile_1x2(x, r, wp, nb, out)
-        if pairs < n_panels:
-            _tile_1x1(x, r, wp, pairs, out)
+        for nb in range(0, whole, _PANELS):
+            _row(x, r, wp, nb, out)
+        for nb in range(whole, n_panels):
+            _row_tail(x, r, wp, nb, out)
 
 
 @njit(cache=True, error_model="numpy", nogil=True)

@@ -45,3 +45,29 @@ def test_strided_rows_and_refused_shapes() -> None:
         matmul_into(wide[:, :70], pack(w), np.empty((8, 40), np.float32))  # output not padded to the panels
     with pytest.raises(ValueError, match="do not fit"):
         matmul(np.asfortranarray(wide[:, :70]), pack(w))  # columns not contiguous
+
+
+@pytest.mark.parametrize("rows, panels", [(8, 2), (8, 1), (4, 1), (1, 2), (1, 1)])
+def test_every_tile_shape(rows: int, panels: int) -> None:
+    """The micro-kernel tiles of both CPU families (AVX-512: 8 x 2 panels, AVX2: 4 x 1, and the tails), not
+    only the host's: each writes its block of the product and nothing else."""
+    from numba import njit
+
+    from latent_vla.base.fused_gemm import PANEL, _micro_kernel, pack
+
+    tile = _micro_kernel(rows, panels)
+
+    @njit
+    def one_tile(x, wp, m0, nb, out):  # noqa: ANN001, ANN202
+        tile(x, m0, wp, nb, out)
+
+    rng = np.random.default_rng(rows * 10 + panels)
+    x = rng.standard_normal((rows + 3, 37)).astype(np.float32)
+    w = rng.standard_normal((37, PANEL * (panels + 2))).astype(np.float32)
+    out = np.full((rows + 3, w.shape[1]), 7.0, np.float32)
+    one_tile(x, pack(w), 2, 1, out)  # rows 2 .. 2 + rows, panels 1 .. 1 + panels
+    block = (slice(2, 2 + rows), slice(PANEL, PANEL * (1 + panels)))
+    np.testing.assert_allclose(out[block], (x @ w)[block], rtol=1e-5, atol=1e-4)
+    untouched = np.ones(out.shape, bool)
+    untouched[block] = False
+    assert (out[untouched] == 7.0).all()
