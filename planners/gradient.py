@@ -34,21 +34,34 @@ class _Optimizer:
         self.u, self.kind, self.lr, self.betas, self.t = u, kind, lr, betas, 0
         self.m = np.zeros_like(u)  # first moment (Adam) or momentum buffer (SGD)
         self.v = np.zeros_like(u)  # second moment (Adam)
+        self._tmp = np.empty_like(u)  # scratch: the in-place ufuncs below allocate nothing per step
 
     def step(self, grad: np.ndarray) -> None:
         """Update ``u`` in place with ``grad`` (same shape)."""
         self.t += 1
+        m, v, tmp = self.m, self.v, self._tmp
         if self.kind == "sgd":
-            self.m *= 0.9
-            self.m += grad
-            self.u -= self.lr * (grad + 0.9 * self.m)
+            m *= 0.9
+            m += grad
+            np.multiply(m, 0.9, out=tmp)
+            tmp += grad
+            tmp *= self.lr
+            self.u -= tmp
             return
         b1, b2 = self.betas
-        self.m += (1 - b1) * (grad - self.m)
-        self.v *= b2
-        self.v += (1 - b2) * grad * grad
-        denom = np.sqrt(self.v / (1 - b2**self.t)) + 1e-8
-        self.u -= (self.lr / (1 - b1**self.t)) * self.m / denom
+        np.subtract(grad, m, out=tmp)
+        tmp *= 1 - b1
+        m += tmp  # m = b1 m + (1 - b1) g
+        np.multiply(grad, grad, out=tmp)
+        tmp *= 1 - b2
+        v *= b2
+        v += tmp  # v = b2 v + (1 - b2) g^2
+        np.multiply(v, 1 / (1 - b2**self.t), out=tmp)
+        np.sqrt(tmp, out=tmp)
+        tmp += 1e-8
+        np.divide(m, tmp, out=tmp)
+        tmp *= self.lr / (1 - b1**self.t)
+        self.u -= tmp
 
 
 class GradientPlanner(BasePlanner):
@@ -175,7 +188,11 @@ class GradientPlanner(BasePlanner):
                 stopped = "budget"
                 break
             assert grad_a is not None
-            opt.step(grad_a * half * (1.0 - th * th))  # chain rule through a = mid + half * tanh(u)
+            th *= th  # chain rule through a = mid + half * tanh(u), in place (th is not needed again)
+            np.subtract(1.0, th, out=th)
+            th *= half
+            th *= grad_a
+            opt.step(th)
             if self.langevin_std > 0:
                 u += self.langevin_std * math.sqrt(self.lr) * (1.0 - it / self.iterations) * self._randn(*u.shape)
             step_ms = max(step_ms, deadline.elapsed_ms() - t0)

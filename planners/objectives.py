@@ -125,18 +125,19 @@ class TrajectoryObjective:
         Returns:
             ``cost (N,)``, ``d cost / d actions (N, H, A)`` and the weighted terms by name, each ``(N,)``.
         """
-        cost = np.zeros(actions.shape[0], actions.dtype)
-        grad = np.zeros_like(actions)
         terms: dict[str, np.ndarray] = {}
+        grad: np.ndarray | None = None
         if self.prior_weight:
             diff = actions if prior is None else actions - prior
-            terms["prior"] = self.prior_weight * np.square(diff).sum((1, 2))
-            grad += 2.0 * self.prior_weight * diff
+            terms["prior"] = self.prior_weight * np.einsum("nha,nha->n", diff, diff)
+            grad = (2.0 * self.prior_weight) * diff
         if self.smooth_weight and actions.shape[1] > 1:
             d = np.diff(actions, axis=1)  # (N, H-1, A)
-            terms["smooth"] = self.smooth_weight * np.square(d).sum((1, 2))
-            grad[:, 1:] += 2.0 * self.smooth_weight * d
-            grad[:, :-1] -= 2.0 * self.smooth_weight * d
-        for v in terms.values():
-            cost += v
+            terms["smooth"] = self.smooth_weight * np.einsum("nha,nha->n", d, d)
+            d *= 2.0 * self.smooth_weight
+            grad = np.zeros_like(actions) if grad is None else grad
+            grad[:, 1:] += d
+            grad[:, :-1] -= d
+        grad = np.zeros_like(actions) if grad is None else grad
+        cost = sum(terms.values()) if terms else np.zeros(actions.shape[0], actions.dtype)
         return cost, grad, terms
