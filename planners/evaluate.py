@@ -240,10 +240,12 @@ def evaluate_brain(
     video_dir: Path | None = None,
     video_fps: float = 10.0,
     progress: bool = True,
+    video_stem: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate one brain on ``episodes`` seeded episodes (seeds ``seed + i``); returns its summary.
 
-    The first ``video_episodes`` episodes are saved as ``<video_dir>/<name>_ep<i>.gif``; their paths
+    The first ``video_episodes`` episodes are saved as ``<video_dir>/<video_stem>_ep<i>.gif`` (the stem
+    defaults to ``name``; a multi-task evaluation adds the task); their paths
     are listed in the summary under ``videos``. ``instruction_templates`` lists the templates the env's
     task drew instructions from (its own, or a user's given to the env).
     """
@@ -254,14 +256,14 @@ def evaluate_brain(
     results: list[EpisodeResult] = []
     videos: list[str] = []
     try:
-        bar = tqdm(range(episodes), desc=f"eval {name}", unit="ep", disable=not progress, leave=False)
+        bar = tqdm(range(episodes), desc=f"eval {name} ({task})", unit="ep", disable=not progress, leave=False)
         for i in bar:
             record = video_dir is not None and i < video_episodes
             result, frames = run_episode(env, brain, seed + i, spec, camera if record else None)
             results.append(result)
             if record and frames:
                 assert video_dir is not None
-                videos.append(str(save_gif(frames, video_dir / f"{name}_ep{i}.gif", video_fps)))
+                videos.append(str(save_gif(frames, video_dir / f"{video_stem or name}_ep{i}.gif", video_fps)))
             bar.set_postfix(success=f"{np.mean([r.success for r in results]):.0%}")
     finally:
         env.close()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -122,12 +123,26 @@ def _check_device_settings(cfg: DictConfig) -> None:
     model_device_settings(cfg, "device", "providers")
 
 
+def task_names(cfg: DictConfig) -> list[str]:
+    """``task=``: one task or a list of them (a multi-task model, every planner on each), each a known task.
+
+    Raises:
+        UserError: an unknown task, a repeated one or an empty list.
+    """
+    from sim import ENV_IDS  # registers the Gymnasium ids only; MuJoCo comes with the first env
+
+    tasks = choice_list(cfg, "task", ENV_IDS)
+    if len(set(tasks)) != len(tasks):
+        raise UserError(f"task lists a task twice: {tasks}")
+    return tasks
+
+
 def instruction_templates(cfg: DictConfig) -> list[str] | None:
     """``instruction_templates=[...]``, checked against the task's fields; None = the env's own templates.
 
     Raises:
-        UserError: not a list of strings, or a template with a field the task does not fill (e.g.
-            ``{zone}`` for reach) or characters an instruction may not hold (one line).
+        UserError: not a list of strings, or a template with a field a task of ``task=`` does not fill
+            (e.g. ``{zone}`` for reach) or characters an instruction may not hold (one line).
     """
     given = cfg.get("instruction_templates")
     if given is None:
@@ -139,9 +154,11 @@ def instruction_templates(cfg: DictConfig) -> list[str] | None:
 
     templates = list(given)
     try:
-        return list(TASKS[str(cfg.task)].check_templates(templates))
+        for task in task_names(cfg):
+            TASKS[task].check_templates(templates)
     except ValueError as exc:
         raise UserError(f"instruction_templates: {exc}") from None
+    return templates
 
 
 def check_settings(cfg: DictConfig) -> list[str]:
@@ -152,12 +169,10 @@ def check_settings(cfg: DictConfig) -> list[str]:
             below 1 (``episodes``, ...), a budget that is not a positive number, a ``device`` or
             ``providers`` this machine lacks or that the other model source takes, ...
     """
-    from sim import ENV_IDS  # registers the Gymnasium ids only; MuJoCo comes with the first env
-
     if (cfg.ckpt is None) == (cfg.bundle is None):
         given = "both" if cfg.ckpt is not None else "neither"
         raise UserError(f"give exactly one of ckpt=<run dir> or bundle=<bundle dir>; got {given}")
-    choice_setting(cfg, "task", ENV_IDS)
+    task_names(cfg)
     names = choice_list(cfg, "planners", cfg.planner_cfg)
     _check_device_settings(cfg)
     if cfg.bundle is not None:
@@ -181,13 +196,46 @@ def check_settings(cfg: DictConfig) -> list[str]:
     return names
 
 
+def _evaluate_tasks(
+    cfg: DictConfig,
+    names: list[str],
+    tasks: list[str],
+    make_brain: Callable[[str, dict[str, Any]], Any],
+    spec: Any,
+    env_kwargs: dict[str, Any],
+    out: Path,
+) -> list[dict[str, Any]]:
+    """Every planner of ``names`` on each task of ``tasks`` (same seeds); one record per (task, planner).
+
+    With several tasks the GIFs are named ``<planner>_<task>_ep<i>.gif`` and each record's
+    ``success_vs_best_other`` compares the planners on its own task.
+    """
+    import sim
+    from planners.evaluate import add_baseline_deltas, evaluate_brain
+
+    records: list[dict[str, Any]] = []
+    for task in tasks:
+        task_records = []
+        for name in names:
+            brain = make_brain(name, _planner_overrides(cfg, name))
+            stem = name if len(tasks) == 1 else f"{name}_{task}"
+            task_records.append(
+                evaluate_brain(name, brain, partial(sim.make_env, task, **env_kwargs), spec, task, int(cfg.episodes),
+                               int(cfg.seed), video_episodes=int(cfg.videos), video_dir=out / "videos",
+                               video_fps=float(cfg.video_fps), progress=bool(cfg.progress), video_stem=stem)
+            )  # fmt: skip
+        add_baseline_deltas(task_records)
+        records += task_records
+    return records
+
+
 def main(cfg: DictConfig) -> int:
     """Run the evaluation described by ``cfg`` (``configs/eval.yaml``); returns the exit code."""
     names = check_settings(cfg)
     import torch
 
     import sim
-    from planners.evaluate import add_baseline_deltas, evaluate_brain
+    from planners.evaluate import evaluate_brain
 
     torch.set_num_threads(resolve_threads(cfg.threads))
     make_brain, spec = _brain_factory(cfg)  # a bad checkpoint or bundle is refused before `out` is made
@@ -200,23 +248,16 @@ def main(cfg: DictConfig) -> int:
     if templates is not None:
         env_kwargs["instruction_templates"] = templates
 
-    def make_env() -> Any:
-        return sim.make_env(cfg.task, **env_kwargs)
-
-    records = []
-    for name in names:
-        brain = make_brain(name, _planner_overrides(cfg, name))
-        records.append(
-            evaluate_brain(name, brain, make_env, spec, cfg.task, int(cfg.episodes), int(cfg.seed),
-                           video_episodes=int(cfg.videos), video_dir=out / "videos", video_fps=float(cfg.video_fps),
-                           progress=bool(cfg.progress))
-        )  # fmt: skip
-    add_baseline_deltas(records)
+    tasks = task_names(cfg)
+    records = _evaluate_tasks(cfg, names, tasks, make_brain, spec, env_kwargs, out)
     (out / "eval.json").write_text(json.dumps(records, indent=2))
     phrasing = f" templates={len(templates)} of your own" if templates is not None else ""
-    print_table(records, f"eval: task={cfg.task} episodes={cfg.episodes} seed={cfg.seed}{phrasing}")
+    for task in tasks:
+        print_table([r for r in records if r["task"] == task],
+                    f"eval: task={task} episodes={cfg.episodes} seed={cfg.seed}{phrasing}")  # fmt: skip
 
-    if cfg.sweep:
+    if cfg.sweep:  # on the first task
+        make_env = partial(sim.make_env, tasks[0], **env_kwargs)
         key = str(cfg.sweep_key)
         sweep_names = list(cfg.sweep_planners) if cfg.sweep_planners else [n for n in names if n in SEARCHERS]
         sweep: list[dict[str, Any]] = []
@@ -227,7 +268,7 @@ def main(cfg: DictConfig) -> int:
                     over["budget_ms"] = None
                 elif name != "policy":  # the budget alone bounds the work (grad may still converge first)
                     over["iterations"] = 10**6
-                rec = evaluate_brain(f"{name}@{value}", make_brain(name, over), make_env, spec, cfg.task,
+                rec = evaluate_brain(f"{name}@{value}", make_brain(name, over), make_env, spec, tasks[0],
                                      int(cfg.sweep_episodes), int(cfg.seed), progress=bool(cfg.progress))  # fmt: skip
                 rec.update(planner=name, sweep_key=key, sweep_value=value)
                 sweep.append(rec)

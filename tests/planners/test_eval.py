@@ -80,12 +80,38 @@ def test_eval_cli_writes_records_videos_and_sweep(random_checkpoint_dir, tmp_pat
     assert (out / "sweep.png").stat().st_size > 1000
 
 
+def test_eval_cli_evaluates_every_task_of_a_list(random_checkpoint_dir, tmp_path) -> None:
+    """A multi-task model (issue 16): ``task=[...]`` runs every planner on each task on the same seeds; records
+    carry their task, GIFs are named by task, and each record compares the planners of its own task."""
+    out = tmp_path / "eval"
+    code = main(["eval", f"ckpt={random_checkpoint_dir}", "planners=[policy,grad]", "task=[reach,push]",
+                 "episodes=1", "max_steps=2", "seed=4", "videos=1", "threads=1", "progress=false", f"out={out}",
+                 "planner_cfg.grad.iterations=2", "horizon=4"])  # fmt: skip
+    assert code == 0
+    records = json.loads((out / "eval.json").read_text())
+    assert [(r["task"], r["planner"]) for r in records] == [
+        ("reach", "policy"), ("reach", "grad"), ("push", "policy"), ("push", "grad"),
+    ]  # fmt: skip
+    for r in records:
+        assert r["seeds"] == [4] and (out / "videos" / f"{r['planner']}_{r['task']}_ep0.gif").is_file()
+    for task in ("reach", "push"):
+        pair = [r for r in records if r["task"] == task]
+        assert pair[0]["success_vs_best_other"] == pair[0]["success_rate"] - pair[1]["success_rate"]
+
+
 def test_eval_cli_refuses_bad_requests(random_checkpoint_dir, tmp_path, capsys) -> None:
     assert main(["eval", f"out={tmp_path}"]) == 2
     assert "exactly one of ckpt" in capsys.readouterr().err
     assert main(["eval", f"ckpt={random_checkpoint_dir}", "planners=[nope]", f"out={tmp_path}"]) == 2
     assert "unknown 'nope'" in capsys.readouterr().err
     assert main(["eval", "no_such_key=1"]) == 2
+    assert main(["eval", f"ckpt={random_checkpoint_dir}", "task=[reach,reach]", f"out={tmp_path}"]) == 2
+    assert "twice" in capsys.readouterr().err
+    assert main(["eval", f"ckpt={random_checkpoint_dir}", "task=[reach,fly]", f"out={tmp_path}"]) == 2
+    assert "unknown 'fly'" in capsys.readouterr().err
+    templates = "instruction_templates=['push the {object} to the {zone}']"
+    assert main(["eval", f"ckpt={random_checkpoint_dir}", "task=[push,reach]", templates, f"out={tmp_path}"]) == 2
+    assert "instruction_templates" in capsys.readouterr().err  # reach has no {zone}
 
 
 @pytest.mark.slow
