@@ -99,6 +99,32 @@ def test_tiny_demo_runs_every_stage(tmp_path: Path) -> None:
     assert state["eval"]["finished"] > state["eval_bundle"]["finished"]  # eval_bundle was not re-run
 
 
+@pytest.mark.slow
+def test_tiny_multitask_demo_runs_every_stage_on_every_task(tmp_path: Path) -> None:
+    """The multi-task recipe's path end to end on tiny settings: three datasets, one model, every task evaluated
+    from PyTorch and from the bundle, the report listing each task's demonstrations and results."""
+    out = tmp_path / "demo"
+    argv = [
+        "demo", f"out={out}", "recipe=multitask", "episodes=2", "collect_per_task.reach=['episodes=2']",
+        "train_minutes=1.0", "eval_episodes=1", "run_steps=10", "screenshot=false",
+        "overrides.collect=['max_episode_steps=12']",
+        "overrides.train=['train.steps=10','train.batch_size=8','train.val_every=5','train.log_every=5']",
+        "overrides.eval=['max_steps=6','videos=1','planner_cfg.grad.iterations=2']",
+        "overrides.export=['export.horizon=4','export.precisions=[fp32]']",
+        "overrides.eval_bundle=['max_steps=6','videos=0']",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    summary = json.loads((out / "demo.json").read_text())
+    for key in ("eval", "eval_bundle"):
+        assert sorted((r["task"], r["planner"]) for r in summary[key]) == sorted(
+            (t, p) for t in ("reach", "push", "pick") for p in ("grad", "policy")
+        )
+    assert sorted(c["task"] for c in summary["collect"]) == ["pick", "push", "reach"]
+    assert summary["lead_episode"]["gif"].endswith("_ep0.gif")
+    page = (out / "report" / "index.html").read_text()
+    assert "missing:" not in page and all(t in page for t in ("reach", "push", "pick"))
+
+
 # -- resume, refuse, re-run: the demo's stages through a fake runner (no simulation, no training) --------
 class FakeStages:
     """Stands in for ``latent_vla.app.cli.main``: each stage writes its final file; ``fail`` names one that fails."""
@@ -109,7 +135,8 @@ class FakeStages:
 
     def __call__(self, argv: list[str]) -> int:
         out = Path(next(a for a in argv if a.startswith("out=")).split("=", 1)[1])
-        stage = next(s for s, (folder, _) in OUTPUTS.items() if out.name == folder)
+        folder_of = {folder: s for s, (folder, _) in OUTPUTS.items()}
+        stage = folder_of.get(out.name) or folder_of[out.parent.name]  # a multi-task collect: data/<task>
         self.calls.append(stage)
         if stage == self.fail:
             return 1
@@ -251,6 +278,41 @@ def test_shipped_recipes_evaluate_every_planner_within_an_hour(tmp_path: Path, r
     argv = {p.name: p.argv for p in plan_stages(cfg)}
     assert f"task={recipe}" in argv["collect"] and "seed=7" in argv["eval"]
     assert compose("demo", [f"out={tmp_path}", f"recipe={recipe}", "eval_episodes=3"]).eval_episodes == 3
+
+
+def test_multitask_recipe_trains_one_model_on_every_task_within_90_minutes(tmp_path: Path) -> None:
+    """Issue 16's recipe contract: a dataset per task (with that task's collect settings), one model trained on
+    all of them, every task evaluated from PyTorch and from the bundle on the same held-out seeds."""
+    cfg = compose("demo", [f"out={tmp_path}", "recipe=multitask", "seed=7"])
+    assert cfg.recipe_name == "multitask" and list(cfg.task) == ["reach", "push", "pick"]
+    assert cfg.budget_minutes <= 90 and "grad" in cfg.planners and "grad" in cfg.bundle_planners
+    plans = {p.name: p for p in plan_stages(cfg)}
+    collects = plans["collect"].commands
+    assert [c[1] for c in collects] == ["task=reach", "task=push", "task=pick"]
+    assert all(f"out={tmp_path / 'data' / c[1][5:]}" in c and "seed=100007" in c for c in collects)
+    assert "reset_noise=15" in collects[0] and "policy=dart" in collects[1] and "policy=dart" in collects[2]
+    data = ",".join(str(tmp_path / "data" / t) for t in ("reach", "push", "pick"))
+    assert f"data=[{data}]" in plans["train"].argv and "train.rephrase=0.5" in plans["train"].argv
+    for name in ("eval", "eval_bundle"):
+        assert "task=[reach,push,pick]" in plans[name].argv and "seed=7" in plans[name].argv
+    assert "robot.task=reach" in plans["run"].argv
+
+
+def test_a_multitask_demo_resumes_per_task_collection(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tasks = "task=[reach,push]"
+    assert _demo(monkeypatch, tmp_path, FakeStages(), tasks) == 0
+    assert (tmp_path / "data" / "push" / "collect.json").is_file()
+    again = FakeStages()
+    assert _demo(monkeypatch, tmp_path, again, tasks) == 0
+    assert again.calls == []
+    (tmp_path / "data" / "push" / "collect.json").unlink()  # one task's dataset lost: collect and all after it
+    again = FakeStages()
+    assert _demo(monkeypatch, tmp_path, again, tasks) == 0
+    assert again.calls == ["collect", "collect", "train", "inspect", "eval", "export", "eval_bundle", "run"]
+    again = FakeStages()
+    assert _demo(monkeypatch, tmp_path, again, tasks, "collect_per_task.push=['policy=dart']") == 0
+    assert again.calls[:2] == ["collect", "collect"]  # a per-task setting changed
+    assert main(["demo", f"out={tmp_path / 'x'}", tasks, "collect_per_task.pick=['policy=dart']"]) == 2
 
 
 def test_an_unknown_recipe_is_refused_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -72,10 +72,37 @@ class DemoStageError(RuntimeError):
 
 @dataclass(frozen=True)
 class StagePlan:
-    """One stage: its name, the ``latent-vla`` argv it runs (or None for an in-process step)."""
+    """One stage: its name, the ``latent-vla`` argv it runs (or None for an in-process step) and, for a
+    stage that runs once per task of a multi-task demo, the further argvs (``more``), run in order."""
 
     name: str
     argv: list[str] | None
+    more: tuple[list[str], ...] = ()
+
+    @property
+    def commands(self) -> list[list[str]]:
+        """Every argv the stage runs, in order (none for an in-process step)."""
+        return [] if self.argv is None else [self.argv, *self.more]
+
+    @property
+    def recorded(self) -> list[str] | list[list[str]] | None:
+        """What the stage state records of the commands: the argv, or the list of argvs when several."""
+        return self.commands if self.more else self.argv
+
+
+def demo_tasks(cfg: DictConfig) -> list[str]:
+    """``task=``: one task, or a list (a multi-task demo: one dataset per task, one model, every task evaluated)."""
+    tasks = [str(t) for t in cfg.task] if OmegaConf.is_list(cfg.task) else [str(cfg.task)]
+    if not tasks or len(set(tasks)) != len(tasks):
+        raise UserError(f"task must be a task or a list of different tasks, got {tasks}")
+    return tasks
+
+
+def _flat_args(recorded: object) -> list[str]:
+    """The arguments of a recorded argv or list of argvs, flattened."""
+    if not isinstance(recorded, list):
+        return []
+    return [a for item in recorded for a in (item if isinstance(item, list) else [item])]
 
 
 def _list(values: object) -> str:
@@ -98,36 +125,42 @@ def plan_stages(cfg: DictConfig) -> list[StagePlan]:
     unknown = [s for s in selected if s not in STAGES]
     if unknown:
         raise UserError(f"stages: unknown demo stage(s) {unknown}; valid: {', '.join(STAGES)}")
+    tasks = demo_tasks(cfg)
     data, run, bundle = out / "data", out / "run", out / "bundle"
-    common = [f"task={cfg.task}", f"seed={cfg.seed}"]
-    argv: dict[str, list[str] | None] = {
+    datas = [data] if len(tasks) == 1 else [data / t for t in tasks]  # one LeRobotDataset per task
+    task_arg = f"task={tasks[0] if len(tasks) == 1 else _list(tasks)}"
+    per_task = cfg.get("collect_per_task") or {}  # extra collect overrides of one task
+    if unknown := [t for t, extra in per_task.items() if extra and t not in tasks]:
+        raise UserError(f"collect_per_task names task(s) {unknown} that task= does not list ({tasks})")
+    common = [task_arg, f"seed={cfg.seed}"]
+    argv: dict[str, list[list[str]]] = {
         # demonstrations come from other layouts than the evaluation episodes (seed .. seed+episodes-1)
-        "collect": ["collect", f"task={cfg.task}", f"seed={cfg.seed + HELD_OUT_SEED_OFFSET}",
-                    f"episodes={cfg.episodes}", f"out={data}", "mode=overwrite"],
-        "train": ["train", f"data={data}", f"out={run}", f"train.minutes={cfg.train_minutes}",
-                  f"train.seed={cfg.seed}", "resume=false"],
-        "inspect": ["inspect", f"ckpt={run}", f"data={data}", f"out={out / 'inspect'}"],
-        "eval": ["eval", f"ckpt={run}", *common, f"planners={_list(cfg.planners)}",
-                 f"episodes={cfg.eval_episodes}", f"videos={cfg.videos}", f"out={out / 'eval'}",
-                 *([f"sweep={_list(cfg.sweep)}", f"sweep_episodes={cfg.sweep_episodes}",
-                    f"sweep_planners={_list(cfg.sweep_planners)}"] if cfg.sweep else [])],
-        "export": ["export", f"ckpt={run}", f"out={bundle}"],
-        "eval_bundle": ["eval", f"bundle={bundle}", *common, f"planners={_list(cfg.bundle_planners)}",
-                        f"episodes={cfg.eval_episodes}", f"out={out / 'eval_bundle'}"],
-        "run": ["run", "robot=twin", f"robot.task={cfg.task}", f"robot.seed={cfg.seed}", f"brain={bundle}",
-                "task=null", f"steps={cfg.run_steps}",
-                f"out={out / 'twin'}", "yes=true"],
-        "report": None,
-    }
+        "collect": [["collect", f"task={t}", f"seed={cfg.seed + HELD_OUT_SEED_OFFSET}", f"episodes={cfg.episodes}",
+                     f"out={d}", "mode=overwrite", *[str(o) for o in per_task.get(t, [])]]
+                    for t, d in zip(tasks, datas, strict=True)],
+        "train": [["train", f"data={datas[0] if len(datas) == 1 else _list(datas)}", f"out={run}",
+                   f"train.minutes={cfg.train_minutes}", f"train.seed={cfg.seed}", "resume=false"]],
+        "inspect": [["inspect", f"ckpt={run}", f"data={datas[0]}", f"out={out / 'inspect'}"]],
+        "eval": [["eval", f"ckpt={run}", *common, f"planners={_list(cfg.planners)}",
+                  f"episodes={cfg.eval_episodes}", f"videos={cfg.videos}", f"out={out / 'eval'}",
+                  *([f"sweep={_list(cfg.sweep)}", f"sweep_episodes={cfg.sweep_episodes}",
+                     f"sweep_planners={_list(cfg.sweep_planners)}"] if cfg.sweep else [])]],
+        "export": [["export", f"ckpt={run}", f"out={bundle}"]],
+        "eval_bundle": [["eval", f"bundle={bundle}", *common, f"planners={_list(cfg.bundle_planners)}",
+                         f"episodes={cfg.eval_episodes}", f"out={out / 'eval_bundle'}"]],
+        "run": [["run", "robot=twin", f"robot.task={tasks[0]}", f"robot.seed={cfg.seed}", f"brain={bundle}",
+                 "task=null", f"steps={cfg.run_steps}", f"out={out / 'twin'}", "yes=true"]],
+        "report": [],
+    }  # fmt: skip
     extra = cfg.get("overrides") or {}
     unknown = [k for k in extra if k not in STAGES or k == "report"]
     if unknown:
         raise UserError(f"overrides for unknown stage(s) {unknown}; valid: {', '.join(STAGES[:-1])}")
-    return [
-        StagePlan(name, None if argv[name] is None else [*argv[name], *[str(o) for o in extra.get(name, [])]])
-        for name in STAGES
-        if name in selected
-    ]
+    plans = []
+    for name in (n for n in STAGES if n in selected):
+        commands = [[*a, *[str(o) for o in extra.get(name, [])]] for a in argv[name]]
+        plans.append(StagePlan(name, commands[0], tuple(commands[1:])) if commands else StagePlan(name, None))
+    return plans
 
 
 def budget_line(elapsed_s: float, budget_minutes: float) -> str:
@@ -152,21 +185,30 @@ def run_stage(
     from latent_vla.app.cli import EXIT_INTERRUPTED
 
     assert plan.argv is not None
-    print(f"\n=== {label} {plan.name}{header}: latent-vla {' '.join(plan.argv)}", flush=True)
     t0 = time.perf_counter()
-    try:
-        code = runner(plan.argv)
-    except Exception as exc:  # noqa: BLE001 - re-raised with the stage named
-        raise DemoStageError(f"{label} '{plan.name}' failed: {type(exc).__name__}: {exc}") from exc
-    if code == EXIT_INTERRUPTED:
-        raise KeyboardInterrupt
-    if code:
-        demo = label == "demo stage"
-        rerun = f"alone with `latent-vla demo stages=[{plan.name}] out=...`" if demo else "with the same command"
-        raise DemoStageError(
-            f"{label} '{plan.name}' failed with exit code {code}; the lines above say why. Re-run it {rerun}."
-        )
+    for i, argv in enumerate(plan.commands):
+        part = f" [{i + 1}/{len(plan.commands)}]" if plan.more else ""
+        print(f"\n=== {label} {plan.name}{part}{header}: latent-vla {' '.join(argv)}", flush=True)
+        try:
+            code = runner(argv)
+        except Exception as exc:  # noqa: BLE001 - re-raised with the stage named
+            raise DemoStageError(f"{label} '{plan.name}' failed: {type(exc).__name__}: {exc}") from exc
+        if code == EXIT_INTERRUPTED:
+            raise KeyboardInterrupt
+        if code:
+            demo = label == "demo stage"
+            rerun = f"alone with `latent-vla demo stages=[{plan.name}] out=...`" if demo else "with the same command"
+            raise DemoStageError(
+                f"{label} '{plan.name}' failed with exit code {code}; the lines above say why. Re-run it {rerun}."
+            )
     return time.perf_counter() - t0
+
+
+def final_files(plan: StagePlan, out: Path) -> list[Path]:
+    """The file each command of ``plan`` writes last (:data:`OUTPUTS`), under that command's ``out=``."""
+    folder, last = OUTPUTS[plan.name]
+    outs = [next((a[4:] for a in argv if a.startswith("out=")), None) for argv in plan.commands]
+    return [Path(o) / last if o else out / folder / last for o in outs] or [out / folder / last]
 
 
 class DemoState(StageState):
@@ -177,7 +219,7 @@ class DemoState(StageState):
 
     def mark(self, plan: StagePlan, status: str, seconds: float | None = None) -> None:
         """Record ``plan``'s status (and its wall time when done), then save."""
-        self.record(plan.name, plan.argv, status, seconds)
+        self.record(plan.name, plan.recorded, status, seconds)
 
     def timings(self) -> dict[str, float]:
         """Wall seconds of every finished stage (from this run or an earlier one), in stage order."""
@@ -191,12 +233,12 @@ class DemoState(StageState):
             return "not run yet"
         if rec.get("status") != "done":
             return f"its last run {'failed' if rec.get('status') == 'failed' else 'did not finish'}"
-        if rec.get("argv") != plan.argv:
-            new = [a for a in plan.argv or [] if a not in (rec.get("argv") or [])]
+        if rec.get("argv") != plan.recorded:
+            new = [a for a in _flat_args(plan.recorded) if a not in _flat_args(rec.get("argv"))]
             return f"settings changed ({' '.join(new) or 'fewer overrides'})"
-        folder, last = OUTPUTS[plan.name]
-        if not (out / folder / last).is_file():
-            return f"{folder}/{last} is missing"
+        missing = [f for f in final_files(plan, out) if not f.is_file()]
+        if missing:
+            return f"{missing[0].relative_to(out)} is missing"
         newer = [d for d in READS[plan.name] if self.stages.get(d, {}).get("finished", 0) > rec["finished"]]
         return f"{newer[0]} ran again since" if newer else None
 

@@ -1,7 +1,8 @@
 """Assemble the demo's report from the files each stage wrote under ``<out>``.
 
-Reads ``data/collect.json``, the training CSV log in ``run/``, ``inspect/*.png``, ``eval/eval.json``
-(+ ``sweep.png`` and GIFs), ``bundle/export_report.json``, ``eval_bundle/eval.json`` and
+Reads ``data/collect.json`` (``data/<task>/collect.json`` for a multi-task demo), the training CSV
+log in ``run/``, ``inspect/*.png``, ``eval/eval.json`` (+ ``sweep.png`` and GIFs),
+``bundle/export_report.json``, ``eval_bundle/eval.json`` and
 ``twin/run_report.json``; writes ``report/index.html``, its PNG/GIF figures and ``demo.json``
 (every number the page shows), and prints a summary table.
 
@@ -88,17 +89,18 @@ class LeadEpisode:
     first_success_step: int | None
     steps: int
     final_distance: float  # metres, the task's distance at the end
+    task: str = ""  # the record's task (named in the caption)
 
     def caption(self, successes: int, episodes: int) -> str:
         """One sentence on what the GIF shows; ``successes`` of ``episodes`` evaluated episodes (all planners)."""
         views = ("Left: the real camera; middle and right: what the model imagined (decoded latents) 1 step "
                  "and the whole horizon ahead along the plan it chose.")  # fmt: skip
         if self.success:
-            return (f"Planner {self.planner} on held-out episode (seed {self.seed}): reached the goal at tick "
-                    f"{self.first_success_step} of {self.steps}. {views}")  # fmt: skip
+            return (f"Planner {self.planner} on held-out {self.task} episode (seed {self.seed}): reached the goal "
+                    f"at tick {self.first_success_step} of {self.steps}. {views}")  # fmt: skip
         which = "No evaluated episode succeeded" if successes == 0 else (
             f"No recorded episode succeeded ({successes} of {episodes} evaluated episodes did, without a GIF)")
-        return (f"{which}; this is the closest one: planner {self.planner}, seed {self.seed}, "
+        return (f"{which}; this is the closest one: {self.task} with planner {self.planner}, seed {self.seed}, "
                 f"{100 * self.final_distance:.1f} cm from the goal at the end. {views}")  # fmt: skip
 
 
@@ -119,7 +121,8 @@ def lead_episode(eval_dir: Path, records: Sequence[Mapping[str, Any]] | None) ->
                 continue
             ep = per_episode[int(m.group(1))]
             lead = LeadEpisode(gif, str(rec["planner"]), int(ep["seed"]), bool(ep["success"]),
-                               ep.get("first_success_step"), int(ep["steps"]), float(ep["final_distance"]))  # fmt: skip
+                               ep.get("first_success_step"), int(ep["steps"]), float(ep["final_distance"]),
+                               str(rec.get("task", "")))  # fmt: skip
             distance = lead.final_distance if lead.final_distance == lead.final_distance else float("inf")  # NaN last
             success_key = (False, lead.planner != "grad", order, lead.first_success_step or 0)
             key = success_key if lead.success else (True, distance)
@@ -180,11 +183,12 @@ def _detail_sections(out: Path, fig_dir: Path, summary: dict[str, Any]) -> list[
     """Demonstrations, training, imagination, export and the twin run; fills ``summary`` with their figures."""
     sections: list[ReportSection] = []
 
-    collect = read_json(out / "data" / "collect.json")
-    summary["collect"] = collect
+    single = read_json(out / "data" / "collect.json")  # a multi-task demo has data/<task>/collect.json
+    collects = [single] if single else [c for p in sorted((out / "data").glob("*/collect.json")) if (c := read_json(p))]
+    summary["collect"] = single or collects or None
     collect_keys = ("task", "episodes", "frames", "pc_success", "avg_sum_reward", "workers", "frames_per_s", "wall_s")
-    sec = ReportSection("Expert demonstrations", table=[_pick(collect, collect_keys)] if collect else [])
-    if not collect:
+    sec = ReportSection("Expert demonstrations", table=[_pick(c, collect_keys) for c in collects])
+    if not collects:
         sec.notes.append("missing: no data/collect.json")
     sections.append(sec)
 

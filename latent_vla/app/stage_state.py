@@ -38,9 +38,11 @@ class StageState:
         tmp.write_text(json.dumps({"version": 1, "stages": self.stages}, indent=2))
         tmp.replace(self.path)
 
-    def record(self, name: str, argv: list[str] | None, status: str, seconds: float | None = None) -> None:
-        """Record step ``name``'s command and status (``started`` / ``done`` / ``failed``; with its wall
-        time when done), then save."""
+    def record(
+        self, name: str, argv: list[str] | list[list[str]] | None, status: str, seconds: float | None = None
+    ) -> None:
+        """Record step ``name``'s command (or list of commands) and status (``started`` / ``done`` /
+        ``failed``; with its wall time when done), then save."""
         rec: dict[str, Any] = {"argv": argv, "status": status}
         if seconds is not None:
             rec.update(seconds=round(seconds, 3), finished=time.time())
