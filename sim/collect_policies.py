@@ -37,9 +37,11 @@ from latent_vla.base.robot_spec import RobotSpec
 from sim.observation import robot_observation
 
 POLICIES = ("expert", "dart", "explore", "brain", "random")
-DEFAULT_NOISE: dict[str, float] = {"expert": 0.0, "dart": 0.03, "explore": 0.3, "brain": 0.0, "random": 0.0}
+DEFAULT_NOISE: dict[str, float] = {"expert": 0.0, "dart": 0.01, "explore": 0.3, "brain": 0.0, "random": 0.0}
 """``noise`` when the config leaves it unset: a fraction of each joint's range (for ``explore`` the
-std of the random walk's velocity, per second)."""
+std of the random walk's velocity, per second). DART's 0.01 keeps the executed episodes mostly
+successful: measured on 12 episodes each (seeds 100000+), push 67 % at 0.01, 0 % at 0.02 and 0.03 (0 of
+74); pick 100 % at 0.01, 8 % at 0.03; the clean expert 99-100 %."""
 
 LOST_GAP = 0.03
 """Metres between the expert's commanded point and the measured site beyond which the expert
