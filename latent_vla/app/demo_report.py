@@ -256,7 +256,9 @@ def write_report(out: Path, cfg: Mapping[str, Any], timings: Mapping[str, float]
     timing_rows = [{"stage": k, "seconds": round(v, 1)} for k, v in timings.items()]
     sections.append(ReportSection("Stage wall times", table=timing_rows))
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    subtitle = f"task {cfg.get('task')} · seed {cfg.get('seed')} · generated {stamp}"
+    task = cfg.get("task")
+    tasks = ", ".join(map(str, task)) if isinstance(task, list | tuple) else task
+    subtitle = f"task {tasks} · seed {cfg.get('seed')} · generated {stamp}"
     page = report_dir / "index.html"
     page.write_text(render_html("latent-vla demo report", subtitle, sections))
     summary.update({"config": dict(cfg), "timings_s": dict(timings), "generated": stamp, "report": str(page)})
