@@ -30,6 +30,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from latent_vla.app.eval_cli import task_names
 from latent_vla.app.settings import int_setting, positive_number
 from latent_vla.app.stage_state import StageState
 from latent_vla.base.errors import UserError
@@ -90,14 +91,6 @@ class StagePlan:
         return self.commands if self.more else self.argv
 
 
-def demo_tasks(cfg: DictConfig) -> list[str]:
-    """``task=``: one task, or a list (a multi-task demo: one dataset per task, one model, every task evaluated)."""
-    tasks = [str(t) for t in cfg.task] if OmegaConf.is_list(cfg.task) else [str(cfg.task)]
-    if not tasks or len(set(tasks)) != len(tasks):
-        raise UserError(f"task must be a task or a list of different tasks, got {tasks}")
-    return tasks
-
-
 def _flat_args(recorded: object) -> list[str]:
     """The arguments of a recorded argv or list of argvs, flattened."""
     if not isinstance(recorded, list):
@@ -125,7 +118,7 @@ def plan_stages(cfg: DictConfig) -> list[StagePlan]:
     unknown = [s for s in selected if s not in STAGES]
     if unknown:
         raise UserError(f"stages: unknown demo stage(s) {unknown}; valid: {', '.join(STAGES)}")
-    tasks = demo_tasks(cfg)
+    tasks = task_names(cfg)  # the check eval makes: known tasks, none twice
     data, run, bundle = out / "data", out / "run", out / "bundle"
     datas = [data] if len(tasks) == 1 else [data / t for t in tasks]  # one LeRobotDataset per task
     task_arg = f"task={tasks[0] if len(tasks) == 1 else _list(tasks)}"
