@@ -204,6 +204,7 @@ def run_shard(job: ShardJob, stop, report: Callable[[str, Any], None]) -> list[d
         encoder_queue_maxsize=max_len + 1,  # a whole episode fits: the streaming encoder never drops frames
     )
     ds.meta.update_chunk_settings(video_files_size_in_mb=video_file_limit(cfg))
+    _set_video_quality(ds, cfg, job.fps, queue_size=max_len + 1)
     quiet_writer_logs()
     try:
         with _lean_lerobot_writer(job.features), warnings.catch_warnings():
@@ -275,6 +276,28 @@ def worker_main(job: ShardJob, stop, q) -> None:
         q.put((job.shard, "done", len(records)))
     except BaseException:  # reported to the parent, which re-raises it
         q.put((job.shard, "error", traceback.format_exc()))
+
+
+def _set_video_quality(ds: Any, cfg: Any, fps: int, queue_size: int) -> None:
+    """Give ``ds`` a streaming encoder with ``cfg.pix_fmt`` and ``cfg.crf``.
+
+    LeRobot 0.4.4's ``LeRobotDataset.create`` builds its streaming encoder with a fixed ``yuv420p``,
+    ``crf=30``; this swaps in LeRobot's own :class:`StreamingVideoEncoder` with ours (same codec, GOP
+    and queue). The MP4s stay ordinary LeRobot videos: ``info.json`` records their ``pix_fmt``.
+    """
+    from lerobot.datasets.video_utils import StreamingVideoEncoder
+
+    if ds._streaming_encoder is None or (cfg.pix_fmt, int(cfg.crf)) == ("yuv420p", 30):
+        return
+    ds._streaming_encoder = StreamingVideoEncoder(
+        fps=fps,
+        vcodec=cfg.vcodec,
+        pix_fmt=cfg.pix_fmt,
+        g=2,
+        crf=int(cfg.crf),
+        queue_maxsize=queue_size,
+        encoder_threads=cfg.encoder_threads,
+    )
 
 
 def video_file_limit(cfg: CollectConfig) -> float:

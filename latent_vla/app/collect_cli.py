@@ -53,6 +53,8 @@ def config_from_hydra(cfg: DictConfig) -> CollectConfig:
             reset_noise=None if cfg.get("reset_noise") is None else float(cfg.reset_noise),
             robot=str(cfg.robot),
             vcodec=str(cfg.vcodec),
+            pix_fmt=str(cfg.get("pix_fmt", "yuv444p")),
+            crf=int(cfg.get("crf", 0)),
             image_writer_threads=int(cfg.image_writer_threads),
             streaming_encoding=bool(cfg.streaming_encoding),
             video_file_mb=float(cfg.video_file_mb),

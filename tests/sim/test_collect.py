@@ -219,6 +219,39 @@ def test_reset_noise_widens_the_start_poses(collected, tmp_path):
         collect(_cfg(tmp_path / "bad", reset_noise=-1.0))
 
 
+def _decoded_vs_rendered(root: Path, seed: int) -> np.ndarray:
+    """Per-pixel |decoded - rendered| of an episode's first frame, both cameras, 0..255 levels."""
+    from latent_vla.data import load_frames
+
+    cache = load_frames(root, episodes=[0], progress=False, video_backend="pyav")
+    env = sim.make_env("reach")
+    try:
+        obs, _ = env.reset(seed=seed)
+    finally:
+        env.close()
+    return np.stack([np.abs(cache.images[c][0].astype(int) - obs["images"][c]) for c in ("front", "wrist")])
+
+
+def test_videos_keep_the_rendered_colours(collected, tmp_path):
+    """The default (yuv444p, crf 0) decodes to the frames the env rendered; LeRobot's yuv420p/crf 30 does not."""
+    out, _ = collected
+    info = json.loads((out / "meta" / "info.json").read_text())
+    assert info["features"]["observation.images.front"]["info"]["video.pix_fmt"] == "yuv444p"
+    assert _decoded_vs_rendered(out, seed=7).max() <= 3  # RGB <-> YUV rounding only
+    lossy = tmp_path / "lossy"
+    collect(_cfg(lossy, episodes=1, pix_fmt="yuv420p", crf=30))
+    assert _decoded_vs_rendered(lossy, seed=7).max() > 30  # small objects lose their colour
+    with pytest.raises(CollectError, match="pix_fmt"):
+        collect(_cfg(tmp_path / "bad", pix_fmt="rgb24"))
+    with pytest.raises(CollectError, match="needs vcodec=h264"):
+        collect(_cfg(tmp_path / "bad", vcodec="libsvtav1"))
+    with pytest.raises(CollectError, match="crf"):
+        collect(_cfg(tmp_path / "bad", crf=60))
+    with pytest.raises(CollectError, match="streaming_encoding=false"):
+        collect(_cfg(tmp_path / "bad", streaming_encoding=False))
+    assert not (tmp_path / "bad").exists()
+
+
 def test_interrupt_mid_episode_keeps_finished_episodes(tmp_path):
     class StopMidThirdEpisode:
         """Reads like a Ctrl-C that lands in the middle of the third episode."""
