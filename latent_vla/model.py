@@ -62,6 +62,9 @@ class ModelConfig:
         keypoints: P, spatial-softmax keypoints per camera (0 = none); each adds an ``(x, y)``.
         film: modulate the conv blocks with the instruction (FiLM), so the encoder can look for
             what the instruction names.
+        attention: instruction-queried spatial attention heads per camera (0 = none): each head
+            scores every cell of the first block's map against the instruction and adds the expected
+            ``(x, y)`` of its scores, i.e. *where the named thing is*, as two features.
         proprio_latent: append the measured joint positions (action units) to the latent and make
             the policy residual on them: its chunk is "where the joints are now" plus a learned offset
             per step. Needs ``state_dim == action_dim`` (joint-position robots), else it is ignored.
@@ -90,6 +93,7 @@ class ModelConfig:
     image_feat: int = 128
     keypoints: int = 8
     film: bool = True
+    attention: int = 0
     proprio_latent: bool = True
     state_feat: int = 64
     hidden: int = 256
@@ -115,6 +119,8 @@ class ModelConfig:
         for name in ("state_dim", "action_dim", "latent_dim", "chunk_len", "vocab_size", "task_dim"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if int(self.attention) < 0:
+            raise ValueError(f"attention must be >= 0 heads, got {self.attention}")
         if int(self.env_state_dim) < 0:
             raise ValueError(f"env_state_dim must be >= 0, got {self.env_state_dim}")
 
@@ -178,6 +184,38 @@ class SpatialSoftmax(nn.Module):
         return (probs @ self.grid).reshape(n, 2 * c)  # (N, C, 2) -> (N, 2C)
 
 
+class InstructionAttention(nn.Module):
+    """Where in a feature map the instruction points: ``(N, C, h, w)``, task ``(N, T)`` -> ``(N, 2H)``.
+
+    Each of ``H`` heads scores every cell by the dot product of a key (a 1x1 conv of the map and the
+    cell's coordinates) with a query from the instruction, softmaxes the scores over the cells and
+    returns their expected ``(x, y)`` in ``[-1, 1]`` (attention pooling, Vaswani et al., 2017, read out
+    as a location like a spatial softmax). A policy that must touch "the red cube" needs exactly these
+    two numbers. In a 150-second probe (this encoder, the fusion and the latent, joints blanked,
+    regressing the named object's position on 1,000 reach layouts) two heads located it within 3 cm
+    in 71 % of held-out first frames against 27 % without (docs/training.md, "Grounding").
+    """
+
+    def __init__(self, channels: int, task_dim: int, size: tuple[int, int], heads: int, key_dim: int = 16) -> None:
+        super().__init__()
+        self.heads, self.key_dim = heads, key_dim
+        self.key = nn.Conv2d(channels + 2, heads * key_dim, 1)
+        self.query = nn.Linear(task_dim, heads * key_dim)
+        self.softmax = SpatialSoftmax(size)
+        h, w = size
+        ys, xs = torch.meshgrid(torch.linspace(-1.0, 1.0, h), torch.linspace(-1.0, 1.0, w), indexing="ij")
+        self.register_buffer("coords", torch.stack([xs, ys])[None], persistent=False)  # (1, 2, h, w)
+
+    def forward(self, x: Tensor, task: Tensor) -> Tensor:
+        """``(N, C, h, w)``, ``(N, T)`` -> ``(N, 2H)``: ``x`` then ``y`` of each head."""
+        n, _, h, w = x.shape
+        keys = self.key(torch.cat([x, self.coords.expand(n, -1, -1, -1)], dim=1))  # (N, H*d, h, w)
+        keys = keys.reshape(n, self.heads, self.key_dim, h * w)
+        query = self.query(task).reshape(n, self.heads, 1, self.key_dim)
+        scores = (query @ keys).reshape(n, self.heads, h, w) / self.key_dim**0.5  # (N, H, h, w)
+        return self.softmax(scores)
+
+
 class ConvEncoder(nn.Module):
     """Images ``(N, 3, h, w)`` in ``[0, 1]`` + task ``(N, T)`` -> features ``(N, F + 2P)``.
 
@@ -195,15 +233,18 @@ class ConvEncoder(nn.Module):
         out_dim: int,
         task_dim: int = 0,
         keypoints: int = 0,
+        attention: int = 0,
+        film: bool = True,
     ) -> None:
         super().__init__()
         self.blocks = nn.ModuleList()
         self.films = nn.ModuleList()
+        self.use_film = film
         c_in, h, w = 3, *image_size
         kp_size = None
         for i, c in enumerate(channels):
             self.blocks.append(nn.Sequential(nn.Conv2d(c_in, c, 4, stride=2, padding=1), nn.GroupNorm(1, c)))
-            film = nn.Linear(task_dim, 2 * c) if task_dim > 0 else None
+            film = nn.Linear(task_dim, 2 * c) if task_dim > 0 and self.use_film else None
             if film is not None:  # start as the identity modulation
                 nn.init.zeros_(film.weight)
                 nn.init.zeros_(film.bias)
@@ -220,8 +261,12 @@ class ConvEncoder(nn.Module):
             assert kp_size is not None
             self.kp_conv = nn.Conv2d(c_kp, keypoints, 1)
             self.kp_softmax = SpatialSoftmax(kp_size)
+        self.attention = attention if task_dim > 0 else 0
+        if self.attention > 0:
+            assert kp_size is not None
+            self.attend = InstructionAttention(c_kp, task_dim, kp_size, self.attention)
         self.head = nn.Sequential(nn.Flatten(), nn.Linear(c_in * h * w, out_dim), nn.LayerNorm(out_dim))
-        self.out_dim = out_dim + 2 * keypoints
+        self.out_dim = out_dim + 2 * keypoints + 2 * self.attention
 
     def forward(self, x: Tensor, task: Tensor | None = None) -> Tensor:
         """``(N, 3, h, w)``, task ``(N, T)`` (needed when built with ``task_dim > 0``) -> ``(N, F + 2P)``."""
@@ -229,17 +274,19 @@ class ConvEncoder(nn.Module):
             raise ValueError("this image encoder is task-conditioned: pass the (N, T) task embedding")
         # NHWC is about 1.5x faster for these small convs on the CPU (oneDNN); a no-op for ONNX.
         x = (x * 2.0 - 1.0).contiguous(memory_format=torch.channels_last)
-        kp = None
+        extra: list[Tensor] = []
         for i, (block, film) in enumerate(zip(self.blocks, self.films, strict=True)):
             x = block(x)
-            if self.task_dim > 0:
+            if self.task_dim > 0 and self.use_film:
                 gamma, beta = film(task).unsqueeze(-1).unsqueeze(-1).chunk(2, dim=1)  # (N, c, 1, 1) each
                 x = torch.addcmul(beta, x, gamma + 1.0)
             x = F.silu(x)
             if i == 0 and self.keypoints > 0:
-                kp = self.kp_softmax(self.kp_conv(x))  # (N, 2P)
-        feat = self.head(x)
-        return feat if kp is None else torch.cat([feat, kp], dim=-1)
+                extra.append(self.kp_softmax(self.kp_conv(x)))  # (N, 2P)
+            if i == 0 and self.attention > 0:
+                assert task is not None
+                extra.append(self.attend(x, task))  # (N, 2 heads)
+        return torch.cat([self.head(x), *extra], dim=-1)
 
 
 class ConvDecoder(nn.Module):
@@ -358,8 +405,10 @@ class WorldModel(nn.Module):
             self.image_size,
             config.channels,
             config.image_feat,
-            task_dim=T if config.film else 0,
+            task_dim=T if config.film or config.attention > 0 else 0,
             keypoints=config.keypoints,
+            attention=config.attention,
+            film=config.film,
         )
         feat = self.image_encoder.out_dim
         self.camera_embed = nn.Parameter(torch.zeros(n_cam, feat))
@@ -476,7 +525,8 @@ class WorldModel(nn.Module):
         if state.shape != (B, self.state_dim):
             raise ValueError(f"encode: state must be ({B}, {self.state_dim}), got {tuple(state.shape)}")
         task = task.expand(B, -1) if task.shape[0] == 1 else task
-        cam_task = task.repeat_interleave(C, 0) if self.config.film else None  # (B*C, T)
+        conditioned = self.config.film or self.config.attention > 0
+        cam_task = task.repeat_interleave(C, 0) if conditioned else None  # (B*C, T)
         feats = self.image_encoder(x.reshape(B * C, *x.shape[2:]), cam_task).reshape(B, C, -1)  # (B, C, F+2P)
         feats = (feats + self.camera_embed).reshape(B, -1)  # (B, C*(F+2P))
         h = torch.cat([feats, self.state_encoder(state), task], dim=-1)

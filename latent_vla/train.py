@@ -108,6 +108,7 @@ class TrainSettings:
     progress: bool = True
     motion_weighting: float = 0.0
     rephrase: float = 0.0
+    grounding: float = 0.3
     loss: LossWeights = field(default_factory=LossWeights)
 
     def check(self) -> None:
@@ -120,6 +121,7 @@ class TrainSettings:
         _require("train.val_fraction", self.val_fraction, lambda v: 0 <= v < 1, "in [0, 1)")
         _require("train.motion_weighting", self.motion_weighting, lambda v: 0 <= v <= 1, "in [0, 1]")
         _require("train.rephrase", self.rephrase, lambda v: 0 <= v <= 1, "a probability in [0, 1]")
+        _require("train.grounding", self.grounding, lambda v: 0 <= v < 1, "a share of the run in [0, 1)")
         if self.target not in TARGETS:
             raise UserError(f"train.target must be one of {TARGETS}, got {self.target!r}")
         for f in fields(self.loss):
@@ -424,13 +426,31 @@ class _CsvLog:
             os.replace(tmp, path)
 
     def write(self, row: dict[str, float]) -> None:
-        """Append one row (the first row of a new file writes the header)."""
+        """Append one row (the first row of a new file writes the header).
+
+        A row with columns the header lacks (the full objective after the grounding phase) rewrites
+        the file once with the wider header; earlier rows leave the new columns empty.
+        """
         if self.fields is None:
             self.fields = list(row)
             with open(self.path, "w", newline="") as f:
                 csv.DictWriter(f, self.fields).writeheader()
+        elif set(row) - set(self.fields):
+            self._widen([*self.fields, *(k for k in row if k not in self.fields)])
         with open(self.path, "a", newline="") as f:
             csv.DictWriter(f, self.fields, extrasaction="ignore").writerow(row)
+
+
+    def _widen(self, fields: list[str]) -> None:
+        with open(self.path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        tmp = self.path.with_suffix(".csv.tmp")
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fields)
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(tmp, self.path)
+        self.fields = fields
 
 
 def _row_step(row: Mapping[str, str]) -> int | None:
@@ -662,7 +682,7 @@ def _build_optimization(
         load_optimizer_state(run_dir, optimizer)
     train_fn: torch.nn.Module = loss_fn
     if world > 1:
-        unused = cache.reward is None or cache.success is None
+        unused = cache.reward is None or cache.success is None or ts.grounding > 0  # first-frame steps skip heads
         ids = [device.index] if device.type == "cuda" else None
         train_fn = DistributedDataParallel(loss_fn, device_ids=ids, find_unused_parameters=unused)
     return target, loss_fn, train_fn, optimizer
@@ -766,13 +786,19 @@ def _announce_data(run: _Run) -> None:
 
 
 # -- the loop --------------------------------------------------------------------------------------
-def _train_step(run: _Run, step: int, rng: np.random.Generator) -> tuple[dict[str, torch.Tensor], float]:
-    """One optimizer step at (0-based) ``step``; returns the loss terms and the pre-clip grad norm."""
+def _train_step(
+    run: _Run, step: int, rng: np.random.Generator, grounding: bool = False
+) -> tuple[dict[str, torch.Tensor], float]:
+    """One optimizer step at (0-based) ``step``; returns the loss terms and the pre-clip grad norm.
+
+    ``grounding``: the first-frame objective (:meth:`WorldModelLoss.first_frame`) instead of the full one.
+    """
     ts = run.settings.train
     for g in run.optimizer.param_groups:
         g["lr"] = _lr_at(step, ts)
     batch = run.sampler.sample(run.batch_size, rng).to(run.device)
-    total, terms = run.train_fn(batch, run.target)
+    total, terms = run.train_fn(batch, run.target, first_frame=grounding)
+    terms["grounding"] = torch.tensor(float(grounding))
     run.optimizer.zero_grad(set_to_none=True)
     total.backward()
     clip = ts.grad_clip if ts.grad_clip > 0 else math.inf
@@ -785,6 +811,23 @@ def _train_step(run: _Run, step: int, rng: np.random.Generator) -> tuple[dict[st
     if run.target is not None:
         _ema_update(run.target, run.model, ts.ema_tau)
     return terms, float(grad_norm)
+
+
+def _in_grounding(run: _Run, step: int, elapsed_s: float) -> bool:
+    """Whether ``step`` belongs to the grounding phase: the first ``train.grounding`` share of a fresh run.
+
+    The phase ends at that share of ``train.minutes`` or of ``train.steps``, whichever comes first; a
+    resumed run does not re-enter it, nor does a run whose data records no environment state (the
+    phase has nothing else to teach). Under DDP rank 0 decides, so every rank runs the same objective.
+    """
+    ts = run.settings.train
+    flag = ts.grounding > 0 and run.start_step == 0 and run.model.env_state_dim > 0
+    flag = flag and step < ts.grounding * ts.steps and elapsed_s < ts.grounding * ts.minutes * 60.0
+    if run.world > 1:
+        t = torch.tensor([1.0 if flag else 0.0], device=run.device)
+        dist.broadcast(t, src=0)
+        flag = bool(t.item() > 0)
+    return flag
 
 
 def _should_stop(run: _Run, elapsed_s: float, signals: _StopSignals) -> bool:
@@ -831,7 +874,7 @@ def _optimize(run: _Run, progress: _Progress, signals: _StopSignals) -> tuple[in
     t_start = last_save = time.monotonic()
     step = run.start_step
     while step < ts.steps and not _should_stop(run, time.monotonic() - t_start, signals):
-        terms, grad_norm = _train_step(run, step, rng)
+        terms, grad_norm = _train_step(run, step, rng, _in_grounding(run, step, time.monotonic() - t_start))
         step += 1
         progress.add(terms, grad_norm, time.monotonic() - t_start)
         if step % ts.log_every == 0 or step == ts.steps:
@@ -876,6 +919,13 @@ def train(
             print(
                 f"latent-vla train: auxiliary head on observation.environment_state ({run.model.env_state_dim} "
                 f"values, weight {settings.train.loss.env_state}); it is for training and inspection only"
+            )
+        if settings.train.grounding > 0:
+            print(
+                f"latent-vla train: grounding phase: the first {settings.train.grounding:.0%} of the run trains the "
+                "encoder on single frames (where the named object is)"
+                if run.model.env_state_dim > 0 and run.start_step == 0
+                else "latent-vla train: no grounding phase (it needs observation.environment_state and a fresh run)"
             )
     ts = settings.train
     progress = _Progress(run.run_dir, run.start_step, ts.steps, ts.minutes * 60.0, run.is_main, ts.progress)

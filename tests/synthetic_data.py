@@ -124,6 +124,7 @@ TINY_TRAIN_OVERRIDES = {
     "num_threads": 1,
     "progress": False,
     "warmup_steps": 10,
+    "grounding": 0.0,  # every step the full objective (the grounding phase has its own test)
 }
 
 

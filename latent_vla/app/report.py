@@ -114,7 +114,9 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 
 
 # training-log columns that are bookkeeping or diagnostics rather than loss terms
-NOT_LOSSES = frozenset({"step", "seconds", "lr", "grad_norm", "latent_std", "consistency_rel", "curvature"})
+NOT_LOSSES = frozenset(
+    {"step", "seconds", "lr", "grad_norm", "latent_std", "consistency_rel", "curvature", "grounding"}
+)
 
 
 def plot_training_curves(rows: Sequence[Mapping[str, str]], out_png: Path) -> bool:

@@ -27,6 +27,7 @@ NON_DEFAULT = {
     "image_feat": "24",
     "keypoints": "3",
     "film": "false",
+    "attention": 2,
     "proprio_latent": "false",
     "state_feat": "20",
     "hidden": "40",

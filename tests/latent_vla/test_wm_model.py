@@ -200,6 +200,41 @@ def test_instruction_modulates_the_image_encoder():
         model.image_encoder(x)
 
 
+def test_instruction_attention_points_where_the_query_matches():
+    """A head whose key is one feature channel finds the cell where that channel is on, per instruction."""
+    from latent_vla.model import InstructionAttention
+
+    attend = InstructionAttention(channels=2, task_dim=2, size=(8, 8), heads=1, key_dim=2)
+    with torch.no_grad():  # key = the two feature channels (not the coordinates); query = the task
+        attend.key.weight.zero_()
+        attend.key.bias.zero_()
+        attend.key.weight[0, 0, 0, 0] = attend.key.weight[1, 1, 0, 0] = 1.0
+        attend.query.weight.copy_(40.0 * torch.eye(2))
+        attend.query.bias.zero_()
+    x = torch.zeros(2, 2, 8, 8)
+    x[:, 0, 1, 6] = 1.0  # channel 0 ("red") on at row 1, column 6
+    x[:, 1, 7, 0] = 1.0  # channel 1 ("blue") on at row 7, column 0
+    pos = attend(x, torch.eye(2))  # instruction 0 asks for channel 0, instruction 1 for channel 1
+    step = 2.0 / 7
+    assert torch.allclose(pos[0], torch.tensor([-1 + 6 * step, -1 + 1 * step]), atol=0.05)
+    assert torch.allclose(pos[1], torch.tensor([-1.0, 1.0]), atol=0.05)
+
+
+def test_attention_heads_add_two_features_each():
+    torch.manual_seed(0)
+    model = WorldModel(small_config(keypoints=4, attention=3))
+    assert model.image_encoder.out_dim == model.config.image_feat + 2 * 4 + 2 * 3
+    images, state, tokens = inputs(model.config)
+    z = model.encode(images, state, model.embed_task(tokens))
+    z.sum().backward()
+    assert model.image_encoder.attend.query.weight.grad.abs().sum() > 0
+    alone = WorldModel(small_config(keypoints=0, attention=1, film=False))  # queried without FiLM
+    assert not any(isinstance(f, torch.nn.Linear) for f in alone.image_encoder.films)
+    assert alone.encode(images, state, alone.embed_task(tokens)).shape == (B, alone.latent_dim)
+    with pytest.raises(ValueError, match="attention must be"):
+        small_config(attention=-1)
+
+
 def test_residual_policy_is_joints_plus_offsets():
     torch.manual_seed(0)
     model = WorldModel(small_config())

@@ -18,7 +18,10 @@ from synthetic_data import make_synthetic_dataset, tiny_run_settings
 from latent_vla.app.cli import main as cli_main
 from latent_vla.base.errors import UserError
 from latent_vla.checkpoint import load_checkpoint, read_manifest
-from latent_vla.train import train
+from latent_vla.data import WindowSampler, env_state_statistics, load_frames
+from latent_vla.losses import LossWeights, WorldModelLoss
+from latent_vla.model import WorldModel
+from latent_vla.train import build_model_config, make_tokenizer, train
 
 SMALL_MODEL = [
     "model.latent_dim=32", "model.hidden=64", "model.head_hidden=32", "model.image_feat=32",
@@ -154,6 +157,45 @@ def test_planning_switches_and_ema_target(tiny_dataset_dir, tmp_path):
     bad.train.loss.policy_loss = "huber"
     with pytest.raises(UserError, match="policy_loss"):
         train(bad)
+
+
+def test_grounding_phase_trains_first_frames_then_the_full_objective(tiny_dataset_dir, tmp_path):
+    """``train.grounding=0.5`` of 8 steps: 4 first-frame steps (no rollout terms), then the full objective."""
+    res = train(tiny_run_settings(tiny_dataset_dir, tmp_path / "g", steps=8, log_every=1, grounding=0.5))
+    rows = _rows(res.run_dir / "train_log.csv")
+    assert [float(r["grounding"]) for r in rows] == [1.0] * 4 + [0.0] * 4
+    for r in rows[:4]:  # the CSV header grew when the full objective's terms appeared
+        assert r["consistency"] == r["decoder"] == r["policy"] == ""
+        assert float(r["env_state"]) > 0  # the dataset records observation.environment_state
+    for r in rows[4:]:
+        assert float(r["consistency"]) >= 0 and float(r["decoder"]) > 0
+    # a resumed run does not start over with grounding
+    res2 = train(tiny_run_settings(tiny_dataset_dir, tmp_path / "g", steps=10, log_every=1, grounding=0.5))
+    assert res2.step == 10
+    assert [float(r["grounding"]) for r in _rows(res.run_dir / "train_log.csv")][8:] == [0.0, 0.0]
+
+
+def test_first_frame_objective_moves_the_encoder_but_not_the_dynamics(tiny_dataset_dir):
+    """Grounding: the image encoder learns where the named object is; the joint state is blanked."""
+    settings = tiny_run_settings(tiny_dataset_dir, "unused", steps=1)
+    cache = load_frames(tiny_dataset_dir, progress=False)
+    tok = make_tokenizer(settings.tokenizer)
+    model = WorldModel(build_model_config(settings.model, cache, tok, env_state_head=True))
+    stats = env_state_statistics(cache.env_state)
+    model.set_env_state_stats(*stats)
+    norm = cache.normalizer(model.config.image_size)
+    episodes = np.arange(cache.num_episodes)
+    sampler = WindowSampler(cache, norm, tok, 2, model.config.chunk_len, episodes, env_state_stats=stats)
+    batch = sampler.sample(4, np.random.default_rng(0))
+    loss = WorldModelLoss(model, LossWeights())
+    total, terms = loss(batch, None, first_frame=True)
+    assert set(terms) == {"env_state", "variance", "covariance", "latent_std", "total"}
+    total.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.image_encoder.parameters())
+    for part in (model.dynamics, model.decoder, model.policy_head):
+        assert all(p.grad is None or not p.grad.any() for p in part.parameters())
+    weight = model.state_encoder[0].weight  # the joints are blanked: their input weights learn nothing
+    assert weight.grad is None or not weight.grad.any()
 
 
 @pytest.mark.slow
