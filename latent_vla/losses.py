@@ -107,6 +107,25 @@ class LossWeights:
             raise ValueError(f"train.loss.policy_loss must be 'mse' or 'l1', got {self.policy_loss!r}")
 
 
+class _Terms:
+    """Named loss terms of one step: ``add`` logs each value (detached) and sums the weighted ones."""
+
+    def __init__(self, like: Tensor) -> None:
+        self.values: dict[str, Tensor] = {}
+        self.total = like.new_zeros(())
+
+    def add(self, name: str, weight: float, value: Tensor) -> None:
+        """Log ``value`` as ``name``; add ``weight * value`` to the total unless the weight is 0."""
+        self.values[name] = value.detach()
+        if weight:
+            self.total = self.total + weight * value
+
+    def result(self) -> tuple[Tensor, dict[str, Tensor]]:
+        """``(total, terms)`` with the detached total logged as ``total``."""
+        self.values["total"] = self.total.detach()
+        return self.total, self.values
+
+
 class WorldModelLoss(nn.Module):
     """The objective as a module, so DDP can wrap it (its ``forward`` is the whole training step)."""
 
@@ -154,9 +173,9 @@ class WorldModelLoss(nn.Module):
         assert batch.env_state is not None
         return F.mse_loss(self.model.env_state_standardized(z0), batch.env_state[:, 0])
 
-    def _latent_health(self, z0_full: Tensor, add, terms: dict[str, Tensor]) -> None:
+    def _latent_health(self, z0_full: Tensor, acc: _Terms) -> None:
         # VICReg-style variance hinge and covariance penalty on the learned block of z_t (B, Z)
-        w = self.w
+        w, add = self.w, acc.add
         z0 = self.model.learned_part(z0_full)  # (B, latent_dim): the joint block is measured, not learned
         std = torch.sqrt(z0.var(dim=0) + 1e-4)  # (latent_dim,)
         add("variance", w.variance, F.relu(w.std_target - std).mean())
@@ -164,7 +183,7 @@ class WorldModelLoss(nn.Module):
         cov = (zc.T @ zc) / max(z0.shape[0] - 1, 1)  # (Z, Z)
         off = cov - torch.diag(torch.diagonal(cov))
         add("covariance", w.covariance, (off**2).sum() / z0.shape[-1])
-        terms["latent_std"] = std.mean().detach()
+        acc.values["latent_std"] = std.mean().detach()
 
     def first_frame(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
         """The grounding objective: ``(total, terms)`` from each window's first frame alone.
@@ -183,20 +202,11 @@ class WorldModelLoss(nn.Module):
         task = m.embed_task(batch.tokens)  # (B, T)
         first = {c: self._augment(v[:, 0]) for c, v in batch.images.items()}
         z0 = m.encode(first, torch.zeros_like(batch.state[:, 0]), task)  # (B, Z)
-        terms: dict[str, Tensor] = {}
-        total = z0.new_zeros(())
-
-        def add(name: str, weight: float, value: Tensor) -> None:
-            nonlocal total
-            terms[name] = value.detach()
-            if weight:
-                total = total + weight * value
-
+        acc = _Terms(z0)
         if batch.env_state is not None and m.env_state_dim > 0:
-            add("env_state", w.env_state, self._env_state_now(z0, batch))
-        self._latent_health(z0, add, terms)
-        terms["total"] = total.detach()
-        return total, terms
+            acc.add("env_state", w.env_state, self._env_state_now(z0, batch))
+        self._latent_health(z0, acc)
+        return acc.result()
 
     def forward(
         self, batch: Batch, target_model: WorldModel | None = None, first_frame: bool = False
@@ -238,15 +248,8 @@ class WorldModelLoss(nn.Module):
             actions = (actions + w.action_noise * torch.randn_like(actions)).clamp(-1.0, 1.0)
         z_pred = m.rollout(z[:, 0], actions)  # (B, k, Z)
 
-        terms: dict[str, Tensor] = {}
-        total = z.new_zeros(())
-
-        def add(name: str, weight: float, value: Tensor) -> None:
-            nonlocal total
-            terms[name] = value.detach()
-            if weight:
-                total = total + weight * value
-
+        acc = _Terms(z)
+        add, terms = acc.add, acc.values
         add("consistency", w.consistency, self._consistency(z_pred, z_tgt[:, 1:]))
         with torch.no_grad():  # prediction error relative to predicting "nothing changes"
             terms["consistency_rel"] = self._relative(z_pred, z_tgt)
@@ -274,7 +277,7 @@ class WorldModelLoss(nn.Module):
         frames = batch.images[first][:n_dec, [0, -1]].flatten(0, 1)  # (2n, 3, h, w)
         add("decoder", w.decoder, F.mse_loss(m.decode(z_dec), frames))
 
-        self._latent_health(z[:, 0], add, terms)
+        self._latent_health(z[:, 0], acc)
 
         if k >= 2:
             d1 = z[:, 1:] - z[:, :-1]  # (B, k, Z)
@@ -286,8 +289,7 @@ class WorldModelLoss(nn.Module):
         if w.adversarial > 0 and (w.eps_action > 0 or w.eps_latent > 0):
             add("adversarial", w.adversarial, self._adversarial(z, z_tgt, actions, task, batch))
 
-        terms["total"] = total.detach()
-        return total, terms
+        return acc.result()
 
     def _adversarial(self, z: Tensor, z_tgt: Tensor, actions: Tensor, task: Tensor, batch: Batch) -> Tensor:
         m, w = self.model, self.w
