@@ -440,7 +440,6 @@ class _CsvLog:
         with open(self.path, "a", newline="") as f:
             csv.DictWriter(f, self.fields, extrasaction="ignore").writerow(row)
 
-
     def _widen(self, fields: list[str]) -> None:
         with open(self.path, newline="") as f:
             rows = list(csv.DictReader(f))
