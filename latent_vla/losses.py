@@ -25,6 +25,10 @@
   actions and the start latent one signed-gradient step of size ``eps_action`` / ``eps_latent`` uphill
   on the consistency + cost loss, which makes the model smoother in the directions a planner pushes.
 
+``WorldModelLoss.first_frame(batch)`` (or ``forward(..., first_frame=True)``) is the grounding phase's
+objective (``train.grounding``): ``env_state`` and the anti-collapse terms from each window's first
+frame, encoded with the joint state blanked.
+
 Metrics that are logged but not optimized: ``curvature`` (the straightness ratio, always computed),
 ``latent_std`` (mean per-dimension std of ``z_t`` over the batch), ``consistency_rel`` (the
 consistency error divided by that of the constant-latent prediction ``z_{t+i} = z_t``; < 1 means the
