@@ -812,6 +812,11 @@ def _train_step(
     return terms, float(grad_norm)
 
 
+def _grounding_possible(run: _Run) -> bool:
+    """A grounding phase is asked for, the data record the environment state and the run is fresh."""
+    return run.settings.train.grounding > 0 and run.model.env_state_dim > 0 and run.start_step == 0
+
+
 def _in_grounding(run: _Run, step: int, elapsed_s: float) -> bool:
     """Whether ``step`` belongs to the grounding phase: the first ``train.grounding`` share of a fresh run.
 
@@ -820,8 +825,7 @@ def _in_grounding(run: _Run, step: int, elapsed_s: float) -> bool:
     phase has nothing else to teach). Under DDP rank 0 decides, so every rank runs the same objective.
     """
     ts = run.settings.train
-    flag = ts.grounding > 0 and run.start_step == 0 and run.model.env_state_dim > 0
-    flag = flag and step < ts.grounding * ts.steps and elapsed_s < ts.grounding * ts.minutes * 60.0
+    flag = _grounding_possible(run) and step < ts.grounding * ts.steps and elapsed_s < ts.grounding * ts.minutes * 60.0
     if run.world > 1:
         t = torch.tensor([1.0 if flag else 0.0], device=run.device)
         dist.broadcast(t, src=0)
@@ -923,7 +927,7 @@ def train(
             print(
                 f"latent-vla train: grounding phase: the first {settings.train.grounding:.0%} of the run trains the "
                 "encoder on single frames (where the named object is)"
-                if run.model.env_state_dim > 0 and run.start_step == 0
+                if _grounding_possible(run)
                 else "latent-vla train: no grounding phase (it needs observation.environment_state and a fresh run)"
             )
     ts = settings.train

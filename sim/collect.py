@@ -47,7 +47,14 @@ import numpy as np
 from latent_vla.base.errors import UserError
 from latent_vla.base.robot_spec import RobotSpec, get_robot_spec
 from sim.collect_policies import DEFAULT_NOISE, POLICIES, BrainFactory
-from sim.collect_worker import ShardJob, quiet_writer_logs, run_shard, video_file_limit, worker_main
+from sim.collect_worker import (
+    LEROBOT_VIDEO_QUALITY,
+    ShardJob,
+    quiet_writer_logs,
+    run_shard,
+    video_file_limit,
+    worker_main,
+)
 from sim.dataset_features import dataset_features, features_mismatch
 from sim.tasks.base import Task
 
@@ -169,7 +176,7 @@ class CollectConfig:
             raise CollectError(f"pix_fmt=yuv444p needs vcodec=h264 ({self.vcodec} videos are yuv420p in LeRobot)")
         if not 0 <= int(self.crf) <= 51:
             raise CollectError(f"crf is the encoder's constant rate factor, 0 (lossless) .. 51, got {self.crf}")
-        if not self.streaming_encoding and (self.pix_fmt, int(self.crf)) != ("yuv420p", 30):
+        if not self.streaming_encoding and (self.pix_fmt, int(self.crf)) != LEROBOT_VIDEO_QUALITY:
             raise CollectError(
                 "streaming_encoding=false encodes with LeRobot's fixed pix_fmt=yuv420p crf=30: set those, "
                 "or keep streaming_encoding=true"

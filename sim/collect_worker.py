@@ -278,6 +278,10 @@ def worker_main(job: ShardJob, stop, q) -> None:
         q.put((job.shard, "error", traceback.format_exc()))
 
 
+LEROBOT_VIDEO_QUALITY = ("yuv420p", 30)
+"""``(pix_fmt, crf)`` that LeRobot 0.4.4's encoders use and do not let a caller change."""
+
+
 def _set_video_quality(ds: Any, cfg: Any, fps: int, queue_size: int) -> None:
     """Give ``ds`` a streaming encoder with ``cfg.pix_fmt`` and ``cfg.crf``.
 
@@ -287,7 +291,7 @@ def _set_video_quality(ds: Any, cfg: Any, fps: int, queue_size: int) -> None:
     """
     from lerobot.datasets.video_utils import StreamingVideoEncoder
 
-    if ds._streaming_encoder is None or (cfg.pix_fmt, int(cfg.crf)) == ("yuv420p", 30):
+    if ds._streaming_encoder is None or (cfg.pix_fmt, int(cfg.crf)) == LEROBOT_VIDEO_QUALITY:
         return
     ds._streaming_encoder = StreamingVideoEncoder(
         fps=fps,
