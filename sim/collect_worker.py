@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from latent_vla.base.robot_spec import RobotSpec, get_robot_spec
+from latent_vla.base.robot_spec import RobotSpec
 from sim.collect_policies import BrainFactory, CollectionPolicy, make_policy
 from sim.dataset_features import make_frame
 
@@ -64,12 +64,17 @@ def _lean_lerobot_writer(features: dict[str, dict]) -> Iterator[None]:
     * ``RunningQuantileStats`` squares its input in the input's dtype: uint8 images overflow and
       LeRobot 0.4.4 stores an image ``std`` of ~0 (both encoding paths). Batches are cast to
       float64 first, so the stored ``std`` is the real one.
+    * ``datasets.Dataset.from_dict`` names each episode's table by hashing all of it with dill
+      (~57 ms an episode of 30 frames, a third of ``save_episode``). The name only keys
+      ``datasets``' cache of transforms, which the writer never reuses: a random one is drawn instead.
 
     The patches live only inside this context (the worker's own process, or restored after an
     in-process run).
     """
     import lerobot.datasets.compute_stats as cs
     import lerobot.datasets.lerobot_dataset as lds
+    from datasets import arrow_dataset
+    from datasets.fingerprint import generate_random_fingerprint
 
     base = cs.RunningQuantileStats
 
@@ -84,14 +89,15 @@ def _lean_lerobot_writer(features: dict[str, dict]) -> Iterator[None]:
             if self._calls <= 2 or self._calls % STATS_FRAME_STRIDE == 1:
                 super().update(np.asarray(batch, dtype=np.float64))
 
-    originals = (lds.embed_images, cs.RunningQuantileStats)
+    originals = (lds.embed_images, cs.RunningQuantileStats, arrow_dataset.generate_fingerprint)
     if not any(ft["dtype"] == "image" for ft in features.values()):
         lds.embed_images = lambda dataset: dataset
     cs.RunningQuantileStats = _StridedFloatQuantileStats
+    arrow_dataset.generate_fingerprint = lambda dataset: generate_random_fingerprint()
     try:
         yield
     finally:
-        lds.embed_images, cs.RunningQuantileStats = originals
+        lds.embed_images, cs.RunningQuantileStats, arrow_dataset.generate_fingerprint = originals
 
 
 def quiet_writer_logs() -> None:
@@ -106,7 +112,11 @@ def _make_env_and_policy(job: ShardJob, spec: RobotSpec) -> tuple[Any, Collectio
     import sim
 
     cfg = job.config
-    kwargs: dict[str, Any] = {"image_height": int(cfg.image_hw[0]), "image_width": int(cfg.image_hw[1])}
+    kwargs: dict[str, Any] = {
+        "image_height": int(cfg.image_hw[0]),
+        "image_width": int(cfg.image_hw[1]),
+        "cameras": spec.camera_names,
+    }
     if cfg.max_episode_steps is not None:
         kwargs["episode_length"] = int(cfg.max_episode_steps)
     if cfg.reset_noise is not None:
@@ -186,7 +196,7 @@ def run_shard(job: ShardJob, stop, report: Callable[[str, Any], None]) -> list[d
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
     cfg = job.config
-    spec = get_robot_spec(cfg.robot)
+    spec = cfg.robot_spec()
     env, policy = _make_env_and_policy(job, spec)
     max_len = int(getattr(env.unwrapped, "episode_length", None) or cfg.max_episode_steps or 10_000)
     records: list[dict] = []

@@ -49,6 +49,7 @@ def config_from_hydra(cfg: DictConfig) -> CollectConfig:
             brain_mode=str(cfg.get("brain_mode", "policy")),
             mode=str(cfg.mode),
             image_hw=(int(cfg.image_height), int(cfg.image_width)),
+            cameras=_camera_names(cfg.get("cameras")),
             max_episode_steps=None if cfg.max_episode_steps is None else int(cfg.max_episode_steps),
             reset_noise=None if cfg.get("reset_noise") is None else float(cfg.reset_noise),
             robot=str(cfg.robot),
@@ -64,6 +65,13 @@ def config_from_hydra(cfg: DictConfig) -> CollectConfig:
         if isinstance(exc, CollectError):
             raise
         raise CollectError(f"bad collect setting: {exc}") from None
+
+
+def _camera_names(value: Any) -> tuple[str, ...] | None:
+    """``cameras=`` as a tuple of names: ``null`` (all), one name or a list of names."""
+    if value is None:
+        return None
+    return (str(value),) if isinstance(value, str) else tuple(str(c) for c in value)
 
 
 def load_collect_brain(cfg: CollectConfig, spec: RobotSpec) -> Any:

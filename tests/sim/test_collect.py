@@ -468,3 +468,19 @@ def test_double_ctrl_c_aborts_and_leaves_no_staging_folder(tmp_path):
     assert ours[:1] == ["latent-vla collect: interrupted"], stderr  # (a killed worker may leave a semaphore warning)
     time.sleep(2.0)  # a worker left running would write into the staging folder again now
     assert not staging.exists() and not out.exists()
+
+
+def test_cameras_records_only_the_named_ones(collected, tmp_path):
+    """``cameras=("front",)`` writes one camera stream (frames identical to the full dataset's front
+    camera, same seeds); unknown, repeated or missing names are refused before anything is written."""
+    out, _ = collected
+    front = tmp_path / "front"
+    collect(_cfg(front, cameras=("front",)))
+    ds, full = _open(front), _open(out)
+    assert ds.meta.video_keys == ["observation.images.front"]
+    assert full.meta.video_keys == ["observation.images.front", "observation.images.wrist"]
+    assert np.array_equal(_columns(ds)["action"], _columns(full)["action"])  # same episodes, same expert
+    for bad in (("top",), ("front", "front"), ()):
+        with pytest.raises(CollectError, match="cameras must name distinct cameras"):
+            collect(_cfg(tmp_path / "bad", cameras=bad))
+    assert not (tmp_path / "bad").exists()
