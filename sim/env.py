@@ -42,6 +42,9 @@ class SO101Env(gym.Env):
         render_size: ``(height, width)`` of ``render()`` frames, pixels.
         instruction_templates: templates that replace the task's own for this env (fields the task
             fills: ``{object}``, and ``{zone}`` for push); None = the task's ``templates``.
+        terminate_on_success: end the episode (``terminated``) at the first step the task is achieved,
+            as LeRobot's gym environments do; by default episodes run their full length, so an
+            evaluation also sees whether the arm stays at its goal.
 
     Attributes:
         scene: the :class:`sim.scene.SO101Scene` (experts may read its true state).
@@ -65,6 +68,7 @@ class SO101Env(gym.Env):
         visual_jitter: float = 1.0,
         render_size: tuple[int, int] = (480, 640),
         instruction_templates: list[str] | tuple[str, ...] | None = None,
+        terminate_on_success: bool = False,
     ) -> None:
         if task not in TASKS:
             raise ValueError(f"unknown task {task!r}; valid: {sorted(TASKS)}")
@@ -85,6 +89,7 @@ class SO101Env(gym.Env):
         self.render_size = render_size
         self.reset_noise = float(reset_noise)
         self.visual_jitter = float(visual_jitter)
+        self.terminate_on_success = bool(terminate_on_success)
         missing = self.task.charset() - set(INSTRUCTION_CHARSET)
         if missing:
             raise ValueError(
@@ -139,8 +144,9 @@ class SO101Env(gym.Env):
         self.scene.tick()
         self._steps += 1
         evaluation = self.task.evaluate()
+        terminated = self.terminate_on_success and bool(evaluation.success)
         truncated = self._steps >= self.episode_length
-        return self._observation(), evaluation.reward, False, truncated, self._info(evaluation)
+        return self._observation(), evaluation.reward, terminated, truncated, self._info(evaluation)
 
     def render(self) -> np.ndarray | None:
         """The ``rgb_array`` video frame: uint8 ``(H, W, 3)`` from the overview camera."""

@@ -53,13 +53,17 @@ class LeRobotSO101Env(gym.Wrapper):
     """
 
     def __init__(self, task: str = "reach", terminate_on_success: bool = True, **kwargs: Any) -> None:
-        super().__init__(SO101Env(task=task, **kwargs))
+        super().__init__(SO101Env(task=task, terminate_on_success=terminate_on_success, **kwargs))
         inner = self.env.observation_space
         assert isinstance(inner, spaces.Dict)
         self.observation_space = spaces.Dict({"pixels": inner["images"], "agent_pos": inner["state"]})
-        self.terminate_on_success = bool(terminate_on_success)
         self.task = task
         self._max_episode_steps = self.so101.episode_length
+
+    @property
+    def terminate_on_success(self) -> bool:
+        """Whether an episode ends at its first success (the wrapped env ends it)."""
+        return self.so101.terminate_on_success
 
     @property
     def so101(self) -> SO101Env:
@@ -83,8 +87,6 @@ class LeRobotSO101Env(gym.Wrapper):
     def step(self, action: np.ndarray) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
         """One control tick with absolute joint targets ``(J,)`` in robot units."""
         obs, reward, terminated, truncated, info = self.env.step(action)
-        if self.terminate_on_success and info["is_success"]:
-            terminated = True
         return lerobot_observation(obs), float(reward), bool(terminated), bool(truncated), info
 
 

@@ -241,7 +241,12 @@ def main(cfg: DictConfig) -> int:
     make_brain, spec = _brain_factory(cfg)  # a bad checkpoint or bundle is refused before `out` is made
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    env_kwargs: dict[str, Any] = {"render_mode": None}
+    # only the cameras the brain reads are rendered; `stop_on_success` ends an episode at its first success
+    env_kwargs: dict[str, Any] = {
+        "render_mode": None,
+        "cameras": list(spec.camera_names),
+        "terminate_on_success": bool(cfg.get("stop_on_success", False)),
+    }
     if cfg.max_steps is not None:
         env_kwargs["episode_length"] = int(cfg.max_steps)
     templates = instruction_templates(cfg)

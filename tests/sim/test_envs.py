@@ -249,3 +249,28 @@ def test_info_carries_the_named_objects_environment_state(task):
         assert info["environment_state"].shape == (6,)
     finally:
         env.close()
+
+
+def test_terminate_on_success_ends_the_episode_at_the_first_success():
+    """With ``terminate_on_success`` the expert's reach ends (``terminated``) the step it touches the
+    target; by default the same episode runs on to its full length, never ``terminated``."""
+    from sim.experts import make_expert
+
+    def run(**kwargs) -> tuple[list[tuple[bool, bool, bool]], int]:
+        env = sim.make_env("reach", cameras=["front"], **kwargs)
+        expert = make_expert(env)
+        obs, _ = env.reset(seed=4)
+        expert.reset(4)
+        steps, done = [], False
+        while not done:
+            obs, _, terminated, truncated, info = env.step(expert.act(obs))
+            steps.append((bool(info["is_success"]), terminated, truncated))
+            done = terminated or truncated
+        env.close()
+        return steps, env.unwrapped.episode_length
+
+    (default, length), (stopping, _) = run(), run(terminate_on_success=True)
+    first = next(i for i, (success, _, _) in enumerate(default) if success)
+    assert len(default) == length and not any(t for _, t, _ in default)
+    assert len(stopping) == first + 1 and stopping[-1] == (True, True, False)
+    assert stopping == [(s, i == first, False) for i, (s, _, _) in enumerate(default[: first + 1])]
