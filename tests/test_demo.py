@@ -14,6 +14,7 @@ from latent_vla.app import demo_cli
 from latent_vla.app.cli import compose, main
 from latent_vla.app.demo_cli import OUTPUTS, STAGES, plan_stages
 from latent_vla.app.screenshot import find_chromium
+from latent_vla.base.errors import UserError
 
 
 def test_unknown_stage_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -319,3 +320,17 @@ def test_an_unknown_recipe_is_refused_in_one_line(tmp_path: Path, capsys: pytest
     assert main(["demo", f"out={tmp_path}", "recipe=fly"]) == 2
     err = capsys.readouterr().err.strip()
     assert "recipe" in err and "\n" not in err
+
+
+def test_stage_settings_come_before_overrides_and_a_recipe_replaces_them(tmp_path: Path) -> None:
+    """The demo's measured per-stage settings reach their stage; an override of the same key comes
+    after them (Hydra: the later value wins); a recipe brings its own; evaluation stops at success."""
+    cfg = compose("demo", [f"out={tmp_path}", "overrides.train=['train.lr=1e-3']"])
+    argv = {p.name: p.argv for p in plan_stages(cfg)}
+    assert "cameras=[front]" in argv["collect"] and "model.camera_names=[front]" in argv["train"]
+    assert argv["train"].index("train.lr=3e-3") < argv["train"].index("train.lr=1e-3")
+    assert "stop_on_success=true" in argv["eval"] and "stop_on_success=true" in argv["eval_bundle"]
+    reach = {p.name: p.argv for p in plan_stages(compose("demo", [f"out={tmp_path}", "recipe=reach"]))}
+    assert "cameras=[front]" not in reach["collect"] and "train.lr=3e-3" not in reach["train"]
+    with pytest.raises(UserError, match="stage_settings for unknown stage"):
+        plan_stages(compose("demo", [f"out={tmp_path}", "+stage_settings.fly=['x=1']"]))

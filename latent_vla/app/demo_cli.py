@@ -125,7 +125,7 @@ def plan_stages(cfg: DictConfig) -> list[StagePlan]:
     per_task = cfg.get("collect_per_task") or {}  # extra collect overrides of one task
     if unknown := [t for t, extra in per_task.items() if extra and t not in tasks]:
         raise UserError(f"collect_per_task names task(s) {unknown} that task= does not list ({tasks})")
-    common = [task_arg, f"seed={cfg.seed}"]
+    common = [task_arg, f"seed={cfg.seed}", f"stop_on_success={str(bool(cfg.get('stop_on_success', False))).lower()}"]
     argv: dict[str, list[list[str]]] = {
         # demonstrations come from other layouts than the evaluation episodes (seed .. seed+episodes-1)
         "collect": [["collect", f"task={t}", f"seed={cfg.seed + HELD_OUT_SEED_OFFSET}", f"episodes={cfg.episodes}",
@@ -145,13 +145,14 @@ def plan_stages(cfg: DictConfig) -> list[StagePlan]:
                  "task=null", f"steps={cfg.run_steps}", f"out={out / 'twin'}", "yes=true"]],
         "report": [],
     }  # fmt: skip
-    extra = cfg.get("overrides") or {}
-    unknown = [k for k in extra if k not in STAGES or k == "report"]
-    if unknown:
-        raise UserError(f"overrides for unknown stage(s) {unknown}; valid: {', '.join(STAGES[:-1])}")
+    own, extra = cfg.get("stage_settings") or {}, cfg.get("overrides") or {}
+    for key, group in (("stage_settings", own), ("overrides", extra)):
+        if unknown := [k for k in group if k not in STAGES or k == "report"]:
+            raise UserError(f"{key} for unknown stage(s) {unknown}; valid: {', '.join(STAGES[:-1])}")
     plans = []
     for name in (n for n in STAGES if n in selected):
-        commands = [[*a, *[str(o) for o in extra.get(name, [])]] for a in argv[name]]
+        added = [str(o) for o in [*own.get(name, []), *extra.get(name, [])]]  # the later of two values wins
+        commands = [[*a, *added] for a in argv[name]]
         plans.append(StagePlan(name, commands[0], tuple(commands[1:])) if commands else StagePlan(name, None))
     return plans
 
