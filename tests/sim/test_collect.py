@@ -471,8 +471,8 @@ def test_double_ctrl_c_aborts_and_leaves_no_staging_folder(tmp_path):
 
 
 def test_cameras_records_only_the_named_ones(collected, tmp_path):
-    """``cameras=("front",)`` writes one camera stream (frames identical to the full dataset's front
-    camera, same seeds); unknown, repeated or missing names are refused before anything is written."""
+    """``cameras=("front",)`` writes one camera stream of the same episodes (the same seeds give the same
+    expert actions); unknown, repeated or missing names are refused before anything is written."""
     out, _ = collected
     front = tmp_path / "front"
     collect(_cfg(front, cameras=("front",)))
