@@ -418,12 +418,7 @@ class _CsvLog:
             return
         self.fields = header
         if len(kept) < len(rows):
-            tmp = path.with_suffix(".csv.tmp")
-            with open(tmp, "w", newline="") as f:
-                writer = csv.DictWriter(f, header)
-                writer.writeheader()
-                writer.writerows(kept)
-            os.replace(tmp, path)
+            _rewrite_csv(path, header, kept)
 
     def write(self, row: dict[str, float]) -> None:
         """Append one row (the first row of a new file writes the header).
@@ -443,13 +438,18 @@ class _CsvLog:
     def _widen(self, fields: list[str]) -> None:
         with open(self.path, newline="") as f:
             rows = list(csv.DictReader(f))
-        tmp = self.path.with_suffix(".csv.tmp")
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fields)
-            writer.writeheader()
-            writer.writerows(rows)
-        os.replace(tmp, self.path)
+        _rewrite_csv(self.path, fields, rows)
         self.fields = fields
+
+
+def _rewrite_csv(path: Path, fields: list[str], rows: list[dict[str, str]]) -> None:
+    """Replace ``path`` atomically with ``fields`` as its header and ``rows`` under it."""
+    tmp = path.with_suffix(".csv.tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
 
 
 def _row_step(row: Mapping[str, str]) -> int | None:
