@@ -31,7 +31,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from latent_vla.app.eval_cli import task_names
-from latent_vla.app.settings import int_setting, positive_number
+from latent_vla.app.settings import bool_setting, int_setting, positive_number
 from latent_vla.app.stage_state import StageState
 from latent_vla.base.errors import UserError
 
@@ -125,7 +125,7 @@ def plan_stages(cfg: DictConfig) -> list[StagePlan]:
     per_task = cfg.get("collect_per_task") or {}  # extra collect overrides of one task
     if unknown := [t for t, extra in per_task.items() if extra and t not in tasks]:
         raise UserError(f"collect_per_task names task(s) {unknown} that task= does not list ({tasks})")
-    common = [task_arg, f"seed={cfg.seed}", f"stop_on_success={str(bool(cfg.get('stop_on_success', False))).lower()}"]
+    common = [task_arg, f"seed={cfg.seed}", f"stop_on_success={str(bool_setting(cfg, 'stop_on_success')).lower()}"]
     argv: dict[str, list[list[str]]] = {
         # demonstrations come from other layouts than the evaluation episodes (seed .. seed+episodes-1)
         "collect": [["collect", f"task={t}", f"seed={cfg.seed + HELD_OUT_SEED_OFFSET}", f"episodes={cfg.episodes}",

@@ -14,6 +14,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from latent_vla.app.settings import (
+    bool_setting,
     choice_list,
     choice_setting,
     int_setting,
@@ -183,6 +184,7 @@ def check_settings(cfg: DictConfig) -> list[str]:
         int_setting(cfg, key, 1)
     int_setting(cfg, "videos", 0)
     int_setting(cfg, "max_steps", 1, optional=True)
+    bool_setting(cfg, "stop_on_success")
     int_setting(cfg, "horizon", 1, optional=True)
     positive_number(cfg, "budget_ms", optional=True, unit="ms")
     positive_number(cfg, "video_fps", unit="Hz")
@@ -245,7 +247,7 @@ def main(cfg: DictConfig) -> int:
     env_kwargs: dict[str, Any] = {
         "render_mode": None,
         "cameras": list(spec.camera_names),
-        "terminate_on_success": bool(cfg.get("stop_on_success", False)),
+        "terminate_on_success": bool(cfg.stop_on_success),  # checked by bool_setting
     }
     if cfg.max_steps is not None:
         env_kwargs["episode_length"] = int(cfg.max_steps)

@@ -35,6 +35,14 @@ def int_setting(cfg: DictConfig, key: str, minimum: int, *, optional: bool = Fal
     return int(value)
 
 
+def bool_setting(cfg: DictConfig, key: str) -> bool:
+    """``cfg[key]``, which must be ``true`` or ``false`` (text such as ``yes`` is not taken for either)."""
+    value = _value(cfg, key)
+    if not isinstance(value, bool):
+        raise UserError(f"{key} must be true or false, got {value!r}")
+    return value
+
+
 def positive_number(cfg: DictConfig, key: str, *, optional: bool = False, unit: str = "") -> float | None:
     """``cfg[key]`` as a finite number ``> 0`` (``None`` allowed when ``optional``); ``unit`` goes in the message."""
     value = _value(cfg, key)

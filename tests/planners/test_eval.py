@@ -112,6 +112,8 @@ def test_eval_cli_refuses_bad_requests(random_checkpoint_dir, tmp_path, capsys) 
     templates = "instruction_templates=['push the {object} to the {zone}']"
     assert main(["eval", f"ckpt={random_checkpoint_dir}", "task=[push,reach]", templates, f"out={tmp_path}"]) == 2
     assert "instruction_templates" in capsys.readouterr().err  # reach has no {zone}
+    assert main(["eval", f"ckpt={random_checkpoint_dir}", "stop_on_success=maybe", f"out={tmp_path}"]) == 2
+    assert "stop_on_success must be true or false, got 'maybe'" in capsys.readouterr().err
 
 
 @pytest.mark.slow
