@@ -283,34 +283,55 @@ def test_observation_joint_that_is_not_a_real_number_is_invalid(value: Any) -> N
 
 
 # -- item 3: e-stop race ---------------------------------------------------------------------------
+class EstopInTickBrain(EchoBrain):
+    """Has another thread press the e-stop while its ``act`` runs: always between read and send."""
+
+    def __init__(self, safety: SafetyLayer, robot: FakeArm) -> None:
+        self.safety, self.robot, self.pressed_in_tick = safety, robot, False
+
+    def act(self, observation: dict[str, Any]) -> dict[str, float]:
+        thread = threading.Thread(target=self.safety.trigger_estop, args=("in tick",))
+        thread.start()
+        thread.join()
+        self.pressed_in_tick = self.robot.tick_open
+        return super().act(observation)
+
+
+def test_an_estop_pressed_between_read_and_send_stops_that_tick_s_command() -> None:
+    safety = SafetyLayer(SPEC, SafetyConfig(), fk=FK)
+    robot = FakeArm(safety)
+    brain = EstopInTickBrain(safety, robot)
+    report = ControlLoop(robot, brain, safety, fps=MAX_FPS).run(duration_s=10.0)
+    assert brain.pressed_in_tick
+    assert report.stop_reason == "emergency_stop", report.stop_reason
+    assert robot.sent_after_estop == 0 and robot.commands == []
+    assert not robot.is_connected
+
+
 def test_no_command_goes_out_after_an_estop_from_another_thread() -> None:
+    """Random timings; how many land inside a tick depends on the machine, so it is not asserted
+    (the in-tick case is pinned by the test above)."""
     rng = random.Random(19)
-    runs, landed_in_a_tick = 300, 0
+    runs = 300
     for _ in range(runs):
         safety = SafetyLayer(SPEC, SafetyConfig(), fk=FK)
         robot = FakeArm(safety)
         robot.wanted_observations = rng.randint(2, 4)
         loop = ControlLoop(robot, EchoBrain(), safety, fps=MAX_FPS)
         delay = rng.uniform(0.0, 4e-4)
-        counted: list[bool] = []
 
-        def estop(
-            robot: FakeArm = robot, safety: SafetyLayer = safety, delay: float = delay, counted: list = counted
-        ) -> None:
+        def estop(robot: FakeArm = robot, safety: SafetyLayer = safety, delay: float = delay) -> None:
             robot.observed.wait(5.0)
             threading.Event().wait(delay)
-            counted.append(robot.tick_open)
             safety.trigger_estop("race")
 
         thread = threading.Thread(target=estop)
         thread.start()
         report = loop.run(duration_s=10.0)  # the e-stop ends it within milliseconds
         thread.join()
-        landed_in_a_tick += counted[0]
         assert report.stop_reason == "emergency_stop", report.stop_reason
         assert robot.sent_after_estop == 0
         assert not robot.is_connected
-    assert landed_in_a_tick >= runs // 10  # the e-stop really fell inside ticks, between read and send
 
 
 # -- item 4: starting outside the joint limits -----------------------------------------------------
