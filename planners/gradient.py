@@ -86,6 +86,9 @@ class GradientPlanner(BasePlanner):
             the change of the iterate itself, not of the best plan seen, since Adam's overshoots move the
             iterate while the best plan waits, and that is not convergence.
         patience: stop after this many stalled iterations in a row (0 = never stop early).
+        min_gain: keep the policy's own chunk unless the best plan's objective is lower than the chunk's by
+            at least this fraction of it (0 = return the best plan found; needs ``use_policy``): the
+            planner leaves the policy only where the model says clearly that it is better.
         **kwargs: ``BasePlanner`` arguments (``objective``, ``bounds``, ``use_policy``, ``seed``).
     """
 
@@ -106,6 +109,7 @@ class GradientPlanner(BasePlanner):
         langevin_std: float = 0.0,
         tol: float = 1e-4,
         patience: int = 10,
+        min_gain: float = 0.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(model, horizon, **kwargs)
@@ -118,6 +122,9 @@ class GradientPlanner(BasePlanner):
         if not (lr > 0 and init_std >= 0 and langevin_std >= 0 and tol >= 0 and patience >= 0):
             raise ValueError(f"need lr > 0 and init_std, langevin_std, tol, patience >= 0; got {lr}, {init_std}, "
                              f"{langevin_std}, {tol}, {patience}")  # fmt: skip
+        if not (isinstance(min_gain, int | float) and 0.0 <= min_gain < 1.0):
+            raise ValueError(f"min_gain must be a number in [0, 1), got {min_gain!r}")
+        self.min_gain = float(min_gain)
         self.restarts, self.iterations, self.lr = int(restarts), int(iterations), float(lr)
         self.optimizer, self.init_std, self.init = optimizer, float(init_std), init
         self.langevin_std, self.tol, self.patience = float(langevin_std), float(tol), int(patience)
@@ -159,7 +166,8 @@ class GradientPlanner(BasePlanner):
         ``info`` holds ``iterations`` (evaluations of the restarts, each followed by an optimizer step
         except a last one cut short by the budget), ``cost`` (objective of the returned plan),
         ``plan_ms``, ``terms`` (its named cost terms), ``init_rounds`` (sampler rounds), ``stopped``
-        (``"converged"``, ``"budget"`` or ``"iterations"``) and ``cost_curve`` (best cost per step).
+        (``"converged"``, ``"budget"`` or ``"iterations"``), ``cost_curve`` (best cost per step) and
+        ``kept_policy`` (the policy's chunk was returned: no plan beat it by ``min_gain``).
         """
         start, warm, deadline = self._start(z0, task, warm_start, budget_ms)
         pi = self._policy_plan(start)
@@ -171,11 +179,16 @@ class GradientPlanner(BasePlanner):
         curve: list[float] = []
         previous: np.ndarray | None = None
         stalled, step_ms, stopped, it = 0, 0.0, "iterations", 0
+        policy_row = int(warm is not None)  # pi's restart (see _initial_plans), when it has one
+        policy_row = None if pi is None or policy_row >= self.restarts else policy_row
+        policy_eval: tuple[float, dict[str, np.ndarray]] | None = None
         for it in range(1, self.iterations + 1):
             t0 = deadline.elapsed_ms()
             th = np.tanh(u)
             a = mid + half * th  # (R, H, A), strictly inside the box
             total, terms, grad_a = self.evaluate(start, a, pi, grad=True)  # (R,), ..., (R, H, A)
+            if it == 1 and policy_row is not None:
+                policy_eval = float(total[policy_row]), {k: v[policy_row : policy_row + 1] for k, v in terms.items()}
             r = int(np.argmin(total))
             if total[r] < best_cost:
                 best_cost, best_plan = float(total[r]), a[r].copy()
@@ -202,6 +215,15 @@ class GradientPlanner(BasePlanner):
             if deadline.expired(reserve_ms=step_ms):
                 stopped = "budget"
                 break
+        kept_policy = pi is not None and policy_eval is not None and self._keep_policy(best_cost, policy_eval[0])
+        if kept_policy:
+            assert pi is not None and policy_eval is not None
+            best_plan, (best_cost, best_terms) = pi, policy_eval
         return best_plan.astype(np.float32), self._info(
-            it, best_cost, deadline, best_terms, init_rounds=rounds, stopped=stopped, cost_curve=curve
-        )
+            it, best_cost, deadline, best_terms, init_rounds=rounds, stopped=stopped, cost_curve=curve,
+            kept_policy=kept_policy,
+        )  # fmt: skip
+
+    def _keep_policy(self, best_cost: float, policy_cost: float) -> bool:
+        """True when the best plan's objective does not beat the policy chunk's by ``min_gain`` of it."""
+        return self.min_gain > 0 and best_cost > policy_cost - self.min_gain * abs(policy_cost)

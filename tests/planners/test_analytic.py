@@ -199,6 +199,28 @@ def test_policy_chunk_warm_starts_the_gradient_planner(problem) -> None:
     assert no_pi.plan(z0, goal)[1]["cost"] > 2 * info["cost"]
 
 
+@pytest.mark.parametrize("warm", [False, True])
+def test_min_gain_keeps_the_policy_chunk_unless_a_plan_beats_it_clearly(problem, warm: bool) -> None:
+    model, z0, goal, _ = problem
+    opt_plan, _ = lq_optimum(model, z0, goal, H, R_WEIGHT)
+    obj = TrajectoryObjective(prior_weight=0.01)
+    near = 0.97 * opt_plan  # a chunk a few percent above the optimum's cost
+    for chunk, gain, kept in ((near, 0.5, True), (near, 0.0, False), (np.zeros_like(opt_plan), 0.5, False)):
+        pmodel = DoubleIntegrator(dims=2, dt=0.2, policy_plan=torch.tensor(chunk, dtype=torch.float32))
+        planner = GradientPlanner(pmodel, H, objective=obj, bounds=LOOSE, iterations=300, seed=0, min_gain=gain)
+        start = torch.tensor(chunk + 0.5, dtype=torch.float32) if warm else None
+        plan, info = planner.plan(z0, goal, warm_start=start)
+        chunk_cost = float(objective_of(obj, model, z0, chunk[None], goal, prior=chunk)[0][0])
+        assert info["kept_policy"] is kept
+        if kept:
+            assert np.array_equal(plan, chunk.astype(np.float32))
+            assert info["cost"] == pytest.approx(chunk_cost, rel=1e-3)
+        else:
+            assert info["cost"] < chunk_cost * (1 - gain)
+    with pytest.raises(ValueError, match="min_gain"):
+        GradientPlanner(model, H, min_gain=1.0)
+
+
 def test_model_parameters_stay_frozen_and_gradient_free(problem) -> None:
     model, z0, goal, obj = problem
     before = model.F.detach().clone()
