@@ -54,6 +54,7 @@ class LatentBrain:
             takes to a planner (``configs/planner/*.yaml: budget_ms``, or an override of it).
         temporal_ensemble: ``None`` (off) or the per-tick decay of the blending of overlapping plans
             (see :class:`planners.mpc.MPC`); needs ``n_execute`` 1.
+        temporal_window: blend only the plans of the last this many ticks (``None``: all that cover it).
 
     Attributes:
         last_latent: the latent ``(1, Z)`` of the latest planning tick.
@@ -67,11 +68,15 @@ class LatentBrain:
         n_execute: int = 1,
         budget_ms: float | None = None,
         temporal_ensemble: float | None = None,
+        temporal_window: int | None = None,
     ) -> None:
         self.perception = perception
         self.spec: RobotSpec = perception.spec
         self.planner = planner
-        self.mpc = MPC(planner, n_execute=n_execute, budget_ms=budget_ms, temporal_ensemble=temporal_ensemble)
+        self.mpc = MPC(
+            planner, n_execute=n_execute, budget_ms=budget_ms, temporal_ensemble=temporal_ensemble,
+            temporal_window=temporal_window,
+        )  # fmt: skip
         self.instruction: str | None = None
         self.task: Any = None
         self.last_latent: Any = None

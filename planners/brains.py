@@ -96,8 +96,9 @@ class PlannerBrain(LatentBrain):
         built, mpc = resolve_planner(planner, self.model, overrides)
         ensemble = mpc.get("temporal_ensemble") if n_execute == 1 else None
         super().__init__(
-            CheckpointPerception(checkpoint), built, instruction, n_execute, mpc.get("budget_ms"), ensemble
-        )
+            CheckpointPerception(checkpoint), built, instruction, n_execute, mpc.get("budget_ms"), ensemble,
+            mpc.get("temporal_window"),
+        )  # fmt: skip
 
     @classmethod
     def from_run(cls, run_dir: str | os.PathLike, **kwargs: Any) -> PlannerBrain:

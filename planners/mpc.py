@@ -69,6 +69,8 @@ class MPC:
         budget_ms: wall-clock budget per plan, milliseconds (``None``: the planner's own).
         warm_start: pass the shifted previous plan to the planner.
         temporal_ensemble: ``None`` (off) or the decay per tick of age (>= 0) of a plan's weight.
+        temporal_window: with ``temporal_ensemble``, blend only the plans of the last this many ticks
+            (``None``: every plan that still covers the tick).
     """
 
     def __init__(
@@ -78,6 +80,7 @@ class MPC:
         budget_ms: float | None = None,
         warm_start: bool = True,
         temporal_ensemble: float | None = None,
+        temporal_window: int | None = None,
     ) -> None:
         if n_execute < 1:
             raise ValueError(f"n_execute must be >= 1, got {n_execute}")
@@ -85,7 +88,7 @@ class MPC:
         if temporal_ensemble is not None:
             if n_execute != 1:
                 raise ValueError(f"temporal_ensemble re-plans every tick: it needs n_execute=1, got {n_execute}")
-            self.ensemble = TemporalEnsemble(float(temporal_ensemble))
+            self.ensemble = TemporalEnsemble(float(temporal_ensemble), temporal_window)
         self.planner = planner
         self.n_execute = int(n_execute)
         self.budget_ms = budget_ms

@@ -30,7 +30,7 @@ PLANNERS: dict[str, Callable[..., Planner]] = {
 """Registered planner constructors: ``cls(model, **kwargs)``."""
 
 
-MPC_KEYS = ("temporal_ensemble", "budget_ms")
+MPC_KEYS = ("temporal_ensemble", "temporal_window", "budget_ms")
 """Planner-config keys that belong to the MPC loop around the planner, not to its constructor."""
 
 

@@ -122,6 +122,7 @@ class BundleBrain(LatentBrain):
             bundle.manifest.model.get("default_instruction"),
             budget_ms=mpc.get("budget_ms"),
             temporal_ensemble=mpc.get("temporal_ensemble"),
+            temporal_window=mpc.get("temporal_window"),
         )
 
 

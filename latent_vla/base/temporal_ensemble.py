@@ -25,15 +25,21 @@ class TemporalEnsemble:
     Args:
         decay: weight decay per tick of a plan's age (>= 0; 0 = plain mean, larger values trust the
             newest plan more).
+        window: blend only the plans made in the last ``window`` ticks, i.e. each plan's first
+            ``window`` actions (``None``: a plan counts as long as it covers the tick). A gradient plan
+            of 16 steps refining an 8-action policy chunk pads it with its last action; blending those
+            padded, stale targets slowed the reach (docs/planning.md).
 
     Raises:
-        ValueError: a negative or non-finite ``decay``.
+        ValueError: a negative or non-finite ``decay``, or a ``window`` that is not an integer >= 1.
     """
 
-    def __init__(self, decay: float = 0.0) -> None:
+    def __init__(self, decay: float = 0.0, window: int | None = None) -> None:
         if not (math.isfinite(decay) and decay >= 0):
             raise ValueError(f"temporal ensemble decay must be a finite number >= 0, got {decay}")
-        self.decay = float(decay)
+        if window is not None and (isinstance(window, bool) or not isinstance(window, int) or window < 1):
+            raise ValueError(f"temporal ensemble window must be an integer >= 1 (ticks) or None, got {window!r}")
+        self.decay, self.window = float(decay), window
         self.reset()
 
     def reset(self) -> None:
@@ -54,7 +60,8 @@ class TemporalEnsemble:
             raise ValueError(f"plan must be (H, A) with H >= 1, got shape {plan.shape}")
         self._plans.append((self.tick, plan))
         # keep the plans that still say something about this tick
-        self._plans = [(t0, p) for t0, p in self._plans if self.tick - t0 < p.shape[0]]
+        span = (lambda p: p.shape[0]) if self.window is None else (lambda p: min(p.shape[0], self.window))
+        self._plans = [(t0, p) for t0, p in self._plans if self.tick - t0 < span(p)]
         ages = np.array([self.tick - t0 for t0, _ in self._plans], dtype=np.float64)
         weights = np.exp(-self.decay * ages)
         proposals = np.stack([p[self.tick - t0] for t0, p in self._plans])  # (n, A)

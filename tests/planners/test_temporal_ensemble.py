@@ -48,6 +48,29 @@ def test_plain_mean_and_clear_errors() -> None:
         ens.blend(np.zeros(3))
 
 
+def test_window_blends_only_the_plans_of_the_last_ticks() -> None:
+    ens = TemporalEnsemble(0.0, window=2)
+    plans = [np.full((4, 1), 10.0 * k) + np.arange(4.0)[:, None] for k in range(3)]  # plan k: 10k + [0..3]
+    assert ens.blend(plans[0]) == pytest.approx([0.0])
+    assert ens.blend(plans[1]) == pytest.approx([(1.0 + 10.0) / 2])
+    assert ens.blend(plans[2]) == pytest.approx([(11.0 + 20.0) / 2])  # plan 0 (age 2) no longer counts
+    unbounded = TemporalEnsemble(0.0)
+    for p in plans[:2]:
+        unbounded.blend(p)
+    assert unbounded.blend(plans[2]) == pytest.approx([(2.0 + 11.0 + 20.0) / 3])
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="window"):
+            TemporalEnsemble(0.0, window=bad)
+
+
+def test_brains_take_the_window_from_the_planner_config(random_checkpoint_dir) -> None:
+    brain = PlannerBrain(random_checkpoint_dir, {**planner_config("grad"), "temporal_window": 3}, INSTRUCTION)
+    assert brain.mpc.ensemble is not None and brain.mpc.ensemble.window == 3
+    assert PlannerBrain(random_checkpoint_dir, "grad", INSTRUCTION).mpc.ensemble.window == 8  # the shipped config
+    unbounded = PlannerBrain(random_checkpoint_dir, {**planner_config("grad"), "temporal_window": None}, INSTRUCTION)
+    assert unbounded.mpc.ensemble.window is None
+
+
 def test_mpc_with_temporal_ensemble_plans_every_tick_and_still_arrives() -> None:
     torch.set_num_threads(1)
     model = DoubleIntegrator(dims=2, dt=0.2)
