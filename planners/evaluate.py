@@ -41,6 +41,8 @@ class EpisodeResult:
         plan_ms: planning time of each planning tick (from the brain's ``last_info``), ms.
         iterations: planner iterations of each planning tick.
         costs: predicted cost of each chosen plan.
+        kept_policy: per planning tick, whether the planner returned the policy's own chunk (its
+            ``min_gain`` test; ``False`` for planners without one).
         instruction: the episode's instruction.
         distractor: the arm went to an object other than the named one (module docstring); None when
             the env does not report ``object_gaps``.
@@ -58,6 +60,7 @@ class EpisodeResult:
     plan_ms: list[float] = field(default_factory=list)
     iterations: list[int] = field(default_factory=list)
     costs: list[float] = field(default_factory=list)
+    kept_policy: list[bool] = field(default_factory=list)
     instruction: str = ""
     distractor: bool | None = None
 
@@ -164,6 +167,7 @@ def run_episode(
             result.plan_ms.append(float(plan_info.get("plan_ms", result.act_ms[-1])))
             result.iterations.append(int(plan_info.get("iterations", 0)))
             result.costs.append(float(plan_info.get("cost", np.nan)))
+            result.kept_policy.append(bool(plan_info.get("kept_policy", False)))
         if record_camera is not None:
             frames.append(video_frame(robot_obs, record_camera, brain))
         obs, reward, terminated, truncated, info = env.step(spec.action_to_vector(action))
@@ -212,10 +216,11 @@ def summarize(planner: str, task: str, results: Sequence[EpisodeResult]) -> dict
         "act_ms_p95": _pct(act_ms, 95),
         "iterations_mean": float(np.mean([i for r in results for i in r.iterations])) if plan_ms else float("nan"),
         "plan_cost_mean": float(np.nanmean(costs)) if costs else float("nan"),
+        "kept_policy_rate": float(np.mean([k for r in results for k in r.kept_policy])) if plan_ms else float("nan"),
         "plans": len(plan_ms),
         "seeds": [r.seed for r in results],
         "per_episode": [
-            {k: v for k, v in asdict(r).items() if k not in ("act_ms", "plan_ms", "iterations", "costs")}
+            {k: v for k, v in asdict(r).items() if k not in ("act_ms", "plan_ms", "iterations", "costs", "kept_policy")}
             for r in results
         ],
     }

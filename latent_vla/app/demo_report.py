@@ -32,7 +32,7 @@ from latent_vla.app.report import (
 )
 
 EVAL_COLUMNS = ("planner", "task", "episodes", "success_rate", "avg_episode_length", "plan_ms_p50",
-                "plan_ms_p95", "iterations_mean", "success_delta_vs_best_baseline")
+                "plan_ms_p95", "iterations_mean", "kept_policy_rate", "success_delta_vs_best_baseline")
 
 
 def _number(text: str) -> float | str:

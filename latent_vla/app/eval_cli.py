@@ -72,6 +72,11 @@ def _brain_factory(cfg: DictConfig) -> tuple[Callable[[str, dict[str, Any]], Any
     return make_bundle, probe.bundle.spec
 
 
+def _share(rate: float | None) -> str:
+    """A rate in [0, 1] as a percentage; ``-`` when missing or NaN (no planning ticks)."""
+    return "-" if rate is None or rate != rate else f"{100 * rate:.0f}%"
+
+
 def print_table(records: list[dict[str, Any]], title: str) -> None:
     """A rich table of the ``eval.json`` records."""
     from rich.console import Console
@@ -79,7 +84,7 @@ def print_table(records: list[dict[str, Any]], title: str) -> None:
 
     table = Table(title=title)
     for col in ("planner", "success", "vs best other", "to distractor", "mean len", "plan ms p50", "plan ms p95",
-                "act ms p95", "iters/plan"):  # fmt: skip
+                "act ms p95", "iters/plan", "kept policy"):  # fmt: skip
         table.add_column(col, justify="right")
     for r in records:
         rate = r.get("distractor_rate")
@@ -87,7 +92,7 @@ def print_table(records: list[dict[str, Any]], title: str) -> None:
             r["planner"], f"{r['pc_success']:.1f}%", f"{100 * r['success_vs_best_other']:+.1f} pp",
             "-" if rate is None else f"{100 * rate:.1f}%",
             f"{r['mean_episode_length']:.1f}", f"{r['plan_ms_p50']:.1f}", f"{r['plan_ms_p95']:.1f}",
-            f"{r['act_ms_p95']:.1f}", f"{r['iterations_mean']:.1f}",
+            f"{r['act_ms_p95']:.1f}", f"{r['iterations_mean']:.1f}", _share(r.get("kept_policy_rate")),
         )  # fmt: skip
     Console(width=max(110, Console().width)).print(table)
 
