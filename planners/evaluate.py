@@ -41,8 +41,8 @@ class EpisodeResult:
         plan_ms: planning time of each planning tick (from the brain's ``last_info``), ms.
         iterations: planner iterations of each planning tick.
         costs: predicted cost of each chosen plan.
-        kept_policy: per planning tick, whether the planner returned the policy's own chunk (its
-            ``min_gain`` test; ``False`` for planners without one).
+        kept_policy: per planning tick of a planner with a ``min_gain`` test, whether it returned the
+            policy's own chunk (empty for other planners: ``kept_policy_rate`` is then NaN).
         instruction: the episode's instruction.
         distractor: the arm went to an object other than the named one (module docstring); None when
             the env does not report ``object_gaps``.
@@ -167,7 +167,8 @@ def run_episode(
             result.plan_ms.append(float(plan_info.get("plan_ms", result.act_ms[-1])))
             result.iterations.append(int(plan_info.get("iterations", 0)))
             result.costs.append(float(plan_info.get("cost", np.nan)))
-            result.kept_policy.append(bool(plan_info.get("kept_policy", False)))
+            if "kept_policy" in plan_info:  # planners with a min_gain test say
+                result.kept_policy.append(bool(plan_info["kept_policy"]))
         if record_camera is not None:
             frames.append(video_frame(robot_obs, record_camera, brain))
         obs, reward, terminated, truncated, info = env.step(spec.action_to_vector(action))
@@ -195,6 +196,7 @@ def summarize(planner: str, task: str, results: Sequence[EpisodeResult]) -> dict
     plan_ms = [m for r in results for m in r.plan_ms]
     act_ms = [m for r in results for m in r.act_ms]
     costs = [c for r in results for c in r.costs]
+    kept = [k for r in results for k in r.kept_policy]
     n = len(results)
     success = float(np.mean([r.success for r in results])) if n else float("nan")
     grounded = [r.distractor for r in results if r.distractor is not None]
@@ -216,7 +218,7 @@ def summarize(planner: str, task: str, results: Sequence[EpisodeResult]) -> dict
         "act_ms_p95": _pct(act_ms, 95),
         "iterations_mean": float(np.mean([i for r in results for i in r.iterations])) if plan_ms else float("nan"),
         "plan_cost_mean": float(np.nanmean(costs)) if costs else float("nan"),
-        "kept_policy_rate": float(np.mean([k for r in results for k in r.kept_policy])) if plan_ms else float("nan"),
+        "kept_policy_rate": float(np.mean(kept)) if kept else float("nan"),
         "plans": len(plan_ms),
         "seeds": [r.seed for r in results],
         "per_episode": [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import numpy as np
@@ -74,6 +75,8 @@ def test_eval_cli_writes_records_videos_and_sweep(random_checkpoint_dir, tmp_pat
         assert len(r["videos"]) == 1 and (out / "videos" / f"{r['planner']}_ep0.gif").is_file()
     grad = records[0]
     assert 1 <= grad["iterations_mean"] <= 3
+    assert 0.0 <= grad["kept_policy_rate"] <= 1.0  # the gradient planner's min_gain test, every tick
+    assert all(math.isnan(r["kept_policy_rate"]) for r in records[1:])  # CEM and the policy have none
     sweep = json.loads((out / "sweep.json").read_text())
     assert [(s["planner"], s["sweep_value"]) for s in sweep] == [("grad", 1), ("grad", 2)]
     assert sweep[0]["iterations_mean"] == 1
