@@ -72,6 +72,21 @@ def _brain_factory(cfg: DictConfig) -> tuple[Callable[[str, dict[str, Any]], Any
     return make_bundle, probe.bundle.spec
 
 
+def _refusing_bad_planner_settings(
+    make_brain: Callable[[str, dict[str, Any]], Any],
+) -> Callable[[str, dict[str, Any]], Any]:
+    """``make_brain`` that turns a planner's refusal of its settings (``planner_cfg.<name>.*``, e.g. a
+    negative ``lr`` or a ``min_gain`` of 2) into a one-line :class:`UserError` naming the planner."""
+
+    def make(name: str, over: dict[str, Any]) -> Any:
+        try:
+            return make_brain(name, over)
+        except (ValueError, TypeError) as exc:
+            raise UserError(f"planner_cfg.{name}: {exc}") from exc
+
+    return make
+
+
 def _share(rate: float | None) -> str:
     """A rate in [0, 1] as a percentage; ``-`` when missing or NaN (no planning ticks)."""
     return "-" if rate is None or rate != rate else f"{100 * rate:.0f}%"
@@ -246,6 +261,9 @@ def main(cfg: DictConfig) -> int:
 
     torch.set_num_threads(resolve_threads(cfg.threads))
     make_brain, spec = _brain_factory(cfg)  # a bad checkpoint or bundle is refused before `out` is made
+    make_brain = _refusing_bad_planner_settings(make_brain)
+    for name in names:  # so is a bad planner setting: each brain is built once now, before any episode
+        make_brain(name, _planner_overrides(cfg, name))
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     # only the cameras the brain reads are rendered; `stop_on_success` ends an episode at its first success

@@ -117,6 +117,14 @@ def test_eval_cli_refuses_bad_requests(random_checkpoint_dir, tmp_path, capsys) 
     assert "instruction_templates" in capsys.readouterr().err  # reach has no {zone}
     assert main(["eval", f"ckpt={random_checkpoint_dir}", "stop_on_success=maybe", f"out={tmp_path}"]) == 2
     assert "stop_on_success must be true or false, got 'maybe'" in capsys.readouterr().err
+    for setting, message in (("min_gain=2", "min_gain must be a number in [0, 1)"), ("temporal_window=0", "window"),
+                             ("lr=-1", "need lr > 0")):  # fmt: skip
+        out = tmp_path / setting.split("=")[0]
+        code = main(["eval", f"ckpt={random_checkpoint_dir}", "planners=[policy,grad]", f"planner_cfg.grad.{setting}",
+                     f"out={out}"])  # fmt: skip
+        err = capsys.readouterr().err
+        assert code == 2 and "planner_cfg.grad:" in err and message in err and "Traceback" not in err
+        assert not out.exists()  # refused before any episode
 
 
 @pytest.mark.slow
