@@ -37,7 +37,7 @@ import signal
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -102,6 +102,9 @@ class CollectConfig:
             ``scripted`` (``hardware.brain.load_brain``'s spec strings).
         brain_mode: how that brain acts: ``policy`` (its policy head) or a planner ``grad``,
             ``cem``, ``mppi``.
+        brain_planner: overrides of that mode's planner settings (``configs/planner/<mode>.yaml``),
+            e.g. ``{"min_gain": 0.0}`` to collect the gradient planner's own plans rather than the
+            policy chunks it keeps by default.
         mode: ``fail`` refuses an existing dataset, ``append`` adds episodes to a compatible one,
             ``overwrite`` replaces it. A non-empty folder that is not a dataset is always refused.
         image_hw: camera image size (height, width) in pixels.
@@ -142,6 +145,7 @@ class CollectConfig:
     noise_tau: float = 0.3
     brain: str | None = None
     brain_mode: str = "policy"
+    brain_planner: Mapping[str, Any] = field(default_factory=dict)
     mode: str = "fail"
     image_hw: tuple[int, int] = (64, 64)
     cameras: tuple[str, ...] | None = None
@@ -168,6 +172,8 @@ class CollectConfig:
             raise CollectError("policy=brain needs brain=<training run dir | ONNX bundle dir | scripted>")
         if self.brain_mode not in BRAIN_MODES:
             raise CollectError(f"unknown brain_mode {self.brain_mode!r}; valid: {', '.join(BRAIN_MODES)}")
+        if self.brain_planner and self.policy != "brain":
+            raise CollectError(f"brain_planner sets a brain's planner; policy={self.policy} has no brain")
         if float(self.noise_tau) < 0:
             raise CollectError(f"noise_tau is a correlation time in seconds (>= 0), got {self.noise_tau}")
         if self.mode not in MODES:
@@ -560,7 +566,7 @@ def check_brain(cfg: CollectConfig, spec: RobotSpec, brain_factory: BrainFactory
         )
     try:
         brain = brain_factory(cfg, spec)
-    except (UserError, OSError, ValueError, RuntimeError, KeyError) as exc:
+    except (UserError, OSError, ValueError, TypeError, RuntimeError, KeyError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise CollectError(f"brain {cfg.brain!r} cannot act for robot {spec.name}: {first}") from None
     theirs = getattr(brain, "spec", None)

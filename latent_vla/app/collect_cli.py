@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from latent_vla.base.robot_spec import RobotSpec
 from sim.collect import CollectConfig, CollectError, CollectResult, collect
@@ -47,6 +47,7 @@ def config_from_hydra(cfg: DictConfig) -> CollectConfig:
             noise_tau=float(cfg.get("noise_tau", 0.3)),
             brain=None if cfg.get("brain") is None else str(cfg.brain),
             brain_mode=str(cfg.get("brain_mode", "policy")),
+            brain_planner=_brain_planner(cfg.get("brain_planner")),
             mode=str(cfg.mode),
             image_hw=(int(cfg.image_height), int(cfg.image_width)),
             cameras=_camera_names(cfg.get("cameras")),
@@ -67,6 +68,17 @@ def config_from_hydra(cfg: DictConfig) -> CollectConfig:
         raise CollectError(f"bad collect setting: {exc}") from None
 
 
+def _brain_planner(value: Any) -> dict[str, Any]:
+    """``brain_planner`` as a plain dict of planner settings (``{}`` when unset)."""
+    if value is None:
+        return {}
+    if not OmegaConf.is_dict(value):
+        raise CollectError(
+            f"brain_planner must be a mapping of planner settings (+brain_planner.min_gain=0), got {value!r}"
+        )
+    return dict(OmegaConf.to_container(value, resolve=True))  # type: ignore[arg-type]
+
+
 def _camera_names(value: Any) -> tuple[str, ...] | None:
     """``cameras=`` as a tuple of names: ``null`` (all), one name or a list of names."""
     if value is None:
@@ -75,7 +87,8 @@ def _camera_names(value: Any) -> tuple[str, ...] | None:
 
 
 def load_collect_brain(cfg: CollectConfig, spec: RobotSpec) -> Any:
-    """The brain of ``policy=brain``: ``hardware.brain.load_brain(cfg.brain, mode=cfg.brain_mode)`` for ``spec``.
+    """The brain of ``policy=brain``: ``hardware.brain.load_brain(cfg.brain, mode=cfg.brain_mode)`` for ``spec``,
+    with ``cfg.brain_planner`` over its planner settings.
 
     A top-level function, so collection workers receive it pickled by reference (each worker then
     loads its own brain; workers run PyTorch on one thread).
@@ -84,7 +97,7 @@ def load_collect_brain(cfg: CollectConfig, spec: RobotSpec) -> Any:
 
     if cfg.brain == "scripted":
         return load_brain("scripted", robot_spec=spec)
-    return load_brain(str(cfg.brain), robot_spec=spec, mode=cfg.brain_mode)
+    return load_brain(str(cfg.brain), robot_spec=spec, mode=cfg.brain_mode, planner=dict(cfg.brain_planner))
 
 
 def summary_table(result: CollectResult, out: Path) -> str:

@@ -7,6 +7,8 @@ reopens; the columns say who acted (``source``), what the expert would have done
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -188,3 +190,22 @@ def test_a_trained_run_collects_dagger_frames(tmp_path, tiny_checkpoint_dir):
     assert result.episodes[0].sources == {"brain": 5}
     cols = _columns(tmp_path / "run")
     assert (cols["source"] == SOURCES["brain"]).all() and cols["expert.valid"].all()
+
+
+def test_brain_planner_settings_reach_the_acting_planner(tmp_path, tiny_checkpoint_dir, capsys):
+    from latent_vla.app.cli import main
+
+    cfg = _cfg(tmp_path, "brain", brain=str(tiny_checkpoint_dir), brain_mode="grad", brain_planner={"min_gain": 0.0})
+    assert load_collect_brain(cfg, SO101).planner.min_gain == 0.0
+    assert load_collect_brain(replace(cfg, brain_planner={}), SO101).planner.min_gain > 0.0  # the shipped setting
+    with pytest.raises(CollectError, match="magic") as exc:
+        check_brain(replace(cfg, brain_planner={"magic": 1}), SO101, load_collect_brain)
+    assert "\n" not in str(exc.value)
+    with pytest.raises(CollectError, match="has no brain"):
+        _cfg(tmp_path, "expert", brain_planner={"min_gain": 0.0}).validate()
+    argv = ["collect", "+brain_planner.min_gain=2", "policy=brain", f"brain={tiny_checkpoint_dir}", "brain_mode=grad",
+            f"out={tmp_path / 'z'}", "workers=1"]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "min_gain" in err
+    assert not (tmp_path / "z").exists()
