@@ -135,12 +135,15 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
 
 
 @torch.no_grad()
-def cost_vs_distance(model: WorldModel, cache: FrameCache, enc: EncodedEpisodes) -> dict[str, float]:
-    """Spearman correlation of ``cost(z_t)`` with the true distance of frame ``t`` (needs next.reward).
+def cost_vs_distance(
+    model: WorldModel, cache: FrameCache, enc: EncodedEpisodes, dense: float = 0.0
+) -> dict[str, float]:
+    """Spearman correlation of ``cost(z_t)`` with the true cost of frame ``t`` (needs next.reward).
 
-    The distance of ``z_t`` is ``-next.reward`` of frame ``t - 1`` (the state reached after ``a_{t-1}``),
-    so every episode's first frame is skipped. ``spearman_unsolved`` is the same on the frames whose
-    true distance is above zero (the solved frames tie at zero). ``spearman_ceiling`` is the best
+    The true cost of ``z_t`` is the cost target of frame ``t - 1`` (the state reached after ``a_{t-1}``:
+    ``FrameCache.cost_targets(dense)``, with ``dense`` the run's ``train.loss.cost_dense``), so every
+    episode's first frame is skipped. ``spearman_unsolved`` is the same on the frames whose distance to
+    success is above zero (the solved frames tie at zero without ``dense``). ``spearman_ceiling`` is the best
     ``spearman`` any prediction without ties can reach on these frames (the true order, ties broken):
     with many solved frames it is well below 1, because their tied true ranks cannot be matched.
     """
@@ -148,7 +151,10 @@ def cost_vs_distance(model: WorldModel, cache: FrameCache, enc: EncodedEpisodes)
         raise ValueError("the dataset has no next.reward, so there is no true distance to compare with")
     keep = np.array([f > cache.episode_bounds[e][0] for f, e in zip(enc.frames, enc.episode, strict=True)])
     pred = model.cost(enc.z[torch.from_numpy(keep)], enc.task[torch.from_numpy(keep)]).cpu().numpy()
-    true = -cache.reward[enc.frames[keep] - 1]
+    targets = cache.cost_targets(dense)
+    assert targets is not None  # next.reward is there
+    before = enc.frames[keep] - 1
+    true = targets[before]
     out = {
         "spearman": spearman(pred, true),
         "spearman_ceiling": spearman(np.argsort(np.argsort(true, kind="mergesort")), true),
@@ -157,7 +163,7 @@ def cost_vs_distance(model: WorldModel, cache: FrameCache, enc: EncodedEpisodes)
     }
     # Frames already at success all have distance 0: a large tied group whose order is arbitrary, so
     # the same correlation on the frames still short of success is reported beside it.
-    open_ = true > 0
+    open_ = -cache.reward[before] > 0
     if open_.sum() >= 2:
         out["spearman_unsolved"] = spearman(pred[open_], true[open_])
         out["frames_unsolved"] = int(open_.sum())

@@ -39,6 +39,8 @@ SOURCE_KEY = "source"
 EXPERT_ACTION_KEY = "expert.action"
 EXPERT_VALID_KEY = "expert.valid"
 PROGRESS_KEY = "next.progress"
+GAP_NAME = "gripper_to_object"
+"""The ``next.progress`` entry ``train.loss.cost_dense`` adds to the cost target (metres)."""
 ENGINE_KEYS = (SOURCE_KEY, EXPERT_ACTION_KEY, EXPERT_VALID_KEY, PROGRESS_KEY)
 CONVERTER = "python -m lerobot.datasets.v30.convert_dataset_v21_to_v30 --repo-id=<id> --root=<dir>"
 
@@ -126,6 +128,30 @@ class FrameCache:
         if self.expert_action is not None and self.expert_valid is not None:
             actions = np.concatenate([actions, self.expert_action[self.expert_valid]])
         return Normalizer.from_arrays(self.state, actions, image_size, self.camera_names)
+
+    def cost_targets(self, dense: float = 0.0) -> np.ndarray | None:
+        """What the cost head learns for each frame ``(N,)`` float32, metres; ``None`` without ``next.reward``.
+
+        ``max(0, -next.reward)`` (the distance to success after the action) plus ``dense`` times the
+        gripper-to-object gap of ``next.progress`` (to the object's centre). The distance is flat at zero
+        once a task counts as solved and, for push and pick, until the object moves; the gap keeps a
+        slope there (on reach it made the gradient planner worse: docs/training.md, "Dense cost").
+
+        Raises:
+            DatasetError: ``dense > 0`` and the dataset has no ``next.progress`` gap.
+        """
+        if self.reward is None:
+            return None
+        cost = np.maximum(-self.reward, 0.0).astype(np.float32)
+        if dense <= 0:
+            return cost
+        names = self.progress_names or []
+        if self.progress is None or GAP_NAME not in names:
+            raise DatasetError(
+                f"train.loss.cost_dense={dense} needs the {PROGRESS_KEY!r} entry {GAP_NAME!r}, which this dataset "
+                "lacks (collect it with `latent-vla collect`; 0 trains on the distance alone)"
+            )
+        return (cost + dense * self.progress[:, names.index(GAP_NAME)]).astype(np.float32)
 
     def bc_targets(self) -> tuple[np.ndarray, np.ndarray]:
         """Behaviour-cloning labels ``(N, A)`` (robot units) and their mask ``(N,)`` bool.
@@ -648,6 +674,7 @@ class WindowSampler:
         rephrase: ``(instruction, rng) -> reworded instruction`` (e.g. ``sim.phrasing.rephrase_instruction``),
             applied to a sampled window's instruction with probability ``rephrase_prob``.
         rephrase_prob: in ``[0, 1]``; 0 = every window keeps its dataset instruction.
+        cost_dense: weight of the gripper-to-object gap in the cost target (:meth:`FrameCache.cost_targets`).
     """
 
     def __init__(
@@ -662,6 +689,7 @@ class WindowSampler:
         env_state_stats: tuple[np.ndarray, np.ndarray] | None = None,
         rephrase: Callable[[str, np.random.Generator], str] | None = None,
         rephrase_prob: float = 0.0,
+        cost_dense: float = 0.0,
     ) -> None:
         if horizon < 1:
             raise ValueError(f"horizon must be >= 1, got {horizon}")
@@ -691,7 +719,8 @@ class WindowSampler:
             self.action if cache.expert_action is None else torch.from_numpy(normalizer.action_to_model(bc_action))
         )
         self.bc_valid = torch.from_numpy(bc_valid.astype(np.float32))  # (N,)
-        self.cost = None if cache.reward is None else torch.from_numpy(np.maximum(-cache.reward, 0.0))
+        cost = cache.cost_targets(cost_dense)
+        self.cost = None if cost is None else torch.from_numpy(cost)
         self.success = None if cache.success is None else torch.from_numpy(cache.success)
         self.task_tokens = torch.from_numpy(tokenizer.encode(cache.tasks))  # (n_tasks, L)
         self.task_index = torch.from_numpy(cache.task_index)

@@ -57,6 +57,9 @@ class LossWeights:
         rho: per-step discount of the prediction loss.
         cost: weight of the cost (distance) regression.
         cost_scale: metres; costs are divided by this before the smooth-L1.
+        cost_dense: weight of the gripper-to-object gap (``next.progress``, metres) added to the cost
+            target (``latent_vla.data.FrameCache.cost_targets``): a slope inside the success region and
+            before the object moves. 0 = the distance to success alone.
         success: weight of the success classification.
         policy: weight of behaviour cloning.
         policy_loss: ``"mse"`` or ``"l1"`` (ACT's choice: its gradient does not fade as the error
@@ -87,6 +90,7 @@ class LossWeights:
     rho: float = 0.5
     cost: float = 1.0
     cost_scale: float = 0.05
+    cost_dense: float = 0.0
     success: float = 0.5
     policy: float = 1.0
     policy_loss: str = "l1"

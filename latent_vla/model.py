@@ -554,7 +554,8 @@ class WorldModel(nn.Module):
         return torch.stack(out, dim=1)
 
     def cost(self, z: Tensor, task: Tensor) -> Tensor:
-        """Predicted distance to success, metres: ``(..., Z)``, ``(B, T)`` -> ``(...)`` >= 0."""
+        """Predicted distance to success, metres: ``(..., Z)``, ``(B, T)`` -> ``(...)`` >= 0 (plus
+        ``train.loss.cost_dense`` x the gripper-to-object gap when the model was trained with it)."""
         return F.softplus(self.cost_head(z, task)).squeeze(-1)
 
     def success_logit(self, z: Tensor, task: Tensor) -> Tensor:

@@ -715,8 +715,10 @@ def _build_samplers(
         env_state_stats=env_stats,
         rephrase=rephraser if ts.rephrase > 0 else None,
         rephrase_prob=ts.rephrase,
+        cost_dense=ts.loss.cost_dense,
     )
-    val = WindowSampler(*common, val_eps, env_state_stats=env_stats) if len(val_eps) else None
+    dense = ts.loss.cost_dense
+    val = WindowSampler(*common, val_eps, env_state_stats=env_stats, cost_dense=dense) if len(val_eps) else None
     return sampler, val
 
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from latent_vla.base.text import Tokenizer
-from latent_vla.data import Batch, FrameCache, WindowSampler, load_frames, merge_caches
+from latent_vla.data import Batch, DatasetError, FrameCache, WindowSampler, load_frames, merge_caches
 from latent_vla.losses import LossWeights, WorldModelLoss
 from latent_vla.model import ModelConfig, WorldModel
 
@@ -138,3 +138,23 @@ def test_load_frames_reads_the_data_engine_features(tmp_path):
     labels, valid = cache.bc_targets()
     np.testing.assert_array_equal(labels, cache.expert_action)
     assert valid.all()
+    # the dense cost target adds the recorded gripper-to-object gap to the distance to success
+    gap = cache.progress[:, 0]
+    np.testing.assert_allclose(cache.cost_targets(), np.maximum(-cache.reward, 0.0))
+    np.testing.assert_allclose(cache.cost_targets(0.5) - cache.cost_targets(), 0.5 * gap, atol=1e-7)
+    assert (gap > 0).all()
+
+
+def test_the_dense_cost_target_has_a_slope_where_the_distance_is_flat():
+    cache = _cache(labelled=False)
+    cache.reward[:] = 0.0  # every frame solved: the distance to success is flat at zero
+    with pytest.raises(DatasetError, match="cost_dense=1.0 needs") as exc:
+        cache.cost_targets(1.0)
+    assert "\n" not in str(exc.value)
+    cache.progress = np.stack([np.linspace(0.05, 0.01, N_EP * T), np.zeros(N_EP * T), np.zeros(N_EP * T)], 1)
+    cache.progress = cache.progress.astype(np.float32)
+    cache.progress_names = ["gripper_to_object", "object_to_goal", "grasped"]
+    flat = WindowSampler(cache, cache.normalizer((16, 16)), Tokenizer(), 2, 4)
+    dense = WindowSampler(cache, cache.normalizer((16, 16)), Tokenizer(), 2, 4, cost_dense=2.0)
+    assert float(flat.cost.abs().max()) == 0.0
+    np.testing.assert_allclose(dense.cost.numpy(), 2.0 * cache.progress[:, 0], rtol=1e-6)
