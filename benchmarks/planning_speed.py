@@ -162,8 +162,21 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "matmul_peak_gflops": peak,
         "steal_fraction": steal_fraction(ticks, cpu_ticks()),  # the hypervisor's share while measuring
         "settings": {k: v for k, v in vars(args).items() if k != "out"},
-        "machine": {"cpu": platform.processor() or platform.machine(), "torch": torch.__version__},
+        "machine": machine(),
     }
+
+
+def machine() -> dict[str, Any]:
+    """The CPU model, the product tile the fused kernel chose for it (8 x 2 with AVX-512, 4 x 1 without:
+    the kernel's speed differs by about 1.4x between the two) and the torch version."""
+    from latent_vla.base.fused_gemm import TILE  # numba: compiled only when the kernel rows run anyway
+
+    name = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        models = [ln.split(":", 1)[1].strip() for ln in cpuinfo.read_text().splitlines() if ln.startswith("model name")]
+        name = models[0] if models else name
+    return {"cpu": name, "avx512": TILE == (8, 2), "kernel_tile": list(TILE), "torch": torch.__version__}
 
 
 def print_table(result: dict[str, Any]) -> None:
@@ -173,6 +186,8 @@ def print_table(result: dict[str, Any]) -> None:
     print(f"planning speed: R={s['restarts']} H={s['horizon']}, {s['threads']} thread(s), "
           f"fp32 matmul peak {result['matmul_peak_gflops']:.0f} GFLOP/s, {steal} of CPU time stolen by the "
           "hypervisor")  # fmt: skip
+    m = result.get("machine", {})
+    print(f"cpu: {m.get('cpu')}, AVX-512: {m.get('avx512')}, kernel tile {m.get('kernel_tile')}")
     print(f"{'backend':<15} {'grad ms/it':>10} {'p95':>6} {'MFLOP/it':>9} {'% peak':>7} "
           f"{'cem ms/round':>12} {'MFLOP/round':>11} {'% peak':>7} {'plan diff':>9}")  # fmt: skip
     for r in result["rows"]:
