@@ -76,6 +76,7 @@ log = logging.getLogger(__name__)
 FROM_DATASET = ("state_dim", "action_dim", "vocab_size", "env_state_dim")
 """:class:`ModelConfig` fields filled in at build time (dataset, tokenizer, loss weights); never in the config."""
 TARGETS = ("stopgrad", "ema")
+LR_SCHEDULES = ("constant", "cosine")
 RESUME_MODES = ("auto", "true", "false")
 RUN_LEFTOVERS = ("train_log.csv", "tb", "train_summary.json")
 Rephraser = Callable[[str, np.random.Generator], str]
@@ -109,6 +110,7 @@ class TrainSettings:
     motion_weighting: float = 0.0
     rephrase: float = 0.0
     grounding: float = 0.3
+    lr_schedule: str = "constant"
     loss: LossWeights = field(default_factory=LossWeights)
 
     def check(self) -> None:
@@ -124,6 +126,8 @@ class TrainSettings:
         _require("train.grounding", self.grounding, lambda v: 0 <= v < 1, "a share of the run in [0, 1)")
         if self.target not in TARGETS:
             raise UserError(f"train.target must be one of {TARGETS}, got {self.target!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise UserError(f"train.lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         for f in fields(self.loss):
             value = getattr(self.loss, f.name)
             if isinstance(value, int | float) and not isinstance(value, bool):
@@ -311,9 +315,13 @@ def build_model_config(
     return ModelConfig(**{**model_settings(model), **dims})
 
 
-def _lr_at(step: int, ts: TrainSettings) -> float:
+def _lr_at(step: int, ts: TrainSettings, done: float = 0.0) -> float:
+    """Learning rate at (0-based) ``step``, ``done`` the share of the run used (:func:`_run_fraction`):
+    a linear warm-up, then ``train.lr`` (``constant``) or a half cosine from it to 0 at the run's end."""
     if ts.warmup_steps > 0 and step < ts.warmup_steps:
         return ts.lr * (step + 1) / ts.warmup_steps
+    if ts.lr_schedule == "cosine":
+        return ts.lr * 0.5 * (1.0 + math.cos(math.pi * min(max(done, 0.0), 1.0)))
     return ts.lr
 
 
@@ -788,15 +796,16 @@ def _announce_data(run: _Run) -> None:
 
 # -- the loop --------------------------------------------------------------------------------------
 def _train_step(
-    run: _Run, step: int, rng: np.random.Generator, grounding: bool = False
+    run: _Run, step: int, rng: np.random.Generator, grounding: bool = False, done: float = 0.0
 ) -> tuple[dict[str, torch.Tensor], float]:
     """One optimizer step at (0-based) ``step``; returns the loss terms and the pre-clip grad norm.
 
-    ``grounding``: the first-frame objective (:meth:`WorldModelLoss.first_frame`) instead of the full one.
+    ``grounding``: the first-frame objective (:meth:`WorldModelLoss.first_frame`) instead of the full one;
+    ``done``: the share of the run used (the learning-rate schedule's clock).
     """
     ts = run.settings.train
     for g in run.optimizer.param_groups:
-        g["lr"] = _lr_at(step, ts)
+        g["lr"] = _lr_at(step, ts, done)
     batch = run.sampler.sample(run.batch_size, rng).to(run.device)
     total, terms = run.train_fn(batch, run.target, first_frame=grounding)
     terms["grounding"] = torch.tensor(float(grounding))
@@ -833,6 +842,18 @@ def _in_grounding(run: _Run, step: int, elapsed_s: float) -> bool:
         dist.broadcast(t, src=0)
         flag = bool(t.item() > 0)
     return flag
+
+
+def _run_fraction(run: _Run, step: int, elapsed_s: float) -> float:
+    """The share of this run used, ``[0, 1]``: of ``train.steps`` or of ``train.minutes``, whichever is
+    further; under DDP the largest over the ranks, so every rank steps with the same learning rate."""
+    ts = run.settings.train
+    done = min(1.0, max(step / ts.steps, elapsed_s / (ts.minutes * 60.0)))
+    if run.world > 1:
+        t = torch.tensor([done], device=run.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        done = float(t.item())
+    return done
 
 
 def _should_stop(run: _Run, elapsed_s: float, signals: _StopSignals) -> bool:
@@ -879,7 +900,9 @@ def _optimize(run: _Run, progress: _Progress, signals: _StopSignals) -> tuple[in
     t_start = last_save = time.monotonic()
     step = run.start_step
     while step < ts.steps and not _should_stop(run, time.monotonic() - t_start, signals):
-        terms, grad_norm = _train_step(run, step, rng, _in_grounding(run, step, time.monotonic() - t_start))
+        elapsed = time.monotonic() - t_start
+        done = _run_fraction(run, step, elapsed) if ts.lr_schedule != "constant" else 0.0
+        terms, grad_norm = _train_step(run, step, rng, _in_grounding(run, step, elapsed), done)
         step += 1
         progress.add(terms, grad_norm, time.monotonic() - t_start)
         if step % ts.log_every == 0 or step == ts.steps:

@@ -175,6 +175,20 @@ def test_grounding_phase_trains_first_frames_then_the_full_objective(tiny_datase
     assert [float(r["grounding"]) for r in _rows(res.run_dir / "train_log.csv")][8:] == [0.0, 0.0]
 
 
+def test_cosine_schedule_ends_the_run_near_zero_and_bad_names_are_refused(tiny_dataset_dir, tmp_path):
+    """``train.lr_schedule=cosine``: warm-up, then a half cosine over the run's steps down to ~0."""
+    res = train(tiny_run_settings(tiny_dataset_dir, tmp_path / "c", steps=12, log_every=1, warmup_steps=2,
+                                  lr=1e-3, grounding=0.0, lr_schedule="cosine"))  # fmt: skip
+    lrs = [float(r["lr"]) for r in _rows(res.run_dir / "train_log.csv")]
+    assert lrs[1] == pytest.approx(1e-3)  # the end of the warm-up
+    assert all(a > b for a, b in zip(lrs[1:], lrs[2:], strict=False))  # falling every step after it
+    assert lrs[-1] < 0.03e-3
+    flat = train(tiny_run_settings(tiny_dataset_dir, tmp_path / "k", steps=6, log_every=1, warmup_steps=2, lr=1e-3))
+    assert [float(r["lr"]) for r in _rows(flat.run_dir / "train_log.csv")][1:] == [pytest.approx(1e-3)] * 5
+    with pytest.raises(UserError, match="lr_schedule must be one of"):
+        train(tiny_run_settings(tiny_dataset_dir, tmp_path / "x", lr_schedule="linear"))
+
+
 def test_first_frame_objective_moves_the_encoder_but_not_the_dynamics(tiny_dataset_dir):
     """Grounding: the image encoder learns where the named object is; the joint state is blanked."""
     settings = tiny_run_settings(tiny_dataset_dir, "unused", steps=1)
