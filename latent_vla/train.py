@@ -716,17 +716,16 @@ def _build_samplers(
     )
     train_eps, val_eps = split_episodes(cache.num_episodes, ts.val_fraction, ts.seed, cache.episode_source)
     common = (cache, normalizer, tokenizer, ts.horizon, model.config.chunk_len)
+    targets = {"env_state_stats": env_stats, "cost_dense": ts.loss.cost_dense}  # validation scores the same targets
     sampler = WindowSampler(
         *common,
         train_eps,
         motion_weighting=ts.motion_weighting,
-        env_state_stats=env_stats,
         rephrase=rephraser if ts.rephrase > 0 else None,
         rephrase_prob=ts.rephrase,
-        cost_dense=ts.loss.cost_dense,
+        **targets,
     )
-    dense = ts.loss.cost_dense
-    val = WindowSampler(*common, val_eps, env_state_stats=env_stats, cost_dense=dense) if len(val_eps) else None
+    val = WindowSampler(*common, val_eps, **targets) if len(val_eps) else None
     return sampler, val
 
 

@@ -226,11 +226,14 @@ def _evaluate_tasks(
     spec: Any,
     env_kwargs: dict[str, Any],
     out: Path,
+    fresh: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Every planner of ``names`` on each task of ``tasks`` (same seeds); one record per (task, planner).
 
-    With several tasks the GIFs are named ``<planner>_<task>_ep<i>.gif`` and each record's
-    ``success_vs_best_other`` compares the planners on its own task.
+    Each (task, planner) gets a new brain: ``fresh`` holds unused ones already built (by name), which
+    the first task takes instead of building its own. With several tasks the GIFs are named
+    ``<planner>_<task>_ep<i>.gif`` and each record's ``success_vs_best_other`` compares the planners
+    on its own task.
     """
     import sim
     from planners.evaluate import add_baseline_deltas, evaluate_brain
@@ -239,7 +242,7 @@ def _evaluate_tasks(
     for task in tasks:
         task_records = []
         for name in names:
-            brain = make_brain(name, _planner_overrides(cfg, name))
+            brain = fresh.pop(name) if fresh and name in fresh else make_brain(name, _planner_overrides(cfg, name))
             stem = name if len(tasks) == 1 else f"{name}_{task}"
             task_records.append(
                 evaluate_brain(name, brain, partial(sim.make_env, task, **env_kwargs), spec, task, int(cfg.episodes),
@@ -262,8 +265,8 @@ def main(cfg: DictConfig) -> int:
     torch.set_num_threads(resolve_threads(cfg.threads))
     make_brain, spec = _brain_factory(cfg)  # a bad checkpoint or bundle is refused before `out` is made
     make_brain = _refusing_bad_planner_settings(make_brain)
-    for name in names:  # so is a bad planner setting: each brain is built once now, before any episode
-        make_brain(name, _planner_overrides(cfg, name))
+    # so is a bad planner setting: each planner's brain is built now, before any episode (the first task uses them)
+    fresh = {name: make_brain(name, _planner_overrides(cfg, name)) for name in names}
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     # only the cameras the brain reads are rendered; `stop_on_success` ends an episode at its first success
@@ -279,7 +282,7 @@ def main(cfg: DictConfig) -> int:
         env_kwargs["instruction_templates"] = templates
 
     tasks = task_names(cfg)
-    records = _evaluate_tasks(cfg, names, tasks, make_brain, spec, env_kwargs, out)
+    records = _evaluate_tasks(cfg, names, tasks, make_brain, spec, env_kwargs, out, fresh)
     (out / "eval.json").write_text(json.dumps(records, indent=2))
     phrasing = f" templates={len(templates)} of your own" if templates is not None else ""
     for task in tasks:

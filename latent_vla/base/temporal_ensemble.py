@@ -60,8 +60,7 @@ class TemporalEnsemble:
             raise ValueError(f"plan must be (H, A) with H >= 1, got shape {plan.shape}")
         self._plans.append((self.tick, plan))
         # keep the plans that still say something about this tick
-        span = (lambda p: p.shape[0]) if self.window is None else (lambda p: min(p.shape[0], self.window))
-        self._plans = [(t0, p) for t0, p in self._plans if self.tick - t0 < span(p)]
+        self._plans = [(t0, p) for t0, p in self._plans if self.tick - t0 < min(p.shape[0], self.window or p.shape[0])]
         ages = np.array([self.tick - t0 for t0, _ in self._plans], dtype=np.float64)
         weights = np.exp(-self.decay * ages)
         proposals = np.stack([p[self.tick - t0] for t0, p in self._plans])  # (n, A)
