@@ -111,6 +111,7 @@ class TrainSettings:
     rephrase: float = 0.0
     grounding: float = 0.3
     lr_schedule: str = "constant"
+    average_tau: float = 0.0
     loss: LossWeights = field(default_factory=LossWeights)
 
     def check(self) -> None:
@@ -120,6 +121,7 @@ class TrainSettings:
         for name in ("weight_decay", "warmup_steps", "grad_clip", "val_every", "num_threads"):
             _require(f"train.{name}", getattr(self, name), lambda v: v >= 0, "a finite number >= 0")
         _require("train.ema_tau", self.ema_tau, lambda v: 0 < v <= 1, "in (0, 1]")
+        _require("train.average_tau", self.average_tau, lambda v: 0 <= v <= 1, "in [0, 1] (0 = off)")
         _require("train.val_fraction", self.val_fraction, lambda v: 0 <= v < 1, "in [0, 1)")
         _require("train.motion_weighting", self.motion_weighting, lambda v: 0 <= v <= 1, "in [0, 1]")
         _require("train.rephrase", self.rephrase, lambda v: 0 <= v <= 1, "a probability in [0, 1]")
@@ -329,6 +331,22 @@ def _lr_at(step: int, ts: TrainSettings, done: float = 0.0) -> float:
 def _ema_update(target: WorldModel, online: WorldModel, tau: float) -> None:
     for pt, po in zip(target.parameters(), online.parameters(), strict=True):
         pt.lerp_(po, tau)
+
+
+@torch.no_grad()
+def _track_average(run: _Run, grounding: bool) -> None:
+    """Update the weight average (``train.average_tau``) after a step: it starts as a copy of the model
+    at the first full-objective step (the grounding phase trains the encoder alone) and then follows
+    ``avg <- avg + tau (online - avg)``; buffers are copied from the online model."""
+    tau = run.settings.train.average_tau
+    if tau <= 0 or grounding:
+        return
+    if run.average is None:
+        run.average = copy.deepcopy(run.model).requires_grad_(False)
+        return
+    _ema_update(run.average, run.model, tau)
+    for ba, bo in zip(run.average.buffers(), run.model.buffers(), strict=True):
+        ba.copy_(bo)
 
 
 @torch.no_grad()
@@ -625,6 +643,7 @@ class _Run:
     batch_size: int
     start_step: int
     config_to_save: dict[str, Any]
+    average: WorldModel | None = None
 
     @property
     def is_main(self) -> bool:
@@ -750,6 +769,7 @@ def _setup(settings: RunSettings, full_config: dict[str, Any] | None, rephraser:
     model, normalizer, start_step = _build_model(settings, model_cfg, cache, resuming)
     target, loss_fn, train_fn, optimizer = _build_optimization(settings, model, cache, device, world, resuming)
     sampler, val_sampler = _build_samplers(settings, cache, normalizer, tokenizer, model, rephraser)
+    average = _resume_average(settings, model) if resuming else None
     return _Run(
         settings=settings,
         run_dir=Path(settings.out),
@@ -770,7 +790,20 @@ def _setup(settings: RunSettings, full_config: dict[str, Any] | None, rephraser:
         batch_size=max(1, ts.batch_size // world),
         start_step=start_step,
         config_to_save=full_config if full_config is not None else asdict(settings),
+        average=average,
     )
+
+
+def _resume_average(settings: RunSettings, model: WorldModel) -> WorldModel | None:
+    """On resume of a run that averaged its weights: the model continues from the online weights in
+    ``train_state.safetensors`` (the optimizer's state is theirs); the saved (averaged) weights are the
+    average again when ``train.average_tau`` is on. ``None``: no average (yet)."""
+    online = {k[len("online.") :]: v for k, v in load_train_state(settings.out).items() if k.startswith("online.")}
+    if not online:
+        return None
+    average = copy.deepcopy(model).requires_grad_(False) if settings.train.average_tau > 0 else None
+    load_weights(model, online, "online weights in train_state.safetensors")  # the optimizer's state is theirs
+    return average
 
 
 def _announce_data(run: _Run) -> None:
@@ -875,20 +908,25 @@ def _validate(run: _Run, progress: _Progress, step: int, batches: int) -> dict[s
 
 
 def _save(run: _Run, step: int) -> None:
-    """Write a resumable checkpoint of ``step`` (rank 0): weights, stats, AdamW state, EMA target."""
+    """Write a resumable checkpoint of ``step`` (rank 0): weights, stats, AdamW state, EMA target.
+
+    With a weight average (``train.average_tau``) the checkpoint's model is the average and the online
+    weights go to ``train_state.safetensors`` (``online.*``), from which a resumed run continues."""
     if not run.is_main:
         return
-    extra = {f"ema.{k}": v for k, v in run.target.state_dict().items()} if run.target is not None else None
+    extra = {f"ema.{k}": v for k, v in run.target.state_dict().items()} if run.target is not None else {}
+    if run.average is not None:
+        extra.update({f"online.{k}": v for k, v in run.model.state_dict().items()})
     save_checkpoint(
         run.run_dir,
-        run.model,
+        run.average if run.average is not None else run.model,
         run.normalizer,
         run.tokenizer,
         run.spec,
         run.config_to_save,
         step,
         run.optimizer,
-        train_state=extra,
+        train_state=extra or None,
     )
 
 
@@ -901,7 +939,9 @@ def _optimize(run: _Run, progress: _Progress, signals: _StopSignals) -> tuple[in
     while step < ts.steps and not _should_stop(run, time.monotonic() - t_start, signals):
         elapsed = time.monotonic() - t_start
         done = _run_fraction(run, step, elapsed) if ts.lr_schedule != "constant" else 0.0
-        terms, grad_norm = _train_step(run, step, rng, _in_grounding(run, step, elapsed), done)
+        grounding = _in_grounding(run, step, elapsed)
+        terms, grad_norm = _train_step(run, step, rng, grounding, done)
+        _track_average(run, grounding)
         step += 1
         progress.add(terms, grad_norm, time.monotonic() - t_start)
         if step % ts.log_every == 0 or step == ts.steps:

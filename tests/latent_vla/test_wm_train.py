@@ -17,7 +17,7 @@ from synthetic_data import make_synthetic_dataset, tiny_run_settings
 
 from latent_vla.app.cli import main as cli_main
 from latent_vla.base.errors import UserError
-from latent_vla.checkpoint import load_checkpoint, read_manifest
+from latent_vla.checkpoint import load_checkpoint, load_train_state, read_manifest
 from latent_vla.data import WindowSampler, env_state_statistics, load_frames
 from latent_vla.losses import LossWeights, WorldModelLoss
 from latent_vla.model import WorldModel
@@ -187,6 +187,32 @@ def test_cosine_schedule_ends_the_run_near_zero_and_bad_names_are_refused(tiny_d
     assert [float(r["lr"]) for r in _rows(flat.run_dir / "train_log.csv")][1:] == [pytest.approx(1e-3)] * 5
     with pytest.raises(UserError, match="lr_schedule must be one of"):
         train(tiny_run_settings(tiny_dataset_dir, tmp_path / "x", lr_schedule="linear"))
+
+
+def test_weight_average_is_the_saved_model_and_resumes_from_the_online_weights(tiny_dataset_dir, tmp_path):
+    """``train.average_tau``: the checkpoint's model is the average, the online weights ride along in
+    ``train_state.safetensors``, and a resume restores both (here a resume with nothing left to do)."""
+
+    def saved(run):
+        model = {k: v.clone() for k, v in load_checkpoint(run).model.state_dict().items()}
+        online = {k[len("online.") :]: v for k, v in load_train_state(run).items() if k.startswith("online.")}
+        return model, online
+
+    same = train(tiny_run_settings(tiny_dataset_dir, tmp_path / "one", steps=6, grounding=0.0, average_tau=1.0))
+    model, online = saved(same.run_dir)
+    assert online.keys() == model.keys() and all(torch.equal(model[k], online[k]) for k in model)  # tau 1: no memory
+    run = train(tiny_run_settings(tiny_dataset_dir, tmp_path / "avg", steps=6, grounding=0.0, average_tau=0.3)).run_dir
+    model, online = saved(run)
+    moved = [k for k in model if k.endswith("weight") and not torch.equal(model[k], online[k])]
+    assert "dynamics.0.weight" in moved and "policy_head.z_in.weight" in moved  # the average lags the online weights
+    again = train(tiny_run_settings(tiny_dataset_dir, run, steps=6, grounding=0.0, average_tau=0.3))
+    assert again.steps_this_call == 0
+    model2, online2 = saved(run)
+    assert all(torch.equal(model[k], model2[k]) and torch.equal(online[k], online2[k]) for k in model)
+    off = train(tiny_run_settings(tiny_dataset_dir, tmp_path / "off", steps=2, grounding=0.0))
+    assert not any(k.startswith("online.") for k in load_train_state(off.run_dir))
+    with pytest.raises(UserError, match="average_tau"):
+        train(tiny_run_settings(tiny_dataset_dir, tmp_path / "x", average_tau=1.5))
 
 
 def test_first_frame_objective_moves_the_encoder_but_not_the_dynamics(tiny_dataset_dir):
