@@ -30,6 +30,7 @@ import os
 import signal
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -110,6 +111,8 @@ class TrainSettings:
     motion_weighting: float = 0.0
     rephrase: float = 0.0
     grounding: float = 0.3
+    grounding_loss: float = 0.0
+    grounding_max: float = 0.5
     lr_schedule: str = "constant"
     average_tau: float = 0.0
     loss: LossWeights = field(default_factory=LossWeights)
@@ -126,6 +129,7 @@ class TrainSettings:
         _require("train.motion_weighting", self.motion_weighting, lambda v: 0 <= v <= 1, "in [0, 1]")
         _require("train.rephrase", self.rephrase, lambda v: 0 <= v <= 1, "a probability in [0, 1]")
         _require("train.grounding", self.grounding, lambda v: 0 <= v < 1, "a share of the run in [0, 1)")
+        _require("train.grounding_max", self.grounding_max, lambda v: 0 <= v < 1, "a share of the run in [0, 1)")
         if self.target not in TARGETS:
             raise UserError(f"train.target must be one of {TARGETS}, got {self.target!r}")
         if self.lr_schedule not in LR_SCHEDULES:
@@ -860,20 +864,51 @@ def _grounding_possible(run: _Run) -> bool:
     return run.settings.train.grounding > 0 and run.model.env_state_dim > 0 and run.start_step == 0
 
 
-def _in_grounding(run: _Run, step: int, elapsed_s: float) -> bool:
-    """Whether ``step`` belongs to the grounding phase: the first ``train.grounding`` share of a fresh run.
+class _GroundingPhase:
+    """Says, step by step, whether a step belongs to the grounding phase (the first-frame objective).
 
-    The phase ends at that share of ``train.minutes`` or of ``train.steps``, whichever comes first; a
-    resumed run does not re-enter it, nor does a run whose data records no environment state (the
-    phase has nothing else to teach). Under DDP rank 0 decides, so every rank runs the same objective.
+    The phase is the first ``train.grounding`` share of a fresh run (of ``train.minutes`` or of
+    ``train.steps``, whichever comes first). With ``train.grounding_loss > 0`` it goes on past that
+    share while the mean environment-state loss of its last :attr:`WINDOW` steps is above that value, up
+    to ``train.grounding_max`` of the run: the encoder learns where the named object is in a sudden
+    drop whose timing varies from run to run. Once over, it stays over. A resumed run does not re-enter
+    it, nor does a run whose data record no environment state. Under DDP rank 0 decides, so every rank
+    runs the same objective.
     """
-    ts = run.settings.train
-    flag = _grounding_possible(run) and step < ts.grounding * ts.steps and elapsed_s < ts.grounding * ts.minutes * 60.0
-    if run.world > 1:
-        t = torch.tensor([1.0 if flag else 0.0], device=run.device)
-        dist.broadcast(t, src=0)
-        flag = bool(t.item() > 0)
-    return flag
+
+    WINDOW = 50
+
+    def __init__(self, run: _Run) -> None:
+        self.run = run
+        self.on = _grounding_possible(run)
+        self.losses: deque[float] = deque(maxlen=self.WINDOW)
+
+    def active(self, step: int, elapsed_s: float) -> bool:
+        """Whether (0-based) ``step``, ``elapsed_s`` seconds into this call, trains the first-frame objective."""
+        ts, run, was_on = self.run.settings.train, self.run, self.on
+        if self.on:
+            share = max(step / ts.steps, elapsed_s / (ts.minutes * 60.0))
+            self.on = share < ts.grounding or (share < ts.grounding_max and self._loss_high())
+        if run.world > 1:
+            t = torch.tensor([1.0 if self.on else 0.0], device=run.device)
+            dist.broadcast(t, src=0)
+            self.on = bool(t.item() > 0)
+        if was_on and not self.on and run.is_main:
+            loss = f"{np.mean(self.losses):.3f}" if self.losses else "n/a"
+            print(f"latent-vla train: grounding phase over at step {step} ({share:.0%} of the run; environment-state "
+                  f"loss {loss} over its last {len(self.losses)} steps); the full objective from here")  # fmt: skip
+        return self.on
+
+    def record(self, terms: Mapping[str, torch.Tensor]) -> None:
+        """Note a grounding step's environment-state loss."""
+        if self.on and "env_state" in terms:
+            self.losses.append(float(terms["env_state"]))
+
+    def _loss_high(self) -> bool:
+        ts = self.run.settings.train
+        if ts.grounding_loss <= 0:
+            return False
+        return len(self.losses) < self.WINDOW or float(np.mean(self.losses)) > ts.grounding_loss
 
 
 def _run_fraction(run: _Run, step: int, elapsed_s: float) -> float:
@@ -936,11 +971,13 @@ def _optimize(run: _Run, progress: _Progress, signals: _StopSignals) -> tuple[in
     rng = np.random.default_rng([ts.seed, run.rank, run.start_step])
     t_start = last_save = time.monotonic()
     step = run.start_step
+    phase = _GroundingPhase(run)
     while step < ts.steps and not _should_stop(run, time.monotonic() - t_start, signals):
         elapsed = time.monotonic() - t_start
         done = _run_fraction(run, step, elapsed) if ts.lr_schedule != "constant" else 0.0
-        grounding = _in_grounding(run, step, elapsed)
+        grounding = phase.active(step, elapsed)
         terms, grad_norm = _train_step(run, step, rng, grounding, done)
+        phase.record(terms)
         _track_average(run, grounding)
         step += 1
         progress.add(terms, grad_norm, time.monotonic() - t_start)
@@ -991,6 +1028,12 @@ def train(
             print(
                 f"latent-vla train: grounding phase: the first {settings.train.grounding:.0%} of the run trains the "
                 "encoder on single frames (where the named object is)"
+                + (
+                    f", longer while the environment-state loss is above {settings.train.grounding_loss} (at most "
+                    f"{settings.train.grounding_max:.0%} of the run)"
+                    if settings.train.grounding_loss > 0
+                    else ""
+                )
                 if _grounding_possible(run)
                 else "latent-vla train: no grounding phase (it needs observation.environment_state and a fresh run)"
             )

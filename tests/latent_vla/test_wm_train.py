@@ -21,7 +21,7 @@ from latent_vla.checkpoint import load_checkpoint, load_train_state, read_manife
 from latent_vla.data import WindowSampler, env_state_statistics, load_frames
 from latent_vla.losses import LossWeights, WorldModelLoss
 from latent_vla.model import WorldModel
-from latent_vla.train import build_model_config, make_tokenizer, train
+from latent_vla.train import _GroundingPhase, build_model_config, make_tokenizer, train
 
 SMALL_MODEL = [
     "model.latent_dim=32", "model.hidden=64", "model.head_hidden=32", "model.image_feat=32",
@@ -173,6 +173,22 @@ def test_grounding_phase_trains_first_frames_then_the_full_objective(tiny_datase
     res2 = train(tiny_run_settings(tiny_dataset_dir, tmp_path / "g", steps=10, log_every=1, grounding=0.5))
     assert res2.step == 10
     assert [float(r["grounding"]) for r in _rows(res.run_dir / "train_log.csv")][8:] == [0.0, 0.0]
+
+
+def test_grounding_phase_goes_on_while_the_environment_state_loss_is_high(tiny_dataset_dir, tmp_path, monkeypatch):
+    """``train.grounding_loss``: past ``train.grounding`` the phase lasts while the loss is above it, up to
+    ``train.grounding_max``; a loss already below it ends the phase at ``train.grounding``."""
+    monkeypatch.setattr(_GroundingPhase, "WINDOW", 2)
+
+    def phases(name, loss):
+        run = tiny_run_settings(tiny_dataset_dir, tmp_path / name, steps=8, log_every=1, grounding=0.25,
+                                grounding_loss=loss, grounding_max=0.5)  # fmt: skip
+        return [float(r["grounding"]) for r in _rows(train(run).run_dir / "train_log.csv")]
+
+    assert phases("high", 1e-9) == [1.0] * 4 + [0.0] * 4  # never low enough: until grounding_max
+    assert phases("low", 1e9) == [1.0] * 2 + [0.0] * 6  # already below: grounding's share
+    with pytest.raises(UserError, match="grounding_max"):
+        train(tiny_run_settings(tiny_dataset_dir, tmp_path / "x", grounding_max=1.0))
 
 
 def test_cosine_schedule_ends_the_run_near_zero_and_bad_names_are_refused(tiny_dataset_dir, tmp_path):
