@@ -114,7 +114,7 @@ class TrainSettings:
     grounding_loss: float = 0.0
     grounding_max: float = 0.5
     lr_schedule: str = "constant"
-    average_tau: float = 0.0
+    average_tau: float = 0.005
     loss: LossWeights = field(default_factory=LossWeights)
 
     def check(self) -> None:

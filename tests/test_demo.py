@@ -38,6 +38,19 @@ def test_demonstrations_and_evaluation_use_different_seeds(tmp_path: Path) -> No
     assert collect_seed >= eval_seed + 20  # no evaluated layout was a training episode
 
 
+def test_exploration_episodes_append_to_the_demonstrations_on_seeds_of_their_own(tmp_path: Path) -> None:
+    cfg = compose("demo", [f"out={tmp_path}", "seed=3", "explore_episodes=30", "overrides.collect=['policy=dart']"])
+    plan = next(p for p in plan_stages(cfg) if p.name == "collect")
+    assert len(plan.commands) == 2
+    demos, explore = (dict(a.split("=", 1) for a in argv[1:]) for argv in plan.commands)
+    assert demos["policy"] == "dart" and explore["policy"] == "explore"  # a stage setting does not replace it
+    assert explore["out"] == demos["out"] and explore["mode"] == "append" and explore["episodes"] == "30"
+    assert int(explore["seed"]) >= int(demos["seed"]) + int(demos["episodes"])  # layouts of their own
+    assert len(next(p for p in plan_stages(compose("demo", [f"out={tmp_path}"])) if p.name == "collect").commands) == 1
+    with pytest.raises(UserError, match="explore_episodes"):
+        plan_stages(compose("demo", [f"out={tmp_path}", "explore_episodes=-1"]))
+
+
 def test_failing_stage_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # training without collected data must fail in the train stage, and say so
     assert main(["demo", f"out={tmp_path}", "stages=[train]"]) == 1

@@ -2,7 +2,8 @@
 
 Stages (each writes one directory under ``out``; :data:`OUTPUTS` names the file that ends it):
 
-1. ``collect``      expert demonstrations in the simulated SO-101 scene -> ``<out>/data`` (LeRobotDataset)
+1. ``collect``      expert demonstrations in the simulated SO-101 scene, then ``explore_episodes`` exploration
+                    episodes appended -> ``<out>/data`` (LeRobotDataset)
 2. ``train``        the latent world model -> ``<out>/run``
 3. ``inspect``      decoded imagined rollouts and the latent PCA -> ``<out>/inspect``
 4. ``eval``         gradient planning against CEM, MPPI and the policy on the same seeds -> ``<out>/eval``
@@ -153,8 +154,23 @@ def plan_stages(cfg: DictConfig) -> list[StagePlan]:
     for name in (n for n in STAGES if n in selected):
         added = [str(o) for o in [*own.get(name, []), *extra.get(name, [])]]  # the later of two values wins
         commands = [[*a, *added] for a in argv[name]]
+        if name == "collect":
+            commands += _explore_commands(cfg, tasks, datas, added)
         plans.append(StagePlan(name, commands[0], tuple(commands[1:])) if commands else StagePlan(name, None))
     return plans
+
+
+def _explore_commands(cfg: DictConfig, tasks: list[str], datas: list[Path], added: list[str]) -> list[list[str]]:
+    """``explore_episodes`` > 0: a collect per task that appends exploration episodes (the expert's
+    actions until a random branch point, then correlated random ones, labelled by the expert) to the
+    task's demonstrations, on seeds of their own (``seed + 2 * HELD_OUT_SEED_OFFSET ..``). The stage's
+    settings come first, so ``policy=explore`` wins over a recipe's ``policy=dart``."""
+    episodes = int_setting(cfg, "explore_episodes", minimum=0) if "explore_episodes" in cfg else 0
+    if not episodes:
+        return []
+    seed = cfg.seed + 2 * HELD_OUT_SEED_OFFSET
+    return [["collect", f"task={t}", f"out={d}", *added, "policy=explore", f"seed={seed}", f"episodes={episodes}",
+             "mode=append"] for t, d in zip(tasks, datas, strict=True)]  # fmt: skip
 
 
 def budget_line(elapsed_s: float, budget_minutes: float) -> str:
