@@ -46,7 +46,8 @@ def test_exploration_episodes_append_to_the_demonstrations_on_seeds_of_their_own
     assert demos["policy"] == "dart" and explore["policy"] == "explore"  # a stage setting does not replace it
     assert explore["out"] == demos["out"] and explore["mode"] == "append" and explore["episodes"] == "30"
     assert int(explore["seed"]) >= int(demos["seed"]) + int(demos["episodes"])  # layouts of their own
-    assert len(next(p for p in plan_stages(compose("demo", [f"out={tmp_path}"])) if p.name == "collect").commands) == 1
+    alone = compose("demo", [f"out={tmp_path}", "explore_episodes=0"])
+    assert len(next(p for p in plan_stages(alone) if p.name == "collect").commands) == 1
     with pytest.raises(UserError, match="explore_episodes"):
         plan_stages(compose("demo", [f"out={tmp_path}", "explore_episodes=-1"]))
 
@@ -64,6 +65,7 @@ def test_tiny_demo_runs_every_stage(tmp_path: Path) -> None:
         "demo",
         f"out={out}",
         "episodes=3",
+        "explore_episodes=2",
         "train_minutes=1.0",
         "eval_episodes=1",
         "planners=[grad,cem,mppi,policy]",
@@ -85,7 +87,8 @@ def test_tiny_demo_runs_every_stage(tmp_path: Path) -> None:
     for r in [*summary["eval"], *summary["eval_bundle"]]:
         assert 0.0 <= r["success_rate"] <= 1.0
         assert math.isfinite(r["plan_ms_p50"]) and r["plan_ms_p50"] >= 0.0
-    assert summary["collect"]["episodes"] == 3
+    assert summary["collect"]["dataset_total_episodes"] == 5  # 3 demonstrations + 2 exploration episodes
+    assert [r["policy"] for r in summary["collect"]["runs"]] == ["expert", "explore"]
     assert all(f["ok"] for f in summary["export"]["files"])
     assert summary["twin_run"]["loop"]["ticks"] > 0
     page = (out / "report" / "index.html").read_text()
@@ -163,7 +166,7 @@ def _demo(monkeypatch: pytest.MonkeyPatch, out: Path, fake: FakeStages, *overrid
     import latent_vla.app.cli as cli
 
     monkeypatch.setattr(cli, "main", fake)
-    return demo_cli.main(compose("demo", [f"out={out}", "screenshot=false", *overrides]))
+    return demo_cli.main(compose("demo", [f"out={out}", "screenshot=false", "explore_episodes=0", *overrides]))
 
 
 def test_rerun_resumes_skipping_complete_stages(
@@ -343,7 +346,7 @@ def test_stage_settings_come_before_overrides_and_a_recipe_replaces_them(tmp_pat
     assert "cameras=[front]" in argv["collect"] and "model.camera_names=[front]" in argv["train"]
     assert argv["train"].index("train.lr=3e-3") < argv["train"].index("train.lr=1e-3")
     assert "stop_on_success=true" in argv["eval"] and "stop_on_success=true" in argv["eval_bundle"]
-    reach = {p.name: p.argv for p in plan_stages(compose("demo", [f"out={tmp_path}", "recipe=reach"]))}
-    assert "cameras=[front]" not in reach["collect"] and "train.lr=3e-3" not in reach["train"]
+    push = {p.name: p.argv for p in plan_stages(compose("demo", [f"out={tmp_path}", "recipe=push"]))}
+    assert "cameras=[front]" not in push["collect"] and "train.lr=3e-3" not in push["train"]
     with pytest.raises(UserError, match="stage_settings for unknown stage"):
         plan_stages(compose("demo", [f"out={tmp_path}", "+stage_settings.fly=['x=1']"]))

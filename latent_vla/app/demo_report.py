@@ -31,8 +31,18 @@ from latent_vla.app.report import (
     render_html,
 )
 
-EVAL_COLUMNS = ("planner", "task", "episodes", "success_rate", "avg_episode_length", "plan_ms_p50",
-                "plan_ms_p95", "iterations_mean", "kept_policy_rate", "success_delta_vs_best_baseline")
+EVAL_COLUMNS = (
+    "planner",
+    "task",
+    "episodes",
+    "success_rate",
+    "avg_episode_length",
+    "plan_ms_p50",
+    "plan_ms_p95",
+    "iterations_mean",
+    "kept_policy_rate",
+    "success_delta_vs_best_baseline",
+)
 
 
 def _number(text: str) -> float | str:
@@ -98,8 +108,11 @@ class LeadEpisode:
         if self.success:
             return (f"Planner {self.planner} on held-out {self.task} episode (seed {self.seed}): reached the goal "
                     f"at tick {self.first_success_step} of {self.steps}. {views}")  # fmt: skip
-        which = "No evaluated episode succeeded" if successes == 0 else (
-            f"No recorded episode succeeded ({successes} of {episodes} evaluated episodes did, without a GIF)")
+        which = (
+            "No evaluated episode succeeded"
+            if successes == 0
+            else (f"No recorded episode succeeded ({successes} of {episodes} evaluated episodes did, without a GIF)")
+        )
         return (f"{which}; this is the closest one: {self.task} with planner {self.planner}, seed {self.seed}, "
                 f"{100 * self.final_distance:.1f} cm from the goal at the end. {views}")  # fmt: skip
 
@@ -186,8 +199,9 @@ def _detail_sections(out: Path, fig_dir: Path, summary: dict[str, Any]) -> list[
     single = read_json(out / "data" / "collect.json")  # a multi-task demo has data/<task>/collect.json
     collects = [single] if single else [c for p in sorted((out / "data").glob("*/collect.json")) if (c := read_json(p))]
     summary["collect"] = single or collects or None
-    collect_keys = ("task", "episodes", "frames", "pc_success", "avg_sum_reward", "workers", "frames_per_s", "wall_s")
-    sec = ReportSection("Expert demonstrations", table=[_pick(c, collect_keys) for c in collects])
+    collect_keys = ("task", "policy", "episodes", "frames", "pc_success", "avg_sum_reward", "frames_per_s", "wall_s")
+    runs = [r for c in collects for r in c.get("runs") or [c]]  # one row per collect run (expert, explore, ...)
+    sec = ReportSection("Training data (one row per collection run)", table=[_pick(r, collect_keys) for r in runs])
     if not collects:
         sec.notes.append("missing: no data/collect.json")
     sections.append(sec)
@@ -217,8 +231,9 @@ def _detail_sections(out: Path, fig_dir: Path, summary: dict[str, Any]) -> list[
     summary["export"] = export
     export_keys = ("graph", "precision", "file", "bytes", "max_abs_err", "tol", "ok")
     files = export.get("files", []) if export else []
-    sec = ReportSection("Export (ONNX bundle): size and error against PyTorch",
-                        table=[_pick(f, export_keys) for f in files])
+    sec = ReportSection(
+        "Export (ONNX bundle): size and error against PyTorch", table=[_pick(f, export_keys) for f in files]
+    )
     if not export:
         sec.notes.append("missing: no bundle/export_report.json")
     sections.append(sec)

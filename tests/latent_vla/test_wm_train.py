@@ -225,7 +225,7 @@ def test_weight_average_is_the_saved_model_and_resumes_from_the_online_weights(t
     assert again.steps_this_call == 0
     model2, online2 = saved(run)
     assert all(torch.equal(model[k], model2[k]) and torch.equal(online[k], online2[k]) for k in model)
-    off = train(tiny_run_settings(tiny_dataset_dir, tmp_path / "off", steps=2, grounding=0.0))
+    off = train(tiny_run_settings(tiny_dataset_dir, tmp_path / "off", steps=2, grounding=0.0, average_tau=0.0))
     assert not any(k.startswith("online.") for k in load_train_state(off.run_dir))
     with pytest.raises(UserError, match="average_tau"):
         train(tiny_run_settings(tiny_dataset_dir, tmp_path / "x", average_tau=1.5))
