@@ -233,6 +233,18 @@ def test_each_stage_says_the_minutes_left_of_the_budget(
     assert demo_cli.budget_line(19 * 60, 15) == "19.0 min in, 4.0 min over the 15-min budget"
 
 
+def test_each_command_of_a_stage_says_the_minutes_left_when_it_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    clock = iter(range(0, 10**9, 60))  # every reading of the clock is a minute later
+    monkeypatch.setattr(demo_cli.time, "perf_counter", lambda: float(next(clock)))
+    assert _demo(monkeypatch, tmp_path, FakeStages(), "explore_episodes=5", "stages=[collect]") == 0
+    headers = [line for line in capsys.readouterr().out.splitlines() if line.startswith("=== demo stage collect")]
+    minutes = [float(re.search(r"; ([0-9.]+) min in", h).group(1)) for h in headers]  # type: ignore[union-attr]
+    assert [h.split(" (")[0] for h in headers] == ["=== demo stage collect [1/2]", "=== demo stage collect [2/2]"]
+    assert minutes[1] > minutes[0]
+
+
 # -- the report leads with an episode GIF ----------------------------------------------------------------
 def _eval_with_gifs(out: Path, successes: dict[str, list[bool]]) -> None:
     from planners.evaluate import save_gif

@@ -27,6 +27,7 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -181,12 +182,21 @@ def budget_line(elapsed_s: float, budget_minutes: float) -> str:
     return f"{used:.1f} min in, {where} the {budget_minutes:g}-min budget"
 
 
+def _stage_header(number: int, stages: int, t_start: float, budget_minutes: float) -> str:
+    """``" (2/8; 1.9 min in, 13.1 min left of the 15-min budget)"``, now; ``t_start`` from ``time.perf_counter``."""
+    return f" ({number}/{stages}; {budget_line(time.perf_counter() - t_start, budget_minutes)})"
+
+
 def run_stage(
-    plan: StagePlan, runner: Callable[[list[str]], int], header: str = "", label: str = "demo stage"
+    plan: StagePlan,
+    runner: Callable[[list[str]], int],
+    header: str | Callable[[], str] = "",
+    label: str = "demo stage",
 ) -> float:
     """Run one stage through ``runner`` (``latent_vla.app.cli.main``); returns its wall time in seconds.
 
-    ``header`` (e.g. the stage's number and the demo's budget left) is printed before the command;
+    ``header`` (e.g. the stage's number and the demo's budget left; a callable is asked again before each
+    command of a stage with several) is printed before the command;
     ``label`` names what a stage is in the messages (``latent-vla improve`` runs its steps through this too).
 
     Raises:
@@ -198,7 +208,8 @@ def run_stage(
     t0 = time.perf_counter()
     for i, argv in enumerate(plan.commands):
         part = f" [{i + 1}/{len(plan.commands)}]" if plan.more else ""
-        print(f"\n=== {label} {plan.name}{part}{header}: latent-vla {' '.join(argv)}", flush=True)
+        text = header() if callable(header) else header
+        print(f"\n=== {label} {plan.name}{part}{text}: latent-vla {' '.join(argv)}", flush=True)
         try:
             code = runner(argv)
         except Exception as exc:  # noqa: BLE001 - re-raised with the stage named
@@ -322,12 +333,12 @@ def main(cfg: DictConfig) -> int:
             return 0
     t_start = time.perf_counter()
     for i, plan in enumerate(plans, 1):
-        header = f" ({i}/{len(plans)}; {budget_line(time.perf_counter() - t_start, budget)})"
+        header = partial(_stage_header, i, len(plans), t_start, budget)  # asked again before each command
         _clear_previous(plan, state, out)
         state.mark(plan, "started")
         try:
             if plan.argv is None:  # the report, in this process
-                print(f"\n=== demo stage {plan.name}{header}", flush=True)
+                print(f"\n=== demo stage {plan.name}{header()}", flush=True)
                 t0 = time.perf_counter()
                 _write_report(cfg, out, {k: v for k, v in state.timings().items() if k != "report"})
                 seconds = time.perf_counter() - t0
