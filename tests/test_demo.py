@@ -50,6 +50,10 @@ def test_exploration_episodes_append_to_the_demonstrations_on_seeds_of_their_own
     assert len(next(p for p in plan_stages(alone) if p.name == "collect").commands) == 1
     with pytest.raises(UserError, match="explore_episodes"):
         plan_stages(compose("demo", [f"out={tmp_path}", "explore_episodes=-1"]))
+    two = compose("demo", [f"out={tmp_path}", "task=[reach,push]", "collect_per_task.reach=['max_episode_steps=20']"])
+    commands = next(p for p in plan_stages(two) if p.name == "collect").commands
+    assert [c[1] for c in commands] == ["task=reach", "task=push", "task=reach", "task=push"]
+    assert "max_episode_steps=20" in commands[2] and "max_episode_steps=20" not in commands[3]  # the task's scene
 
 
 def test_failing_stage_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

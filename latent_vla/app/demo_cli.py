@@ -25,10 +25,11 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -156,22 +157,26 @@ def plan_stages(cfg: DictConfig) -> list[StagePlan]:
         added = [str(o) for o in [*own.get(name, []), *extra.get(name, [])]]  # the later of two values wins
         commands = [[*a, *added] for a in argv[name]]
         if name == "collect":
-            commands += _explore_commands(cfg, tasks, datas, added)
+            commands += _explore_commands(cfg, tasks, datas, per_task, added)
         plans.append(StagePlan(name, commands[0], tuple(commands[1:])) if commands else StagePlan(name, None))
     return plans
 
 
-def _explore_commands(cfg: DictConfig, tasks: list[str], datas: list[Path], added: list[str]) -> list[list[str]]:
+def _explore_commands(
+    cfg: DictConfig, tasks: list[str], datas: list[Path], per_task: Mapping[str, Any], added: list[str]
+) -> list[list[str]]:
     """``explore_episodes`` > 0: a collect per task that appends exploration episodes (the expert's
     actions until a random branch point, then correlated random ones, labelled by the expert) to the
-    task's demonstrations, on seeds of their own (``seed + 2 * HELD_OUT_SEED_OFFSET ..``). The stage's
-    settings come first, so ``policy=explore`` wins over a recipe's ``policy=dart``."""
-    episodes = int_setting(cfg, "explore_episodes", minimum=0) if "explore_episodes" in cfg else 0
+    task's demonstrations, in the same scene settings (``collect_per_task``, then the stage's), on seeds of
+    their own (``seed + 2 * HELD_OUT_SEED_OFFSET ..``). Those settings come first, so ``policy=explore``
+    wins over a recipe's ``policy=dart``."""
+    episodes = int_setting(cfg, "explore_episodes", minimum=0)
     if not episodes:
         return []
     seed = cfg.seed + 2 * HELD_OUT_SEED_OFFSET
-    return [["collect", f"task={t}", f"out={d}", *added, "policy=explore", f"seed={seed}", f"episodes={episodes}",
-             "mode=append"] for t, d in zip(tasks, datas, strict=True)]  # fmt: skip
+    return [["collect", f"task={t}", f"out={d}", *[str(o) for o in per_task.get(t, [])], *added, "policy=explore",
+             f"seed={seed}", f"episodes={episodes}", "mode=append"]
+            for t, d in zip(tasks, datas, strict=True)]  # fmt: skip
 
 
 def budget_line(elapsed_s: float, budget_minutes: float) -> str:
