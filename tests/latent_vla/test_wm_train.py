@@ -189,6 +189,8 @@ def test_grounding_phase_goes_on_while_the_environment_state_loss_is_high(tiny_d
     assert phases("low", 1e9) == [1.0] * 2 + [0.0] * 6  # already below: grounding's share
     with pytest.raises(UserError, match="grounding_max"):
         train(tiny_run_settings(tiny_dataset_dir, tmp_path / "x", grounding_max=1.0))
+    with pytest.raises(UserError, match="grounding_loss"):
+        train(tiny_run_settings(tiny_dataset_dir, tmp_path / "y", grounding_loss=float("nan")))
 
 
 def test_cosine_schedule_ends_the_run_near_zero_and_bad_names_are_refused(tiny_dataset_dir, tmp_path):
