@@ -127,6 +127,7 @@ def test_tiny_multitask_demo_runs_every_stage_on_every_task(tmp_path: Path) -> N
     out = tmp_path / "demo"
     argv = [
         "demo", f"out={out}", "recipe=multitask", "episodes=2", "collect_per_task.reach=['episodes=2']",
+        "collect_per_task.push=['episodes=2']",
         "train_minutes=1.0", "eval_episodes=1", "run_steps=10", "screenshot=false",
         "overrides.collect=['max_episode_steps=12']",
         "overrides.train=['train.steps=10','train.batch_size=8','train.val_every=5','train.log_every=5']",
@@ -323,7 +324,9 @@ def test_multitask_recipe_trains_one_model_on_every_task_within_90_minutes(tmp_p
     collects = plans["collect"].commands
     assert [c[1] for c in collects] == ["task=reach", "task=push", "task=pick"]
     assert all(f"out={tmp_path / 'data' / c[1][5:]}" in c and "seed=100007" in c for c in collects)
-    assert "reset_noise=15" in collects[0] and "policy=dart" not in collects[1] and "noise=0.01" in collects[2]
+    assert all("reset_noise=15" in c and "cameras=[front]" in c for c in collects)
+    assert collects[0][-4:-2] == ["episodes=1000", "max_episode_steps=30"]  # a task's own settings win over episodes=
+    assert "policy=dart" not in collects[1] and "policy=dart" in collects[2]
     data = ",".join(str(tmp_path / "data" / t) for t in ("reach", "push", "pick"))
     assert f"data=[{data}]" in plans["train"].argv and "train.rephrase=0.5" in plans["train"].argv
     for name in ("eval", "eval_bundle"):
@@ -354,15 +357,19 @@ def test_an_unknown_recipe_is_refused_in_one_line(tmp_path: Path, capsys: pytest
     assert "recipe" in err and "\n" not in err
 
 
-def test_stage_settings_come_before_overrides_and_a_recipe_replaces_them(tmp_path: Path) -> None:
+def test_stage_settings_come_before_overrides_and_a_recipe_replaces_those_it_names(tmp_path: Path) -> None:
     """The demo's measured per-stage settings reach their stage; an override of the same key comes
-    after them (Hydra: the later value wins); a recipe brings its own; evaluation stops at success."""
+    after them (Hydra: the later value wins); a recipe replaces the stages it names and keeps the others;
+    evaluation stops at success."""
     cfg = compose("demo", [f"out={tmp_path}", "overrides.train=['train.lr=1e-3']"])
     argv = {p.name: p.argv for p in plan_stages(cfg)}
     assert "cameras=[front]" in argv["collect"] and "model.camera_names=[front]" in argv["train"]
     assert argv["train"].index("train.lr=3e-3") < argv["train"].index("train.lr=1e-3")
     assert "stop_on_success=true" in argv["eval"] and "stop_on_success=true" in argv["eval_bundle"]
     push = {p.name: p.argv for p in plan_stages(compose("demo", [f"out={tmp_path}", "recipe=push"]))}
-    assert "cameras=[front]" not in push["collect"] and "train.lr=3e-3" not in push["train"]
+    assert "max_episode_steps=30" not in push["collect"] and "cameras=[front]" in push["collect"]
+    assert "train.lr=3e-3" in push["train"]  # push keeps the demo's training settings, with its own 150-tick episodes
+    pick = {p.name: p.argv for p in plan_stages(compose("demo", [f"out={tmp_path}", "recipe=pick"]))}
+    assert "policy=dart" in pick["collect"] and "max_episode_steps=30" not in pick["collect"]
     with pytest.raises(UserError, match="stage_settings for unknown stage"):
         plan_stages(compose("demo", [f"out={tmp_path}", "+stage_settings.fly=['x=1']"]))
