@@ -29,7 +29,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -125,14 +124,15 @@ def plan_stages(cfg: DictConfig) -> list[StagePlan]:
     data, run, bundle = out / "data", out / "run", out / "bundle"
     datas = [data] if len(tasks) == 1 else [data / t for t in tasks]  # one LeRobotDataset per task
     task_arg = f"task={tasks[0] if len(tasks) == 1 else _list(tasks)}"
-    per_task = cfg.get("collect_per_task") or {}  # extra collect overrides of one task
+    # extra collect overrides of one task, as command-line strings
+    per_task = {t: [str(o) for o in extra] for t, extra in (cfg.get("collect_per_task") or {}).items()}
     if unknown := [t for t, extra in per_task.items() if extra and t not in tasks]:
         raise UserError(f"collect_per_task names task(s) {unknown} that task= does not list ({tasks})")
     common = [task_arg, f"seed={cfg.seed}", f"stop_on_success={str(bool_setting(cfg, 'stop_on_success')).lower()}"]
     argv: dict[str, list[list[str]]] = {
         # demonstrations come from other layouts than the evaluation episodes (seed .. seed+episodes-1)
         "collect": [["collect", f"task={t}", f"seed={cfg.seed + HELD_OUT_SEED_OFFSET}", f"episodes={cfg.episodes}",
-                     f"out={d}", "mode=overwrite", *[str(o) for o in per_task.get(t, [])]]
+                     f"out={d}", "mode=overwrite", *per_task.get(t, [])]
                     for t, d in zip(tasks, datas, strict=True)],
         "train": [["train", f"data={datas[0] if len(datas) == 1 else _list(datas)}", f"out={run}",
                    f"train.minutes={cfg.train_minutes}", f"train.seed={cfg.seed}", "resume=false"]],
@@ -163,7 +163,7 @@ def plan_stages(cfg: DictConfig) -> list[StagePlan]:
 
 
 def _explore_commands(
-    cfg: DictConfig, tasks: list[str], datas: list[Path], per_task: Mapping[str, Any], added: list[str]
+    cfg: DictConfig, tasks: list[str], datas: list[Path], per_task: Mapping[str, list[str]], added: list[str]
 ) -> list[list[str]]:
     """``explore_episodes`` > 0: a collect per task that appends exploration episodes (the expert's
     actions until a random branch point, then correlated random ones, labelled by the expert) to the
@@ -174,7 +174,7 @@ def _explore_commands(
     if not episodes:
         return []
     seed = cfg.seed + 2 * HELD_OUT_SEED_OFFSET
-    return [["collect", f"task={t}", f"out={d}", *[str(o) for o in per_task.get(t, [])], *added, "policy=explore",
+    return [["collect", f"task={t}", f"out={d}", *per_task.get(t, []), *added, "policy=explore",
              f"seed={seed}", f"episodes={episodes}", "mode=append"]
             for t, d in zip(tasks, datas, strict=True)]  # fmt: skip
 
