@@ -126,8 +126,9 @@ def evaluate(ckpt: Path, data: Path, eval_episodes: int, task: str, out_dir: Pat
         "open_loop": open_loop_errors(model, cache, ck.normalizer, enc, horizons=(1, 4, 8)),
     }
     if cache.reward is not None:
-        dense = float(train_cfg.get("loss", {}).get("cost_dense", 0.0))
-        result["cost_rank"] = cost_vs_distance(model, cache, enc, dense)
+        loss = train_cfg.get("loss", {})
+        targets = float(loss.get("cost_dense", 0.0)), float(loss.get("cost_to_go", 0.0))
+        result["cost_rank"] = cost_vs_distance(model, cache, enc, *targets)
     if cache.env_state is not None and model.env_state_dim > 0:
         result["env_state"] = env_state_errors(model, cache, enc)
     result["num_parameters"] = model.num_parameters()

@@ -136,12 +136,12 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
 
 @torch.no_grad()
 def cost_vs_distance(
-    model: WorldModel, cache: FrameCache, enc: EncodedEpisodes, dense: float = 0.0
+    model: WorldModel, cache: FrameCache, enc: EncodedEpisodes, dense: float = 0.0, to_go: float = 0.0
 ) -> dict[str, float]:
     """Spearman correlation of ``cost(z_t)`` with the true cost of frame ``t`` (needs next.reward).
 
     The true cost of ``z_t`` is the cost target of frame ``t - 1`` (the state reached after ``a_{t-1}``:
-    ``FrameCache.cost_targets(dense)``, with ``dense`` the run's ``train.loss.cost_dense``), so every
+    ``FrameCache.cost_targets(dense, to_go)``, the run's ``train.loss.cost_dense`` and ``cost_to_go``), so every
     episode's first frame is skipped. ``spearman_unsolved`` is the same on the frames whose distance to
     success is above zero (the solved frames tie at zero without ``dense``). ``spearman_ceiling`` is the best
     ``spearman`` any prediction without ties can reach on these frames (the true order, ties broken):
@@ -151,7 +151,7 @@ def cost_vs_distance(
         raise ValueError("the dataset has no next.reward, so there is no true distance to compare with")
     keep = np.array([f > cache.episode_bounds[e][0] for f, e in zip(enc.frames, enc.episode, strict=True)])
     pred = model.cost(enc.z[torch.from_numpy(keep)], enc.task[torch.from_numpy(keep)]).cpu().numpy()
-    targets = cache.cost_targets(dense)
+    targets = cache.cost_targets(dense, to_go)
     assert targets is not None  # next.reward is there
     before = enc.frames[keep] - 1
     true = targets[before]

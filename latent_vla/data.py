@@ -129,13 +129,15 @@ class FrameCache:
             actions = np.concatenate([actions, self.expert_action[self.expert_valid]])
         return Normalizer.from_arrays(self.state, actions, image_size, self.camera_names)
 
-    def cost_targets(self, dense: float = 0.0) -> np.ndarray | None:
+    def cost_targets(self, dense: float = 0.0, to_go: float = 0.0) -> np.ndarray | None:
         """What the cost head learns for each frame ``(N,)`` float32, metres; ``None`` without ``next.reward``.
 
         ``max(0, -next.reward)`` (the distance to success after the action) plus ``dense`` times the
         gripper-to-object gap of ``next.progress`` (to the object's centre). The distance is flat at zero
         once a task counts as solved and, for push and pick, until the object moves; the gap keeps a
         slope there (on reach it made the gradient planner worse: docs/training.md, "Dense cost").
+        With ``to_go`` (a discount in ``(0, 1)``), that per-frame cost becomes its cost-to-go
+        (:func:`cost_to_go`): it falls as the episode gets closer to success, even while the distance is flat.
 
         Raises:
             DatasetError: ``dense > 0`` and the dataset has no ``next.progress`` gap.
@@ -143,15 +145,15 @@ class FrameCache:
         if self.reward is None:
             return None
         cost = np.maximum(-self.reward, 0.0).astype(np.float32)
-        if dense <= 0:
-            return cost
-        names = self.progress_names or []
-        if self.progress is None or GAP_NAME not in names:
-            raise DatasetError(
-                f"train.loss.cost_dense={dense} needs the {PROGRESS_KEY!r} entry {GAP_NAME!r}, which this dataset "
-                "lacks (collect it with `latent-vla collect`; 0 trains on the distance alone)"
-            )
-        return (cost + dense * self.progress[:, names.index(GAP_NAME)]).astype(np.float32)
+        if dense > 0:
+            names = self.progress_names or []
+            if self.progress is None or GAP_NAME not in names:
+                raise DatasetError(
+                    f"train.loss.cost_dense={dense} needs the {PROGRESS_KEY!r} entry {GAP_NAME!r}, which this "
+                    "dataset lacks (collect it with `latent-vla collect`; 0 trains on the distance alone)"
+                )
+            cost = (cost + dense * self.progress[:, names.index(GAP_NAME)]).astype(np.float32)
+        return cost_to_go(cost, self.episode_bounds, to_go) if to_go > 0 else cost
 
     def bc_targets(self) -> tuple[np.ndarray, np.ndarray]:
         """Behaviour-cloning labels ``(N, A)`` (robot units) and their mask ``(N,)`` bool.
@@ -163,6 +165,22 @@ class FrameCache:
             return self.action, np.ones(self.num_frames, dtype=bool)
         valid = self.expert_valid.astype(bool)
         return np.where(valid[:, None], self.expert_action, self.action).astype(np.float32), valid
+
+
+def cost_to_go(cost: np.ndarray, episode_bounds: np.ndarray, discount: float) -> np.ndarray:
+    """Discounted mean of each frame's cost and its episode's later costs: ``(N,)`` -> ``(N,)`` float32.
+
+    ``v_t = (1 - g) c_t + g v_{t+1}`` within an episode, with ``v = c`` at its last frame (the last cost
+    held forever after), so ``v_t = (1 - g) sum_k g^k c_{t+k}`` stays in the costs' units (metres) and
+    range. ``episode_bounds`` ``(E, 2)`` holds each episode's ``[start, end)`` frame rows.
+    """
+    if not 0.0 <= discount < 1.0:
+        raise ValueError(f"the cost-to-go discount must be in [0, 1), got {discount}")
+    out = np.asarray(cost, np.float64).copy()
+    for start, end in episode_bounds:
+        for t in range(int(end) - 2, int(start) - 1, -1):
+            out[t] = (1.0 - discount) * out[t] + discount * out[t + 1]
+    return out.astype(np.float32)
 
 
 def open_lerobot_dataset(
@@ -675,6 +693,11 @@ class WindowSampler:
             applied to a sampled window's instruction with probability ``rephrase_prob``.
         rephrase_prob: in ``[0, 1]``; 0 = every window keeps its dataset instruction.
         cost_dense: weight of the gripper-to-object gap in the cost target (:meth:`FrameCache.cost_targets`).
+        cost_to_go: discount of the cost-to-go target (:meth:`FrameCache.cost_targets`; 0 = the cost itself).
+
+    Attributes:
+        seen_ids: every token id the sampler has handed out (the dataset's instructions, then each
+            rewording): what training saves as the tokenizer's ``known_ids``.
     """
 
     def __init__(
@@ -690,6 +713,7 @@ class WindowSampler:
         rephrase: Callable[[str, np.random.Generator], str] | None = None,
         rephrase_prob: float = 0.0,
         cost_dense: float = 0.0,
+        cost_to_go: float = 0.0,
     ) -> None:
         if horizon < 1:
             raise ValueError(f"horizon must be >= 1, got {horizon}")
@@ -719,10 +743,11 @@ class WindowSampler:
             self.action if cache.expert_action is None else torch.from_numpy(normalizer.action_to_model(bc_action))
         )
         self.bc_valid = torch.from_numpy(bc_valid.astype(np.float32))  # (N,)
-        cost = cache.cost_targets(cost_dense)
+        cost = cache.cost_targets(cost_dense, cost_to_go)
         self.cost = None if cost is None else torch.from_numpy(cost)
         self.success = None if cache.success is None else torch.from_numpy(cache.success)
         self.task_tokens = torch.from_numpy(tokenizer.encode(cache.tasks))  # (n_tasks, L)
+        self.seen_ids: set[int] = set(np.unique(self.task_tokens.numpy()).tolist()) - {0}
         self.task_index = torch.from_numpy(cache.task_index)
         self.env_state: torch.Tensor | None = None
         if cache.env_state is not None:
@@ -775,5 +800,8 @@ class WindowSampler:
         rows = np.flatnonzero(rng.random(len(task_index)) < self.rephrase_prob)
         if len(rows):
             texts = [self.rephrase(self.cache.tasks[i], rng) for i in task_index[rows]]
-            tokens[torch.from_numpy(rows)] = torch.from_numpy(self.tokenizer.encode(texts))
+            reworded = self.tokenizer.encode(texts)
+            self.seen_ids.update(np.unique(reworded).tolist())
+            self.seen_ids.discard(0)
+            tokens[torch.from_numpy(rows)] = torch.from_numpy(reworded)
         return tokens

@@ -60,6 +60,10 @@ class LossWeights:
         cost_dense: weight of the gripper-to-object gap (``next.progress``, metres) added to the cost
             target (``latent_vla.data.FrameCache.cost_targets``): a slope inside the success region and
             before the object moves. 0 = the distance to success alone.
+        cost_to_go: discount ``gamma`` in ``[0, 1)`` of a cost-to-go target: the cost head learns the
+            discounted mean of the episode's coming costs, ``(1 - gamma) sum_k gamma^k c_{t+k}``, instead
+            of the cost after one action (``FrameCache.cost_targets``), so the objective's last state is
+            scored by a learned value of what follows the plan. 0 = the cost itself.
         success: weight of the success classification.
         policy: weight of behaviour cloning.
         policy_loss: ``"mse"`` or ``"l1"`` (ACT's choice: its gradient does not fade as the error
@@ -91,6 +95,7 @@ class LossWeights:
     cost: float = 1.0
     cost_scale: float = 0.05
     cost_dense: float = 0.0
+    cost_to_go: float = 0.0
     success: float = 0.5
     policy: float = 1.0
     policy_loss: str = "l1"
@@ -113,6 +118,8 @@ class LossWeights:
         """Raise ``ValueError`` on a setting no loss term understands (called before data is decoded)."""
         if self.policy_loss not in ("mse", "l1"):
             raise ValueError(f"train.loss.policy_loss must be 'mse' or 'l1', got {self.policy_loss!r}")
+        if not 0.0 <= self.cost_to_go < 1.0:
+            raise ValueError(f"train.loss.cost_to_go must be a discount in [0, 1), got {self.cost_to_go}")
 
 
 class _Terms:

@@ -555,7 +555,8 @@ class WorldModel(nn.Module):
 
     def cost(self, z: Tensor, task: Tensor) -> Tensor:
         """Predicted distance to success, metres: ``(..., Z)``, ``(B, T)`` -> ``(...)`` >= 0 (plus
-        ``train.loss.cost_dense`` x the gripper-to-object gap when the model was trained with it)."""
+        ``train.loss.cost_dense`` x the gripper-to-object gap, and as a discounted cost-to-go with
+        ``train.loss.cost_to_go``, when the model was trained with them)."""
         return F.softplus(self.cost_head(z, task)).squeeze(-1)
 
     def success_logit(self, z: Tensor, task: Tensor) -> Tensor:

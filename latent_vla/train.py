@@ -224,8 +224,14 @@ def model_settings(group: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 def make_tokenizer(group: Mapping[str, Any] | None) -> Tokenizer:
-    """The instruction :class:`Tokenizer` of the ``tokenizer`` config group (its fields; UserError if bad)."""
-    return _from_schema(Tokenizer, dict(group or {}), key="tokenizer")
+    """The instruction :class:`Tokenizer` of the ``tokenizer`` config group (its fields; UserError if bad).
+
+    ``known_ids`` is what a run writes into its checkpoint's ``tokenizer.json``, never a setting: training
+    reads every id."""
+    tokenizer = _from_schema(Tokenizer, dict(group or {}), key="tokenizer")
+    if tokenizer.known_ids is not None:
+        raise UserError("tokenizer.known_ids is written by training into tokenizer.json, not set; remove it")
+    return tokenizer
 
 
 def settings_from_config(cfg: DictConfig | Mapping[str, Any]) -> RunSettings:
@@ -237,7 +243,9 @@ def settings_from_config(cfg: DictConfig | Mapping[str, Any]) -> RunSettings:
     settings: RunSettings = _from_schema(RunSettings, cfg, key="")
     settings.check()
     settings.model = model_settings(settings.model)
-    settings.tokenizer = asdict(make_tokenizer(settings.tokenizer))
+    tokenizer = asdict(make_tokenizer(settings.tokenizer))
+    tokenizer.pop("known_ids")  # written by training into tokenizer.json, never a setting
+    settings.tokenizer = tokenizer
     return settings
 
 
@@ -740,7 +748,11 @@ def _build_samplers(
     )
     train_eps, val_eps = split_episodes(cache.num_episodes, ts.val_fraction, ts.seed, cache.episode_source)
     common = (cache, normalizer, tokenizer, ts.horizon, model.config.chunk_len)
-    targets = {"env_state_stats": env_stats, "cost_dense": ts.loss.cost_dense}  # validation scores the same targets
+    targets = {  # validation scores the same targets
+        "env_state_stats": env_stats,
+        "cost_dense": ts.loss.cost_dense,
+        "cost_to_go": ts.loss.cost_to_go,
+    }
     sampler = WindowSampler(
         *common,
         train_eps,
@@ -774,6 +786,9 @@ def _setup(settings: RunSettings, full_config: dict[str, Any] | None, rephraser:
     model, normalizer, start_step = _build_model(settings, model_cfg, cache, resuming)
     target, loss_fn, train_fn, optimizer = _build_optimization(settings, model, cache, device, world, resuming)
     sampler, val_sampler = _build_samplers(settings, cache, normalizer, tokenizer, model, rephraser)
+    if resuming:  # the words the run read before it stopped stay known
+        saved = Tokenizer.from_dict(json.loads((Path(settings.out) / "tokenizer.json").read_text()))
+        sampler.seen_ids.update(saved.known_ids or ())
     average = _resume_average(settings, model) if resuming else None
     return _Run(
         settings=settings,
@@ -957,7 +972,7 @@ def _save(run: _Run, step: int) -> None:
         run.run_dir,
         run.average if run.average is not None else run.model,
         run.normalizer,
-        run.tokenizer,
+        run.tokenizer.with_known_ids(run.sampler.seen_ids),
         run.spec,
         run.config_to_save,
         step,

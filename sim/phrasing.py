@@ -28,23 +28,28 @@ VERBS: dict[str, tuple[str, ...]] = {
     "reach": (
         "touch {o}", "reach {o}", "reach for {o}", "go to {o}", "move to {o}", "move the gripper to {o}",
         "point at {o}", "tap {o}", "put the gripper on {o}", "bring the gripper to {o}", "go and touch {o}",
-        "head over to {o}", "poke {o}", "move your hand to {o}",
+        "head over to {o}", "poke {o}", "move your hand to {o}", "approach {o}", "get to {o}", "go touch {o}",
+        "press on {o}", "place the gripper on {o}", "send the gripper to {o}", "find {o} and touch it",
+        "move over to {o}", "position the gripper at {o}", "bring your hand to {o}",
     ),
     "push": (
         "push {o} into {z}", "push {o} to {z}", "slide {o} into {z}", "move {o} onto {z}", "shove {o} into {z}",
         "nudge {o} over to {z}", "push {o} over to {z}", "slide {o} onto {z}", "move {o} into {z}",
-        "get {o} into {z}", "push {o} until it is in {z}", "slide {o} across to {z}",
+        "get {o} into {z}", "push {o} until it is in {z}", "slide {o} across to {z}", "drag {o} into {z}",
+        "bring {o} to {z}", "put {o} in {z}", "deliver {o} to {z}", "move {o} over to {z}", "relocate {o} to {z}",
     ),
     "pick": (
         "pick up {o}", "lift {o}", "grasp {o} and lift it", "pick {o} up off the table", "grab {o} and raise it",
         "raise {o}", "take {o} off the table", "lift up {o}", "pick {o} up", "grab {o} and lift it up",
-        "hold {o} up in the air", "pick {o} up from the table",
+        "hold {o} up in the air", "pick {o} up from the table", "pick {o}", "lift {o} up", "hoist {o}",
+        "take {o} and lift it", "raise {o} off the table", "get {o} off the table", "lift {o} into the air",
     ),
 }  # fmt: skip
 """Per task: verb frames with the object (``{o}``) and zone (``{z}``) phrases as slots."""
 
 REORDERED: dict[str, tuple[str, ...]] = {
-    "reach": ("{o}: touch it", "{o}, go to it", "{o} is the one to touch", "your target is {o}, reach it"),
+    "reach": ("{o}: touch it", "{o}, go to it", "{o} is the one to touch", "your target is {o}, reach it",
+              "{o} is your target", "see {o}? touch it"),
     "push": ("{o} goes into {z}", "into {z}, push {o}", "{z} is where {o} should end up, push it there",
              "{o}: push it into {z}"),
     "pick": ("{o}, pick it up", "{o} should be lifted", "lift it: {o}", "{o}: grab it and lift it"),
@@ -63,8 +68,10 @@ ZONE_PHRASES = ("the {c} zone", "the {c} zone", "the {c} area", "the {c} region"
 """Ways to name the zone of colour ``{c}``."""
 
 PREFIXES = ("", "", "", "please ", "could you ", "can you ", "would you ", "could you please ", "i want you to ",
-            "i'd like you to ", "now ", "robot, ", "go ahead and ")  # fmt: skip
-SUFFIXES = ("", "", "", " please", " for me", " now", ", thanks", " thank you", ", okay")
+            "i'd like you to ", "now ", "robot, ", "go ahead and ", "i need you to ", "let's ", "you should ",
+            "try to ", "please, ")  # fmt: skip
+SUFFIXES = ("", "", "", " please", " for me", " now", ", thanks", " thank you", ", okay", " if you can",
+            " right now", " when you are ready")  # fmt: skip
 """Politeness around the frame (``""`` weighted so most phrasings keep one end bare)."""
 
 _SHAPE_RE = "|".join(sorted(set(SHAPES.values())))

@@ -145,6 +145,23 @@ def test_load_frames_reads_the_data_engine_features(tmp_path):
     assert (gap > 0).all()
 
 
+def test_the_cost_to_go_target_is_a_discounted_mean_of_the_coming_costs():
+    cache = _cache(labelled=False)
+    cost = cache.cost_targets()
+    g = 0.8
+    to_go = cache.cost_targets(0.0, g)
+    for start, end in cache.episode_bounds:  # brute force: the last cost held forever after the episode
+        for t in range(start, end):
+            rest = np.concatenate([cost[t:end], np.full(2000, cost[end - 1])])
+            want = (1 - g) * np.sum(g ** np.arange(rest.size) * rest)
+            np.testing.assert_allclose(to_go[t], want, rtol=1e-5)
+    assert to_go[T - 1] == cost[T - 1] and to_go[T] != cost[T]  # episodes do not leak into one another
+    sampler = WindowSampler(cache, cache.normalizer((16, 16)), Tokenizer(), 2, 4, cost_to_go=g)
+    np.testing.assert_allclose(sampler.cost.numpy(), to_go)
+    with pytest.raises(ValueError, match=r"discount must be in \[0, 1\), got 1.0"):
+        cache.cost_targets(0.0, 1.0)
+
+
 def test_the_dense_cost_target_has_a_slope_where_the_distance_is_flat():
     cache = _cache(labelled=False)
     cache.reward[:] = 0.0  # every frame solved: the distance to success is flat at zero

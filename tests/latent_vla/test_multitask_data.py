@@ -135,6 +135,8 @@ def test_sampler_rewords_instructions_with_the_given_probability(two_tasks) -> N
     assert sum(tuple(r) not in originals for r in tokens) > 40  # a few rewordings equal a template by chance
     again = worded.sample(64, np.random.default_rng(0)).tokens.tolist()
     assert again == tokens  # seeded: the same rewordings
+    assert plain.seen_ids == {i for row in originals for i in row} - {0}  # what training saves as known ids
+    assert worded.seen_ids == {i for row in tokens + list(originals) for i in row} - {0}
     with pytest.raises(ValueError, match="rephrase_prob"):
         WindowSampler(cache, norm, tok, 2, 4, rephrase=rephrase_instruction, rephrase_prob=1.5)
 
@@ -156,6 +158,9 @@ def test_one_model_trains_on_two_datasets_with_reworded_instructions(two_tasks, 
     assert ck.config["data"] == [str(a), str(b)]
     task = ck.embed_instruction(["could you kindly nudge the crimson thingamajig, merci"])  # unseen words
     assert task.shape[0] == 1 and bool(task.isfinite().all())
+    known = set(ck.tokenizer.known_ids or ())  # the ids training read: the dataset's, then rewordings
+    assert set(Tokenizer().encode(list(load_datasets([a, b], (64, 64), progress=False).tasks)).ravel()) - {0} < known
+    assert ck.tokenizer.token_ids("thingamajig merci") == []  # words the model never read are dropped
 
 
 def test_train_cli_takes_a_list_of_datasets(two_tasks, tmp_path) -> None:

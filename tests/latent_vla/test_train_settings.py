@@ -94,6 +94,7 @@ def test_bad_model_settings_are_refused(group, message):
         "train.val_fraction=1.5",
         "train.ema_tau=0",
         "train.loss.consistency=nan",
+        "train.loss.cost_to_go=1",
         "train.target=online",
         "tokenizer.num_buckets=1",
         "resume=maybe",
@@ -107,6 +108,11 @@ def test_nonsense_numbers_are_refused_at_config_time(override, tmp_path, capsys)
     assert cli_main(["train", f"data={tmp_path / 'no-such-dataset'}", f"out={out}", override]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and key.split(".")[-1] in err[0] and not out.exists()
+
+
+def test_known_ids_are_written_by_training_never_set(tmp_path):
+    with pytest.raises(UserError, match="tokenizer.known_ids is written by training"):
+        settings_from_config({"data": str(tmp_path), "tokenizer": {"known_ids": [3, 4]}})
 
 
 def test_train_checks_settings_changed_after_validation(tiny_dataset_dir, tmp_path):

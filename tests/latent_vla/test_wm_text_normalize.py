@@ -50,6 +50,20 @@ def test_tokenizer_roundtrip_and_errors():
         tok.encode([3])
 
 
+def test_a_trained_tokenizer_ignores_words_its_model_never_read():
+    tok = Tokenizer(num_buckets=100_000)
+    trained = tok.with_known_ids(np.unique(tok.encode(["touch the red cube", "push the blue cube"])))
+    assert 0 not in trained.known_ids
+    ids = trained.encode("kindly touch the flibbertigibbet red cube")[0]
+    words = tok.token_ids("touch the red cube")  # touch, the, red, cube, "touch the", "the red", "red cube"
+    assert ids[ids > 0].tolist() == words[:5] + words[6:]  # unknown words and the pairs they break are gone
+    assert trained.encode("zyzzyva quux").tolist() == [[0] * tok.max_len]  # nothing known: all padding
+    assert Tokenizer.from_dict(trained.to_dict()) == trained
+    assert tok.encode("kindly touch it")[0, 0] > 0  # training's tokenizer keeps every id
+    with pytest.raises(ValueError, match="known_ids must lie in 1 .. 100000"):
+        Tokenizer(num_buckets=100_000, known_ids=(0, 5))
+
+
 def _normalizer():
     rng = np.random.default_rng(0)
     states = rng.normal(10.0, 5.0, (500, 6))
