@@ -62,8 +62,7 @@ class Tokenizer:
 
     def with_known_ids(self, ids: Iterable[int] | None) -> Tokenizer:
         """This tokenizer with ``known_ids`` set to ``ids`` (padding 0 left out; ``None``: keep all)."""
-        known = None if ids is None else tuple(sorted({int(i) for i in ids} - {PAD_ID}))
-        return replace(self, known_ids=known)
+        return replace(self, known_ids=None if ids is None else tuple(i for i in ids if i != PAD_ID))
 
     @property
     def vocab_size(self) -> int:
