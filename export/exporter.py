@@ -43,11 +43,12 @@ from export.runtime.manifest import (
     sha256_file,
     write_manifest,
 )
-from latent_vla.base.fused_rollout import FUSED_FILE, FUSED_GRAPH, FusedRollout
+from latent_vla.base.fused_rollout import FUSED_FILE, FUSED_GRAPH, FusedRollout, head_kernels
 from latent_vla.checkpoint import Checkpoint, load_checkpoint
 from latent_vla.fused import fused_tensors, fused_unsupported
 from planners.objectives import TrajectoryObjective
 from planners.shipped import planner_config
+from planners.torch_backend import fused_error
 
 log = logging.getLogger("latent_vla.export")
 
@@ -360,7 +361,8 @@ class _ExportJob:
 
     def export_fused(self, entries: dict[str, dict[str, GraphSpec]]) -> list[ReportRow]:
         """The fused planning kernel's tensors (``fused_rollout.safetensors``, when the kernel computes this
-        model), checked against PyTorch like ``cost_grad``; added to ``entries``, its report row."""
+        model; every dynamics head's), checked against PyTorch like ``cost_grad``; added to ``entries``,
+        its report row."""
         reason = fused_unsupported(self.model)
         if reason is not None:
             log.info("no fused planning kernel in the bundle: %s", reason)
@@ -375,6 +377,8 @@ class _ExportJob:
             x["z0"][0].numpy(), kernel.task_projection(x["task"].numpy()), x["actions"].numpy(), self.weights.numpy()
         )
         err = max(_max_err(k_steps, steps), _max_err(k_grad, grad) / max(float(grad.abs().max()), 1e-8))
+        # further dynamics heads: each kernel against autograd through its own head
+        err = max([err] + [fused_error(self.model, k, head=h) for h, k in enumerate(head_kernels(tensors, meta)) if h])
         tol = self.settings.grad_rel_tol
         if not err <= tol:
             raise ExportError(f"{FUSED_GRAPH}: the fused kernel differs from PyTorch by {err:.3g} (tolerance {tol:g})")

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from latent_vla.base.fused_rollout import TENSOR_NAMES, numba_available
+from latent_vla.base.fused_rollout import TENSOR_NAMES, head_tensor_names, numba_available
 from latent_vla.model import PROPRIO_BOUND, WorldModel
 
 _DYNAMICS = (nn.Linear, nn.LayerNorm, nn.SiLU, nn.Linear, nn.LayerNorm, nn.SiLU, nn.Linear)
@@ -28,8 +28,9 @@ def fused_unsupported(model: Any) -> str | None:
         return f"{type(model).__name__} is not a latent_vla WorldModel"
     if model.config.norm != "simnorm":
         return f"the latent normalization is {model.config.norm!r}, the kernel computes SimNorm"
-    layers = [*model.dynamics, *model.cost_head.body]
-    if tuple(type(m) for m in layers) != _DYNAMICS + _HEAD_BODY:
+    heads = [model.dynamics_head(k) for k in range(model.dynamics_heads)]
+    layers = [*model.cost_head.body] + [m for net in heads for m in net]
+    if tuple(type(m) for m in layers) != _HEAD_BODY + _DYNAMICS * len(heads):
         return "the dynamics or cost head layers differ from the default architecture"
     if len({m.eps for m in layers if isinstance(m, nn.LayerNorm)}) != 1:
         return "the LayerNorms use different eps"
@@ -42,10 +43,12 @@ def fused_unsupported(model: Any) -> str | None:
 
 
 def fused_tensors(model: WorldModel) -> tuple[dict[str, np.ndarray], dict[str, float]]:
-    """The kernel's inputs for ``model``: ``TENSOR_NAMES`` -> float32 arrays, and the scalars
+    """The kernel's inputs for ``model``: ``TENSOR_NAMES`` (and each further dynamics head's entries,
+    :func:`~latent_vla.base.fused_rollout.head_tensor_names`) -> float32 arrays, and the scalars
     (``learned_dim``, ``group``, ``bound`` (action units), ``eps``). Check :func:`fused_unsupported` first."""
     state = model.state_dict()
-    tensors = {n: state[n].detach().float().cpu().numpy().copy() for n in TENSOR_NAMES}
+    names = [*TENSOR_NAMES] + [s for k in range(1, model.dynamics_heads) for s in head_tensor_names(k).values()]
+    tensors = {n: state[n].detach().float().cpu().numpy().copy() for n in names}
     eps = next(m.eps for m in model.dynamics if isinstance(m, nn.LayerNorm))
     meta = {"learned_dim": model.learned_dim, "group": model.config.simnorm_dim, "bound": PROPRIO_BOUND, "eps": eps}
     return tensors, meta

@@ -12,6 +12,9 @@
   ``policy_loss``), averaged over ``batch.chunk_mask``: only steps inside the episode whose label is the
   expert's (``latent_vla.data``: a DART, exploration or brain frame's executed action is no demonstration;
   its ``expert.action`` label is used where valid). Every other term uses every transition;
+* ``ensemble``: the consistency loss of every further dynamics head (``model.dynamics_heads`` > 1),
+  averaged over them, from the encoder's latents detached (the heads never shape the encoder), with the
+  weight of ``consistency``;
 * ``decoder``: MSE reconstruction of the first camera's frame (gradient stopped at the latent unless
   ``decoder_grad``);
 * ``env_state``: auxiliary regression of the dataset's ``observation.environment_state`` (standardized;
@@ -266,6 +269,8 @@ class WorldModelLoss(nn.Module):
         acc = _Terms(z)
         add, terms = acc.add, acc.values
         add("consistency", w.consistency, self._consistency(z_pred, z_tgt[:, 1:]))
+        if m.dynamics_heads > 1:
+            add("ensemble", w.consistency, self._ensemble(z[:, 0].detach(), actions, z_tgt[:, 1:]))
         with torch.no_grad():  # prediction error relative to predicting "nothing changes"
             terms["consistency_rel"] = self._relative(z_pred, z_tgt)
             if m.proprio_latent:  # the same ratio on the learned block alone
@@ -305,6 +310,12 @@ class WorldModelLoss(nn.Module):
             add("adversarial", w.adversarial, self._adversarial(z, z_tgt, actions, task, batch))
 
         return acc.result()
+
+    def _ensemble(self, z0: Tensor, actions: Tensor, z_target: Tensor) -> Tensor:
+        # the consistency of dynamics heads 1.. from z0 (B, Z) under actions (B, k, A), averaged
+        m = self.model
+        losses = [self._consistency(m.rollout(z0, actions, head), z_target) for head in range(1, m.dynamics_heads)]
+        return torch.stack(losses).mean()
 
     def _adversarial(self, z: Tensor, z_tgt: Tensor, actions: Tensor, task: Tensor, batch: Batch) -> Tensor:
         m, w = self.model, self.w

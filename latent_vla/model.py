@@ -73,6 +73,11 @@ class ModelConfig:
         head_hidden: width of the cost and success heads.
         norm: latent normalization, ``"simnorm"`` or ``"layernorm"``.
         simnorm_dim: group size of SimNorm.
+        dynamics_heads: latent dynamics networks sharing the encoder (>= 1). Head 0 is the model's
+            dynamics (trained as always); every further head is trained alongside on the same
+            transitions from the encoder's latents (detached: they never shape the encoder) and differs
+            by its random initialization. Where they disagree, the model does not know: a planner's
+            ``objective.disagreement_weight`` penalizes that (``planners.objectives``).
         env_state_dim: D, size of the auxiliary environment-state head (0 = none). Set from a dataset
             that records ``observation.environment_state`` (the named object's position, in sim);
             training regresses it from the latent so the latent must say where the named object is.
@@ -100,6 +105,7 @@ class ModelConfig:
     head_hidden: int = 128
     norm: str = "simnorm"
     simnorm_dim: int = 8
+    dynamics_heads: int = 1
     env_state_dim: int = 0
 
     def __post_init__(self) -> None:
@@ -121,6 +127,8 @@ class ModelConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if int(self.attention) < 0:
             raise ValueError(f"attention must be >= 0 heads, got {self.attention}")
+        if int(self.dynamics_heads) < 1:
+            raise ValueError(f"dynamics_heads must be >= 1, got {self.dynamics_heads}")
         if int(self.env_state_dim) < 0:
             raise ValueError(f"env_state_dim must be >= 0, got {self.env_state_dim}")
 
@@ -383,6 +391,7 @@ class WorldModel(nn.Module):
     Attributes:
         config: the :class:`ModelConfig` it was built from.
         action_dim: A.  latent_dim: Z.  chunk_len: K.  task_dim: T.
+        dynamics_heads: how many dynamics networks :meth:`step` can use (``head`` 0 to this - 1).
         camera_names: cameras ``encode`` expects, in order.
     """
 
@@ -431,6 +440,10 @@ class WorldModel(nn.Module):
             self.env_state_head = _mlp([Z, config.head_hidden, config.head_hidden, self.env_state_dim])
             self.register_buffer("env_state_mean", torch.zeros(self.env_state_dim))
             self.register_buffer("env_state_std", torch.ones(self.env_state_dim))
+        # Built last, so the other modules start as they would without it (the same seed, the same model).
+        self.dynamics_heads = int(config.dynamics_heads)  # head 0: `dynamics`; k >= 1: `dynamics_ensemble[k-1]`
+        if self.dynamics_heads > 1:
+            self.dynamics_ensemble = nn.ModuleList(_mlp([Z + A, Hd, Hd, Z]) for _ in range(self.dynamics_heads - 1))
         self._simnorm = SimNorm(config.simnorm_dim)
         # Spread the initial latents over the simplex (a near-uniform softmax would start collapsed).
         fuse_out = self.fuse[-1]
@@ -440,11 +453,12 @@ class WorldModel(nn.Module):
                 fuse_out.weight.mul_(4.0)
         # Start the dynamics near the identity (small last layer) so early rollouts do not drift,
         # while gradients w.r.t. actions still flow from the first step.
-        last = self.dynamics[-1]
-        assert isinstance(last, nn.Linear)
-        with torch.no_grad():
-            last.weight.mul_(0.1)
-            last.bias.zero_()
+        for k in range(self.dynamics_heads):
+            last = self.dynamics_head(k)[-1]
+            assert isinstance(last, nn.Linear)
+            with torch.no_grad():
+                last.weight.mul_(0.1)
+                last.bias.zero_()
 
     def set_proprio_map(self, state_mean: Any, state_std: Any, action_min: Any, action_max: Any) -> None:
         """Store how standardized states map to action units (robot units, ``(S,)`` each); no-op without
@@ -538,18 +552,29 @@ class WorldModel(nn.Module):
             x = torch.cat([x, state * self.proprio_scale + self.proprio_shift], dim=-1)
         return self.normalize_latent(x)  # (B, Z)
 
-    def step(self, z: Tensor, a: Tensor) -> Tensor:
-        """One latent transition: ``(B, Z)``, ``(B, A)`` -> ``(B, Z)`` (residual, on the manifold)."""
-        return self._residual(z, self.dynamics(torch.cat([z, a], dim=-1)))
+    def dynamics_head(self, head: int = 0) -> nn.Sequential:
+        """The dynamics network of ``head`` (0: :attr:`dynamics`, ``k >= 1``: ``dynamics_ensemble[k-1]``)."""
+        if not 0 <= head < self.dynamics_heads:
+            n = self.dynamics_heads
+            raise ValueError(f"dynamics head {head} does not exist: the model has {n} (0..{n - 1})")
+        net = self.dynamics if head == 0 else self.dynamics_ensemble[head - 1]
+        assert isinstance(net, nn.Sequential)
+        return net
 
-    def rollout(self, z0: Tensor, actions: Tensor) -> Tensor:
-        """Unrolled dynamics: ``(B, Z)``, ``(B, H, A)`` -> ``(B, H, Z)`` (the state after each action)."""
+    def step(self, z: Tensor, a: Tensor, head: int = 0) -> Tensor:
+        """One latent transition by dynamics ``head``: ``(B, Z)``, ``(B, A)`` -> ``(B, Z)`` (residual, on
+        the manifold)."""
+        net = self.dynamics if head == 0 else self.dynamics_head(head)
+        return self._residual(z, net(torch.cat([z, a], dim=-1)))
+
+    def rollout(self, z0: Tensor, actions: Tensor, head: int = 0) -> Tensor:
+        """Unrolled dynamics ``head``: ``(B, Z)``, ``(B, H, A)`` -> ``(B, H, Z)`` (the state after each action)."""
         if actions.ndim != 3 or actions.shape[-1] != self.action_dim:
             raise ValueError(f"rollout: actions must be (B, H, {self.action_dim}), got {tuple(actions.shape)}")
         z = z0.expand(actions.shape[0], -1) if z0.shape[0] == 1 else z0
         out = []
         for t in range(actions.shape[1]):
-            z = self.step(z, actions[:, t])
+            z = self.step(z, actions[:, t], head)
             out.append(z)
         return torch.stack(out, dim=1)
 

@@ -3,14 +3,21 @@
 ::
 
     J(a_1:H) = w_step * sum_t gamma^(t-1) cost(z_t)  +  w_terminal * cost(z_H)          model terms
+             + w_disagree * std_k J_k                                               ensemble term
              + w_prior * sum_t ||a_t - prior_t||^2  +  w_smooth * sum_t ||a_t - a_(t-1)||^2   action terms
 
-where ``z_1:H = rollout(z0, a_1:H)``. The spec is declared once, here. The *model terms* need the world
-model: a planning backend returns them as weighted per-step costs ``(N, H)`` with the weights of
-:meth:`TrajectoryObjective.step_weights` (the PyTorch backend computes them with autograd, the exporter
-bakes the same weights into the bundle's ONNX graphs, and the manifest records this spec); the
-*action terms* depend on the actions alone and are computed here, with analytic gradients, for both
-backends. A new term is added in this file (and, for a model term, in
+where ``z_1:H = rollout(z0, a_1:H)`` by the model's dynamics head 0, and ``J_k`` is the model terms'
+sum with the states of dynamics head ``k`` (a model with ``dynamics_heads`` = K > 1): the heads learned
+the same transitions from different starts, so where they disagree about a plan's cost (metres) the
+model does not know, and the planner pays for it (PETS / MOPO-style pessimism).
+
+The spec is declared once, here. The *model terms* need the world model: a planning backend returns
+them as weighted per-step costs ``(N, H)`` with the weights of :meth:`TrajectoryObjective.step_weights`
+(the PyTorch backend computes them with autograd, the exporter bakes the same weights into the bundle's
+ONNX graphs, and the manifest records this spec); the *action terms* depend on the actions alone and
+are computed here, with analytic gradients, for both backends; the *ensemble term* is computed here
+from every head's model terms (:meth:`TrajectoryObjective.disagreement`, called by
+``planners.backend.evaluate_objective``). A new term is added in this file (and, for a model term, in
 ``planners.torch_backend.weighted_step_costs``, which the exporter traces).
 """
 
@@ -46,6 +53,9 @@ class TrajectoryObjective:
         prior_weight: weight of the squared distance to the action prior (term ``prior``: the policy's
             chunk when the planner has one, else zeros, the centre of the data's action range).
         smooth_weight: weight of the squared action differences (term ``smooth``; ``a_0`` not included).
+        disagreement_weight: weight of the standard deviation over the dynamics heads of the model
+            terms' sum (term ``disagreement``, metres x weights); needs a model with ``dynamics_heads``
+            >= 2, costs one rollout per head.
     """
 
     step_weight: float = 1.0
@@ -53,6 +63,7 @@ class TrajectoryObjective:
     discount: float = 1.0
     prior_weight: float = 0.0
     smooth_weight: float = 0.0
+    disagreement_weight: float = 0.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -60,7 +71,7 @@ class TrajectoryObjective:
             if not isinstance(value, int | float) or not np.isfinite(value):
                 raise ValueError(f"objective.{f.name} must be a finite number, got {value!r}")
             object.__setattr__(self, f.name, float(value))
-        for name in ("step_weight", "terminal_weight", "prior_weight", "smooth_weight"):
+        for name in ("step_weight", "terminal_weight", "prior_weight", "smooth_weight", "disagreement_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"objective.{name} must be >= 0, got {getattr(self, name)}")
         if not 0.0 < self.discount <= 1.0:
@@ -90,6 +101,7 @@ class TrajectoryObjective:
             "terminal": self.terminal_weight,
             "prior": self.prior_weight,
             "smooth": self.smooth_weight,
+            "disagreement": self.disagreement_weight,
         }
 
     def same_model_terms(self, other: TrajectoryObjective) -> bool:
@@ -112,6 +124,19 @@ class TrajectoryObjective:
         elif self.step_weight:
             terms["task"] = total
         return terms
+
+    def disagreement(self, head_totals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The ensemble term of the model terms' sums ``head_totals (K, N)`` (one row per dynamics head).
+
+        Returns:
+            ``disagreement_weight * std_k (N,)`` and its derivative w.r.t. ``head_totals`` ``(K, N)``
+            (``w (J_k - mean) / (K std)``; a floor of 1e-6 on the std keeps it finite where heads agree).
+        """
+        totals = np.asarray(head_totals, np.float64)
+        dev = totals - totals.mean(0)
+        std = np.sqrt((dev**2).mean(0))
+        coeff = self.disagreement_weight * dev / (totals.shape[0] * np.maximum(std, 1e-6))
+        return (self.disagreement_weight * std).astype(np.float32), coeff.astype(np.float32)
 
     def action_terms(
         self, actions: np.ndarray, prior: np.ndarray | None

@@ -22,8 +22,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from latent_vla.base.fused_rollout import FusedRollout
+from latent_vla.base.fused_rollout import FusedRollout, head_kernels
 from latent_vla.fused import fused_tensors, fused_unsupported
+from planners.backend import check_head
 from planners.objectives import TrajectoryObjective
 from planners.protocol import check_model, has_policy
 
@@ -49,13 +50,16 @@ def flat_cost(model: Any, z: Tensor, task: Tensor) -> Tensor:
     return model.cost(z.reshape(n * h, zd), t).reshape(n, h)
 
 
-def weighted_step_costs(model: Any, z0: Tensor, actions: Tensor, task: Tensor, weights: Tensor) -> Tensor:
+def weighted_step_costs(
+    model: Any, z0: Tensor, actions: Tensor, task: Tensor, weights: Tensor, head: int = 0
+) -> Tensor:
     """The objective's model terms per step: ``z0 (1 or B, Z)``, ``actions (B, H, A)``, ``task``,
-    ``weights (H,)`` (``TrajectoryObjective.step_weights``) -> ``weights[t] * cost(z_{t+1}) (B, H)``."""
+    ``weights (H,)`` (``TrajectoryObjective.step_weights``) -> ``weights[t] * cost(z_{t+1}) (B, H)``,
+    rolled out by dynamics ``head`` (``model.dynamics_heads`` > 1; 0 for any other model)."""
     z = z0.expand(actions.shape[0], -1)  # (B, Z); no branch on the batch size: the exporter traces this
     states = []
     for t in range(actions.shape[1]):
-        z = model.step(z, actions[:, t])
+        z = model.step(z, actions[:, t]) if head == 0 else model.step(z, actions[:, t], head)
         states.append(z)
     return flat_cost(model, torch.stack(states, dim=1), task) * weights  # (B, H)
 
@@ -67,16 +71,19 @@ def freeze(model: Any) -> Any:
     return model
 
 
-def fused_error(model: Any, kernel: FusedRollout, plans: int = 3, horizon: int = 5, seed: int = 0) -> float:
-    """Largest difference between the kernel's and autograd's costs and action gradients on random
-    plans ``(plans, horizon, A)`` from a random latent, relative to the largest entry of each."""
+def fused_error(
+    model: Any, kernel: FusedRollout, plans: int = 3, horizon: int = 5, seed: int = 0, head: int = 0
+) -> float:
+    """Largest difference between the kernel of dynamics ``head`` and autograd's costs and action
+    gradients on random plans ``(plans, horizon, A)`` from a random latent, relative to the largest
+    entry of each."""
     g = torch.Generator().manual_seed(seed)
     z0 = model.normalize_latent(torch.randn(1, model.latent_dim, generator=g))
     task = torch.randn(1, model.task_dim, generator=g)
     actions = (torch.rand(plans, horizon, model.action_dim, generator=g) * 2 - 1).requires_grad_(True)
     weights = torch.rand(horizon, generator=g) + 0.5
     with torch.enable_grad():
-        steps = weighted_step_costs(model, z0.detach(), actions, task, weights)
+        steps = weighted_step_costs(model, z0.detach(), actions, task, weights, head)
         (grad,) = torch.autograd.grad(steps.sum(), actions)
     k_steps, k_grad = kernel.step_costs_and_grad(
         z0.detach().numpy(), kernel.task_projection(task.numpy()), actions.detach().numpy(), weights.numpy()
@@ -89,25 +96,26 @@ def fused_error(model: Any, kernel: FusedRollout, plans: int = 3, horizon: int =
     return max(rel(k_steps, steps), rel(k_grad, grad))
 
 
-def build_fused(model: Any, required: bool = False) -> FusedRollout | None:
-    """A checked kernel for ``model``, or ``None`` when it cannot compute it (``required``: raise instead).
+def build_fused(model: Any, required: bool = False) -> list[FusedRollout] | None:
+    """Checked kernels for ``model``, one per dynamics head (head 0 first), or ``None`` when the kernel
+    cannot compute it (``required``: raise instead).
 
     Raises:
         ValueError: with ``required``, why there is none (unsupported model, or a mismatch with autograd
             above :data:`FUSED_TOLERANCE`).
     """
     reason = fused_unsupported(model)
-    kernel = None
+    kernels = None
     if reason is None:
-        kernel = FusedRollout(*fused_tensors(model))
-        err = fused_error(model, kernel)
+        kernels = head_kernels(*fused_tensors(model))
+        err = max(fused_error(model, kernel, head=k) for k, kernel in enumerate(kernels))
         if err > FUSED_TOLERANCE:
-            reason, kernel = f"it differs from autograd by {err:.2e} (relative; tolerance {FUSED_TOLERANCE})", None
+            reason, kernels = f"it differs from autograd by {err:.2e} (relative; tolerance {FUSED_TOLERANCE})", None
     if reason is not None:
         if required:
             raise ValueError(f"the fused planning kernel cannot run this model: {reason}")
         log.debug("fused planning kernel off: %s", reason)
-    return kernel
+    return kernels
 
 
 @dataclass
@@ -131,7 +139,8 @@ class TorchBackend:
             ``False``: autograd; ``None``: when it can, else autograd).
 
     Attributes:
-        fused: the checked :class:`FusedRollout`, or ``None`` (autograd).
+        fused: the checked :class:`FusedRollout` of dynamics head 0, or ``None`` (autograd).
+        heads: the model's dynamics heads (``model.dynamics_heads``; 1 for a model without the attribute).
     """
 
     horizon: int | None = None
@@ -143,7 +152,9 @@ class TorchBackend:
         self.action_dim = int(model.action_dim)
         self.has_policy = has_policy(model)
         self._weights: dict[tuple[int, str, torch.dtype], Tensor] = {}
-        self.fused = None if fused is False else build_fused(model, required=bool(fused))
+        self.heads = int(getattr(model, "dynamics_heads", 1))
+        self._kernels = None if fused is False else build_fused(model, required=bool(fused))
+        self.fused = None if self._kernels is None else self._kernels[0]
 
     def prepare(self, z0: Any, task: Any) -> TorchStart:
         """``z0 (1, Z)`` and ``task`` as detached tensors on the model's device (numpy arrays are converted)."""
@@ -178,25 +189,36 @@ class TorchBackend:
     def _actions(self, start: TorchStart, actions: np.ndarray) -> Tensor:
         return torch.from_numpy(np.ascontiguousarray(actions, dtype=np.float32)).to(start.z0)
 
-    def step_costs(self, start: TorchStart, actions: np.ndarray) -> np.ndarray:
-        """Weighted per-step costs ``(N, H)`` of ``actions (N, H, A)``, no autograd (the fused kernel's
-        forward pass when it is on)."""
-        if self.fused is not None and start.z0_np is not None:
-            w = self.objective.step_weights(actions.shape[1])
-            return self.fused.step_costs(start.z0_np, start.task_proj, actions, w)
+    def _kernel(self, start: TorchStart, head: int) -> FusedRollout | None:
+        """The fused kernel of dynamics ``head`` when it is on for this start, else ``None`` (autograd)."""
+        check_head(head, self.heads)
+        return None if self._kernels is None or start.z0_np is None else self._kernels[head]
+
+    def step_costs(self, start: TorchStart, actions: np.ndarray, head: int = 0) -> np.ndarray:
+        """Weighted per-step costs ``(N, H)`` of ``actions (N, H, A)`` by dynamics ``head``, no autograd
+        (the fused kernel's forward pass when it is on)."""
+        kernel = self._kernel(start, head)
+        if kernel is not None:
+            return kernel.step_costs(
+                start.z0_np, start.task_proj, actions, self.objective.step_weights(actions.shape[1])
+            )
         a = self._actions(start, actions)
         with torch.no_grad():
-            c = weighted_step_costs(self.model, start.z0, a, start.task, self._step_weights(a.shape[1], a))
+            c = weighted_step_costs(self.model, start.z0, a, start.task, self._step_weights(a.shape[1], a), head)
         return c.float().cpu().numpy()
 
-    def step_costs_and_grad(self, start: TorchStart, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(N, H)`` costs and ``d sum_t cost / d actions (N, H, A)`` (rows are independent rollouts)."""
-        if self.fused is not None and start.z0_np is not None:
+    def step_costs_and_grad(
+        self, start: TorchStart, actions: np.ndarray, head: int = 0
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(N, H)`` costs by dynamics ``head`` and ``d sum_t cost / d actions (N, H, A)`` (rows are
+        independent rollouts)."""
+        kernel = self._kernel(start, head)
+        if kernel is not None:
             w = self.objective.step_weights(actions.shape[1])
-            return self.fused.step_costs_and_grad(start.z0_np, start.task_proj, actions, w)
+            return kernel.step_costs_and_grad(start.z0_np, start.task_proj, actions, w)
         a = self._actions(start, actions).requires_grad_(True)
         with torch.enable_grad():
-            c = weighted_step_costs(self.model, start.z0, a, start.task, self._step_weights(a.shape[1], a))
+            c = weighted_step_costs(self.model, start.z0, a, start.task, self._step_weights(a.shape[1], a), head)
             (grad,) = torch.autograd.grad(c.sum(), a)
         return c.detach().float().cpu().numpy(), grad.float().cpu().numpy()
 

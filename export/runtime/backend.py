@@ -4,7 +4,8 @@ The planning algorithms of ``planners/`` run on it unchanged: ``rollout_cost.onn
 per-step model costs, ``cost_grad.onnx`` their gradient w.r.t. the actions, ``policy.onnx`` the
 proposal. When the bundle carries the fused kernel's tensors and numba is installed, the costs and
 gradients come from the fused kernel instead (:mod:`latent_vla.base.fused_rollout`, checked against
-PyTorch at export; about 3x faster per gradient iteration than ``cost_grad.onnx``).
+PyTorch at export; about 3x faster per gradient iteration than ``cost_grad.onnx``), and a model with
+several dynamics heads plans with all of them (the objective's ``disagreement`` term) only there.
 
 The weights are the ones baked in at export, recorded in the manifest's
 ``planner.objective``; a planner asking for other model-term weights is refused.
@@ -18,6 +19,8 @@ import numpy as np
 
 from export.runtime.bundle import Bundle
 from export.runtime.errors import BundleError
+from latent_vla.base.fused_rollout import FusedRollout
+from planners.backend import check_head
 from planners.objectives import TrajectoryObjective
 
 
@@ -40,7 +43,9 @@ class BundleBackend:
             bundle has it and numba is installed).
 
     Attributes:
-        fused: the :class:`FusedRollout` in use, or ``None`` (ONNX graphs).
+        fused: the :class:`FusedRollout` of dynamics head 0 in use, or ``None`` (ONNX graphs).
+        heads: the dynamics heads it can roll out: every head of the bundle with the fused kernel, 1
+            with the ONNX graphs (they compute head 0).
     """
 
     def __init__(self, bundle: Bundle, fused: bool | None = None) -> None:
@@ -51,7 +56,9 @@ class BundleBackend:
         self.action_dim = bundle.action_dim
         self.horizon: int | None = bundle.horizon
         self.has_policy = True
-        self.fused = None if fused is False else bundle.fused_rollout()
+        self._kernels = None if fused is False else bundle.fused_rollouts()
+        self.fused = None if self._kernels is None else self._kernels[0]
+        self.heads = 1 if self._kernels is None else len(self._kernels)
         if fused and self.fused is None:
             raise BundleError(f"bundle {bundle.path}: no fused planning kernel (not exported, or numba missing)")
 
@@ -65,20 +72,29 @@ class BundleBackend:
     def _tiled(self, start: BundleStart, n: int) -> np.ndarray:
         return np.ascontiguousarray(np.broadcast_to(start.z0, (n, start.z0.shape[-1])))
 
-    def step_costs(self, start: BundleStart, actions: np.ndarray) -> np.ndarray:
-        """Weighted per-step costs ``(N, H)`` from ``rollout_cost.onnx`` (or the fused kernel)."""
-        if self.fused is not None and start.task_proj is not None:
-            w = self.objective.step_weights(actions.shape[1])
-            return self.fused.step_costs(start.z0, start.task_proj, actions, w)
+    def _kernel(self, start: BundleStart, head: int) -> FusedRollout | None:
+        """The fused kernel of dynamics ``head`` for this start, or ``None`` (the ONNX graphs: head 0)."""
+        check_head(head, self.heads)
+        return None if self._kernels is None or start.task_proj is None else self._kernels[head]
+
+    def step_costs(self, start: BundleStart, actions: np.ndarray, head: int = 0) -> np.ndarray:
+        """Weighted per-step costs ``(N, H)`` by dynamics ``head`` from ``rollout_cost.onnx`` (or the fused
+        kernel)."""
+        kernel = self._kernel(start, head)
+        if kernel is not None:
+            return kernel.step_costs(start.z0, start.task_proj, actions, self.objective.step_weights(actions.shape[1]))
         _, steps = self.bundle.rollout_cost(self._tiled(start, actions.shape[0]), actions, start.task)
         return steps
 
-    def step_costs_and_grad(self, start: BundleStart, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Weighted per-step costs ``(N, H)`` and their gradient ``(N, H, A)`` from ``cost_grad.onnx``
-        (or the fused kernel)."""
-        if self.fused is not None and start.task_proj is not None:
+    def step_costs_and_grad(
+        self, start: BundleStart, actions: np.ndarray, head: int = 0
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Weighted per-step costs ``(N, H)`` by dynamics ``head`` and their gradient ``(N, H, A)`` from
+        ``cost_grad.onnx`` (or the fused kernel)."""
+        kernel = self._kernel(start, head)
+        if kernel is not None:
             w = self.objective.step_weights(actions.shape[1])
-            return self.fused.step_costs_and_grad(start.z0, start.task_proj, actions, w)
+            return kernel.step_costs_and_grad(start.z0, start.task_proj, actions, w)
         _, grad, steps = self.bundle.cost_and_grad(self._tiled(start, actions.shape[0]), actions, start.task)
         return steps, grad
 

@@ -40,7 +40,7 @@ from export.runtime.manifest import (
     read_verified_bytes,
 )
 from export.runtime.session import GraphSession, select_providers
-from latent_vla.base.fused_rollout import FUSED_GRAPH, FusedRollout, numba_available
+from latent_vla.base.fused_rollout import FUSED_GRAPH, FusedRollout, head_kernels, numba_available
 from latent_vla.base.normalize import Normalizer, limit_problems
 from latent_vla.base.robot_spec import ROBOT_SPECS, RobotSpec
 from latent_vla.base.text import Tokenizer
@@ -333,9 +333,10 @@ class Bundle:
         out = self.sessions["rollout_cost"].run({"z0": z0, "actions": actions, "task": task})
         return out["cost"], out["step_cost"]
 
-    def fused_rollout(self) -> FusedRollout | None:
-        """The fused planning kernel over this bundle's verified tensors, or ``None`` when the bundle has
-        none (an architecture the kernel does not compute) or numba is not installed."""
+    def fused_rollouts(self) -> list[FusedRollout] | None:
+        """The fused planning kernels over this bundle's verified tensors, one per dynamics head (head 0
+        first), or ``None`` when the bundle has none (an architecture the kernel does not compute) or
+        numba is not installed."""
         spec = self.manifest.graphs.get(FUSED_GRAPH, {}).get("fp32")
         meta = self.manifest.model.get(FUSED_GRAPH)
         if spec is None or not isinstance(meta, Mapping) or not numba_available():
@@ -344,7 +345,7 @@ class Bundle:
         declared = {t.name: tuple(t.shape) for t in spec.outputs}
         if {n: a.shape for n, a in tensors.items()} != declared:
             raise ManifestError(f"bundle {FUSED_GRAPH}: its tensors differ from the manifest's list")
-        return FusedRollout(tensors, meta)
+        return head_kernels(tensors, meta)
 
     def cost_and_grad(
         self, z0: np.ndarray, actions: np.ndarray, task: np.ndarray

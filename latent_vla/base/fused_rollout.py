@@ -45,6 +45,11 @@ FUSED_GRAPH = "fused_rollout"
 FUSED_FILE = "fused_rollout.safetensors"
 """The bundle file holding :data:`TENSOR_NAMES`."""
 
+ENSEMBLE_PREFIX = "dynamics_ensemble"
+"""Further dynamics heads (a model with ``dynamics_heads`` > 1) are stored beside :data:`TENSOR_NAMES` as
+``dynamics_ensemble.{k-1}.{layer}.{weight|bias}`` for head ``k``: each is the ``dynamics.*`` entries of
+its own kernel (the cost head is shared); see :func:`head_kernels`."""
+
 META_KEYS = ("learned_dim", "group", "bound", "eps")
 """Scalars beside the tensors: learned latent size, SimNorm group size, joint-block clip bound, LayerNorm eps."""
 
@@ -138,3 +143,28 @@ class FusedRollout:
         z, a, w = self._args(z0, actions, weights)
         args = (self.params, self.learned, self.group, self.bound, self.eps)
         return self._costs_and_grad(z, a, task_proj, w, *args)
+
+
+def head_tensor_names(head: int) -> dict[str, str]:
+    """Where dynamics head ``head`` (>= 1) keeps each ``dynamics.*`` entry of :data:`TENSOR_NAMES`:
+    ``{kernel name: stored name}``."""
+    prefix = f"{ENSEMBLE_PREFIX}.{head - 1}."
+    return {n: prefix + n.removeprefix("dynamics.") for n in TENSOR_NAMES if n.startswith("dynamics.")}
+
+
+def head_count(tensors: Mapping[str, Any]) -> int:
+    """How many dynamics heads ``tensors`` hold (1 + the complete further heads, counted from head 1 up)."""
+    heads = 1
+    while all(name in tensors for name in head_tensor_names(heads).values()):
+        heads += 1
+    return heads
+
+
+def head_kernels(tensors: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> list[FusedRollout]:
+    """One :class:`FusedRollout` per dynamics head of ``tensors`` (:func:`head_count`), head 0 first; the
+    cost head is shared, so every kernel's :meth:`FusedRollout.task_projection` is the same."""
+    kernels = [FusedRollout(tensors, meta)]
+    for head in range(1, head_count(tensors)):
+        own = {n: tensors[stored] for n, stored in head_tensor_names(head).items()}
+        kernels.append(FusedRollout({**tensors, **own}, meta))
+    return kernels

@@ -14,8 +14,9 @@ INSTRUCTION = "reach the red target"
 HORIZON = 4
 
 
-def make_checkpoint(run_dir, seed: int = 0):
-    """Save a small random WorldModel (32x32 images, Z=32) with SO-101 stats; returns ``run_dir``."""
+def make_checkpoint(run_dir, seed: int = 0, dynamics_heads: int = 1):
+    """Save a small random WorldModel (32x32 images, Z=32, ``dynamics_heads`` dynamics networks) with SO-101
+    stats; returns ``run_dir``."""
     from latent_vla.base.normalize import Normalizer
     from latent_vla.base.text import Tokenizer
     from latent_vla.checkpoint import save_checkpoint
@@ -25,7 +26,7 @@ def make_checkpoint(run_dir, seed: int = 0):
     cfg = ModelConfig(
         camera_names=CAMERAS, state_dim=6, action_dim=6, image_size=(32, 32), latent_dim=32, chunk_len=4,
         vocab_size=257, task_dim=16, word_dim=16, channels=(8, 16), image_feat=32, state_feat=16, hidden=64,
-        head_hidden=32,
+        head_hidden=32, dynamics_heads=dynamics_heads,
     )  # fmt: skip
     model = WorldModel(cfg)
     rng = np.random.default_rng(seed)
