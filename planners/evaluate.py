@@ -43,6 +43,8 @@ class EpisodeResult:
         costs: predicted cost of each chosen plan.
         kept_policy: per planning tick of a planner with a ``min_gain`` test, whether it returned the
             policy's own chunk (empty for other planners: ``kept_policy_rate`` is then NaN).
+        terms: the chosen plan's named objective terms (``task``, ``prior``, ``disagreement``, ...), one
+            value per planning tick each.
         instruction: the episode's instruction.
         distractor: the arm went to an object other than the named one (module docstring); None when
             the env does not report ``object_gaps``.
@@ -61,6 +63,7 @@ class EpisodeResult:
     iterations: list[int] = field(default_factory=list)
     costs: list[float] = field(default_factory=list)
     kept_policy: list[bool] = field(default_factory=list)
+    terms: dict[str, list[float]] = field(default_factory=dict)
     instruction: str = ""
     distractor: bool | None = None
 
@@ -169,6 +172,8 @@ def run_episode(
             result.costs.append(float(plan_info.get("cost", np.nan)))
             if "kept_policy" in plan_info:  # planners with a min_gain test say
                 result.kept_policy.append(bool(plan_info["kept_policy"]))
+            for name, value in (plan_info.get("terms") or {}).items():
+                result.terms.setdefault(name, []).append(float(value))
         if record_camera is not None:
             frames.append(video_frame(robot_obs, record_camera, brain))
         obs, reward, terminated, truncated, info = env.step(spec.action_to_vector(action))
@@ -185,6 +190,10 @@ def run_episode(
         done = bool(terminated or truncated)
     result.distractor = watch.verdict()
     return result, frames
+
+
+PER_TICK = ("act_ms", "plan_ms", "iterations", "costs", "kept_policy", "terms")
+"""The :class:`EpisodeResult` fields with one value per tick, summarized rather than copied per episode."""
 
 
 def _pct(values: Sequence[float], q: float) -> float:
@@ -219,12 +228,13 @@ def summarize(planner: str, task: str, results: Sequence[EpisodeResult]) -> dict
         "iterations_mean": float(np.mean([i for r in results for i in r.iterations])) if plan_ms else float("nan"),
         "plan_cost_mean": float(np.nanmean(costs)) if costs else float("nan"),
         "kept_policy_rate": float(np.mean(kept)) if kept else float("nan"),
+        "plan_terms_mean": {
+            name: float(np.mean([v for r in results for v in r.terms.get(name, [])]))
+            for name in sorted({n for r in results for n in r.terms})
+        },
         "plans": len(plan_ms),
         "seeds": [r.seed for r in results],
-        "per_episode": [
-            {k: v for k, v in asdict(r).items() if k not in ("act_ms", "plan_ms", "iterations", "costs", "kept_policy")}
-            for r in results
-        ],
+        "per_episode": [{k: v for k, v in asdict(r).items() if k not in PER_TICK} for r in results],
     }
 
 

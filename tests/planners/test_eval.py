@@ -77,6 +77,9 @@ def test_eval_cli_writes_records_videos_and_sweep(random_checkpoint_dir, tmp_pat
     assert 1 <= grad["iterations_mean"] <= 3
     assert 0.0 <= grad["kept_policy_rate"] <= 1.0  # the gradient planner's min_gain test, every tick
     assert all(math.isnan(r["kept_policy_rate"]) for r in records[1:])  # CEM and the policy have none
+    assert set(grad["plan_terms_mean"]) == {"task", "prior"}  # the chosen plans' objective terms, per tick
+    assert all(math.isfinite(v) and v >= 0 for v in grad["plan_terms_mean"].values())
+    assert "terms" not in grad["per_episode"][0]
     sweep = json.loads((out / "sweep.json").read_text())
     assert [(s["planner"], s["sweep_value"]) for s in sweep] == [("grad", 1), ("grad", 2)]
     assert sweep[0]["iterations_mean"] == 1
