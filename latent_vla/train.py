@@ -846,6 +846,16 @@ def _announce_data(run: _Run) -> None:
         )
 
 
+def _clip_groups(model: torch.nn.Module) -> tuple[list[torch.nn.Parameter], list[torch.nn.Parameter]]:
+    """The parameters clipped together (``(model, further dynamics heads)``): the heads of
+    ``model.dynamics_heads`` > 1 learn from the encoder's detached latents, and clipping them apart keeps
+    the rest of the model's step what it would be without them."""
+    groups: tuple[list[torch.nn.Parameter], list[torch.nn.Parameter]] = ([], [])
+    for name, p in model.named_parameters():
+        groups["dynamics_ensemble." in name].append(p)
+    return groups
+
+
 # -- the loop --------------------------------------------------------------------------------------
 def _train_step(
     run: _Run, step: int, rng: np.random.Generator, grounding: bool = False, done: float = 0.0
@@ -864,7 +874,10 @@ def _train_step(
     run.optimizer.zero_grad(set_to_none=True)
     total.backward()
     clip = ts.grad_clip if ts.grad_clip > 0 else math.inf
-    grad_norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), clip)
+    model_params, ensemble_params = _clip_groups(run.model)
+    grad_norm = torch.nn.utils.clip_grad_norm_(model_params, clip)
+    if ensemble_params:  # clipped on their own, so the further dynamics heads never rescale the model's step
+        torch.nn.utils.clip_grad_norm_(ensemble_params, clip)
     if not torch.isfinite(total):
         raise FloatingPointError(
             f"loss is {float(total)} at step {step}: terms { ({k: float(v) for k, v in terms.items()}) }"

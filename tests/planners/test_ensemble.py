@@ -99,6 +99,16 @@ def test_training_saves_every_head_and_the_ensemble_term_never_moves_the_encoder
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*grads, strict=True))  # the encoder: untouched
 
 
+def test_the_heads_are_clipped_apart_from_the_model() -> None:
+    """Gradient clipping by groups: the further heads never rescale the rest of the model's step."""
+    from latent_vla.train import _clip_groups
+
+    model = _model().requires_grad_(True)
+    rest, heads = _clip_groups(model)
+    assert {id(p) for p in heads} == {id(p) for p in model.dynamics_ensemble.parameters()}
+    assert len(rest) + len(heads) == len(list(model.parameters())) and not _clip_groups(_model(1))[1]
+
+
 def test_disagreement_is_the_std_over_heads_and_its_derivative() -> None:
     objective = TrajectoryObjective(disagreement_weight=0.7)
     totals = np.random.default_rng(0).normal(size=(HEADS, 5))
