@@ -34,6 +34,7 @@ NON_DEFAULT = {
     "head_hidden": "24",
     "norm": "layernorm",
     "simnorm_dim": "4",
+    "dynamics_heads": "2",
 }
 
 
