@@ -12,6 +12,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from latent_vla.base.errors import UserError
 from planners.objectives import TrajectoryObjective
 
 
@@ -81,6 +82,23 @@ def check_head(head: int, heads: int) -> None:
         raise ValueError(f"dynamics head {head} does not exist: this backend has {heads} (0..{heads - 1})")
 
 
+class EnsembleError(UserError, ValueError):
+    """A disagreement weight asked of a backend with one dynamics head."""
+
+
+def check_ensemble(backend: PlanningBackend, objective: TrajectoryObjective) -> int:
+    """The backend's dynamics heads; refuses (:class:`EnsembleError`, one line) a disagreement weight
+    with fewer than two."""
+    heads = int(getattr(backend, "heads", 1))
+    if objective.disagreement_weight and heads < 2:
+        raise EnsembleError(
+            f"objective.disagreement_weight={objective.disagreement_weight} needs a model with dynamics_heads >= 2 "
+            f"(train with model.dynamics_heads=3); this one plans with {heads} head (a bundle rolls out its further "
+            "heads with the fused kernel only, which needs numba)"
+        )
+    return heads
+
+
 def _model_terms(
     backend: PlanningBackend, start: Any, actions: np.ndarray, grad: bool, head: int
 ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -100,13 +118,7 @@ def _ensemble_term(
     head0: tuple[np.ndarray, np.ndarray | None],
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """The ``disagreement`` term ``(N,)`` over every dynamics head and its gradient ``(N, H, A)`` (or ``None``)."""
-    heads = int(getattr(backend, "heads", 1))
-    if heads < 2:
-        raise ValueError(
-            f"objective.disagreement_weight={objective.disagreement_weight} needs a model with dynamics_heads >= 2 "
-            f"(train with model.dynamics_heads=3); this one plans with {heads} head (a bundle rolls out its further "
-            "heads with the fused kernel only, which needs numba)"
-        )
+    heads = check_ensemble(backend, objective)
     rolled = [head0] + [_model_terms(backend, start, actions, grad, k) for k in range(1, heads)]
     penalty, coeff = objective.disagreement(np.stack([steps.sum(-1) for steps, _ in rolled]))  # (N,), (K, N)
     if not grad:

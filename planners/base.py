@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from planners.backend import PlanningBackend, as_backend, evaluate_objective
+from planners.backend import PlanningBackend, as_backend, check_ensemble, evaluate_objective
 from planners.common import Bounds, Deadline, check_inputs, fit_horizon, to_numpy
 from planners.objectives import TrajectoryObjective
 
@@ -44,6 +44,7 @@ class BasePlanner:
     ) -> None:
         self.objective = objective if objective is not None else TrajectoryObjective()
         self.backend: PlanningBackend = as_backend(model, self.objective)
+        check_ensemble(self.backend, self.objective)  # refused when built, not at the first plan
         fixed = self.backend.horizon
         if horizon is None and self.default_horizon is not None:  # a planner that needs a plan length
             horizon = fixed if fixed is not None else self.default_horizon
