@@ -5,9 +5,12 @@
         --data data/reach --ckpt runs/reach --out benchmarks/results/world_model_reach.json
     # an existing dataset and checkpoint
     python benchmarks/world_model.py --data data/reach --ckpt runs/reach --task reach --eval-episodes 20
+    # the open-loop error on the states the run's own planner visits (a dataset it never trained on)
+    latent-vla collect task=push policy=brain brain=runs/push brain_mode=grad episodes=20 out=data/push_visited
+    python benchmarks/world_model.py --data data/push_visited --ckpt runs/push --all-episodes --eval-episodes 0
 
 Measures, on the episodes the training run held out (``train.val_fraction`` / ``train.seed`` of the
-checkpoint's config; all episodes when it held none out):
+checkpoint's config; all episodes when it held none out, or with ``--all-episodes``):
 
 1. open-loop latent prediction error after 1, 4 and 8 recorded actions, against the constant-latent
    baseline ``z_{t+h} = z_t`` (ratio < 1: the dynamics beat "nothing moves");
@@ -105,15 +108,18 @@ def policy_success(ckpt: Path, task: str, episodes: int, out: Path) -> dict[str,
     return {k: rec[k] for k in ("pc_success", "avg_sum_reward", "avg_max_reward") if k in rec} | {"episodes": episodes}
 
 
-def evaluate(ckpt: Path, data: Path, eval_episodes: int, task: str, out_dir: Path) -> dict[str, Any]:
-    """All measurements of one checkpoint on one dataset."""
+def evaluate(
+    ckpt: Path, data: Path, eval_episodes: int, task: str, out_dir: Path, all_episodes: bool = False
+) -> dict[str, Any]:
+    """All measurements of one checkpoint on one dataset: on the episodes its training run held out of
+    ``data``, or on every episode with ``all_episodes`` (a dataset the run never saw, e.g. episodes its
+    own planner acted in: ``latent-vla collect policy=brain brain=<run> brain_mode=grad``)."""
     ck = load_checkpoint(ckpt)
     model = ck.model
     cache = load_frames(data, model.image_size, cameras=model.camera_names, progress=True)
     train_cfg = ck.config.get("train", {})
-    _, val = split_episodes(
-        cache.num_episodes, float(train_cfg.get("val_fraction", 0.0)), int(train_cfg.get("seed", 0))
-    )
+    val_fraction = 0.0 if all_episodes else float(train_cfg.get("val_fraction", 0.0))
+    _, val = split_episodes(cache.num_episodes, val_fraction, int(train_cfg.get("seed", 0)))
     held_out = len(val) > 0
     eps = val if held_out else np.arange(cache.num_episodes)
     enc = encode_episodes(model, cache, ck.normalizer, ck.tokenizer, eps)
@@ -198,6 +204,11 @@ def main() -> int:
     p.add_argument("--train-minutes", type=float, default=0.0, help="train (or continue training) for this long")
     p.add_argument("--train-arg", action="append", default=[], help="extra `latent-vla train` override (repeatable)")
     p.add_argument("--eval-episodes", type=int, default=20, help="policy closed-loop episodes (0 = skip)")
+    p.add_argument(
+        "--all-episodes",
+        action="store_true",
+        help="measure every episode of --data, not the run's held-out split (a dataset it never trained on)",
+    )
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/world_model.json"))
     args = p.parse_args()
     os.environ.setdefault("MUJOCO_GL", "egl")
@@ -210,7 +221,7 @@ def main() -> int:
         minutes = args.train_minutes if args.train_minutes > 0 else 15.0
         record["train"] = train_model(args.data, args.ckpt, minutes, args.train_arg)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    record.update(evaluate(args.ckpt, args.data, args.eval_episodes, args.task, args.out.parent))
+    record.update(evaluate(args.ckpt, args.data, args.eval_episodes, args.task, args.out.parent, args.all_episodes))
     args.out.write_text(json.dumps(record, indent=2) + "\n")
     print_table(record)
     print(f"wrote {args.out}")

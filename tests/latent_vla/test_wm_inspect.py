@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from file_import import import_file
 
 from latent_vla.analysis import (
     cost_vs_distance,
@@ -120,3 +121,17 @@ def test_inspect_asks_for_more_episodes_than_the_dataset_holds(tiny_checkpoint_d
         open_lerobot_dataset(tiny_dataset_dir, episodes=[0, total + 1])
     with pytest.raises(DatasetError, match="does not exist"):
         episode_count(tmp_path / "nowhere")
+
+
+def test_world_model_benchmark_measures_every_episode_of_a_foreign_dataset(
+    tiny_checkpoint_dir, tiny_dataset_dir, tmp_path, monkeypatch
+):
+    """benchmarks/world_model.py: the run's held-out split by default, every episode with ``--all-episodes``
+    (the states a planner visited, in a dataset the run never trained on)."""
+    bench = import_file("benchmarks/world_model.py")
+    monkeypatch.setattr(bench, "step_throughput", lambda model, batch, threads, seconds=1.0: 1.0)  # speed: not here
+    held_out = bench.evaluate(tiny_checkpoint_dir, tiny_dataset_dir, 0, "reach", tmp_path)
+    every = bench.evaluate(tiny_checkpoint_dir, tiny_dataset_dir, 0, "reach", tmp_path, all_episodes=True)
+    assert held_out["held_out"] and 0 < held_out["episodes_evaluated"] < 8
+    assert not every["held_out"] and every["episodes_evaluated"] == 8
+    assert every["open_loop"]["1"]["windows"] == 8 * 23
