@@ -311,6 +311,8 @@ def test_shipped_recipes_evaluate_every_planner_within_an_hour(tmp_path: Path, r
     assert set(cfg.planners) == {"grad", "cem", "mppi", "policy"}
     argv = {p.name: p.argv for p in plan_stages(cfg)}
     assert f"task={recipe}" in argv["collect"] and "seed=7" in argv["eval"]
+    budgets = ["planner_cfg.grad.budget_ms=33", "planner_cfg.cem.budget_ms=80", "planner_cfg.mppi.budget_ms=80"]
+    assert set(budgets) <= set(argv["eval"]) and "budget_ms=33" in argv["eval_bundle"]  # issue 15's budgets
     assert compose("demo", [f"out={tmp_path}", f"recipe={recipe}", "eval_episodes=3"]).eval_episodes == 3
 
 
@@ -332,6 +334,7 @@ def test_multitask_recipe_trains_one_model_on_every_task_within_90_minutes(tmp_p
     assert "tokenizer.num_buckets=16384" in plans["train"].argv  # rare collisions of unknown with known words
     for name in ("eval", "eval_bundle"):
         assert "task=[reach,push,pick]" in plans[name].argv and "seed=7" in plans[name].argv
+    assert "planner_cfg.grad.budget_ms=33" in plans["eval"].argv and "budget_ms=33" in plans["eval_bundle"].argv
     assert "robot.task=reach" in plans["run"].argv
 
 
