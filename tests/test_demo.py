@@ -338,6 +338,25 @@ def test_multitask_recipe_trains_one_model_on_every_task_within_90_minutes(tmp_p
     assert "robot.task=reach" in plans["run"].argv
 
 
+def test_support_tasks_are_collected_and_trained_on_but_never_evaluated(tmp_path: Path) -> None:
+    """``support_tasks``: the pick recipe trains on reach's layouts beside pick's and evaluates pick alone."""
+    plans = {p.name: p for p in plan_stages(compose("demo", [f"out={tmp_path}", "recipe=pick", "seed=7"]))}
+    collects = plans["collect"].commands
+    assert [c[1] for c in collects] == ["task=pick", "task=reach"]
+    assert "policy=dart" in collects[0] and "max_episode_steps=30" in collects[1]  # each task's own settings
+    data = ",".join(str(tmp_path / "data" / t) for t in ("pick", "reach"))
+    assert f"data=[{data}]" in plans["train"].argv
+    assert f"data={tmp_path / 'data' / 'pick'}" in plans["inspect"].argv
+    for name in ("eval", "eval_bundle"):
+        assert "task=pick" in plans[name].argv
+    assert "robot.task=pick" in plans["run"].argv
+    for bad, says in (("support_tasks=[pick]", "beside task="), ("support_tasks=[fly]", "support_tasks must list")):
+        with pytest.raises(UserError, match=re.escape(says)):
+            plan_stages(compose("demo", [f"out={tmp_path}", "task=pick", bad]))
+    with pytest.raises(UserError, match="neither task= nor support_tasks="):
+        plan_stages(compose("demo", [f"out={tmp_path}", "collect_per_task.pick=['policy=dart']"]))
+
+
 def test_a_multitask_demo_resumes_per_task_collection(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     tasks = "task=[reach,push]"
     assert _demo(monkeypatch, tmp_path, FakeStages(), tasks) == 0

@@ -33,7 +33,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from latent_vla.app.eval_cli import task_names
-from latent_vla.app.settings import bool_setting, int_setting, positive_number
+from latent_vla.app.settings import bool_setting, choice_list, int_setting, positive_number
 from latent_vla.app.stage_state import StageState
 from latent_vla.base.errors import UserError
 
@@ -121,19 +121,21 @@ def plan_stages(cfg: DictConfig) -> list[StagePlan]:
     if unknown:
         raise UserError(f"stages: unknown demo stage(s) {unknown}; valid: {', '.join(STAGES)}")
     tasks = task_names(cfg)  # the check eval makes: known tasks, none twice
+    trained = [*tasks, *support_tasks(cfg, tasks)]  # collected and trained on; only `tasks` are evaluated
     data, run, bundle = out / "data", out / "run", out / "bundle"
-    datas = [data] if len(tasks) == 1 else [data / t for t in tasks]  # one LeRobotDataset per task
+    datas = [data] if len(trained) == 1 else [data / t for t in trained]  # one LeRobotDataset per task
     task_arg = f"task={tasks[0] if len(tasks) == 1 else _list(tasks)}"
     # extra collect overrides of one task, as command-line strings
     per_task = {t: [str(o) for o in extra] for t, extra in (cfg.get("collect_per_task") or {}).items()}
-    if unknown := [t for t, extra in per_task.items() if extra and t not in tasks]:
-        raise UserError(f"collect_per_task names task(s) {unknown} that task= does not list ({tasks})")
+    if unknown := [t for t, extra in per_task.items() if extra and t not in trained]:
+        raise UserError(f"collect_per_task names task(s) {unknown} that neither task= nor support_tasks= lists "
+                        f"({trained})")  # fmt: skip
     common = [task_arg, f"seed={cfg.seed}", f"stop_on_success={str(bool_setting(cfg, 'stop_on_success')).lower()}"]
     argv: dict[str, list[list[str]]] = {
         # demonstrations come from other layouts than the evaluation episodes (seed .. seed+episodes-1)
         "collect": [["collect", f"task={t}", f"seed={cfg.seed + HELD_OUT_SEED_OFFSET}", f"episodes={cfg.episodes}",
                      f"out={d}", "mode=overwrite", *per_task.get(t, [])]
-                    for t, d in zip(tasks, datas, strict=True)],
+                    for t, d in zip(trained, datas, strict=True)],
         "train": [["train", f"data={datas[0] if len(datas) == 1 else _list(datas)}", f"out={run}",
                    f"train.minutes={cfg.train_minutes}", f"train.seed={cfg.seed}", "resume=false"]],
         "inspect": [["inspect", f"ckpt={run}", f"data={datas[0]}", f"out={out / 'inspect'}"]],
@@ -157,9 +159,27 @@ def plan_stages(cfg: DictConfig) -> list[StagePlan]:
         added = [str(o) for o in [*own.get(name, []), *extra.get(name, [])]]  # the later of two values wins
         commands = [[*a, *added] for a in argv[name]]
         if name == "collect":
-            commands += _explore_commands(cfg, tasks, datas, per_task, added)
+            commands += _explore_commands(cfg, trained, datas, per_task, added)
         plans.append(StagePlan(name, commands[0], tuple(commands[1:])) if commands else StagePlan(name, None))
     return plans
+
+
+def support_tasks(cfg: DictConfig, tasks: list[str]) -> list[str]:
+    """``support_tasks=``: tasks whose demonstrations are collected and trained on beside ``task=``'s but
+    never evaluated (``[]`` by default; ``recipe=pick`` adds reach's layouts, which teach the approach to
+    the named object).
+
+    Raises:
+        UserError: an unknown task, one listed twice or one that ``task=`` lists too (one line).
+    """
+    from sim import ENV_IDS  # registers the Gymnasium ids only, as task_names does
+
+    if not cfg.get("support_tasks"):
+        return []
+    support = choice_list(cfg, "support_tasks", ENV_IDS)
+    if twice := sorted({t for t in support if support.count(t) > 1 or t in tasks}):
+        raise UserError(f"support_tasks lists {twice} twice or beside task= ({tasks}); name each task once")
+    return support
 
 
 def _explore_commands(
