@@ -339,6 +339,10 @@ def _fit_problems(cfg: ModelConfig, normalizer: Normalizer, tokenizer: Tokenizer
         problems.append(
             f"tokenizer.json yields ids up to {tokenizer.num_buckets}, model.json has {cfg.vocab_size} rows"
         )
+    if tokenizer.pretrained != cfg.pretrained_text:
+        problems.append(f"tokenizer.json pretrained {tokenizer.pretrained!r} != model.json's {cfg.pretrained_text!r}")
+    elif tokenizer.pretrained is not None and tokenizer.vocab_size != cfg.vocab_size:
+        problems.append(f"tokenizer.json's subword ids start at {tokenizer.vocab_size}, model.json at {cfg.vocab_size}")
     if cfg.action_dim != spec.num_joints:
         problems.append(f"model.json action_dim {cfg.action_dim} != robot {spec.name!r}'s {spec.num_joints} joints")
     return problems or limit_problems(normalizer, spec)

@@ -692,6 +692,10 @@ class WindowSampler:
         rephrase: ``(instruction, rng) -> reworded instruction`` (e.g. ``sim.phrasing.rephrase_instruction``),
             applied to a sampled window's instruction with probability ``rephrase_prob``.
         rephrase_prob: in ``[0, 1]``; 0 = every window keeps its dataset instruction.
+        word_dropout: in ``[0, 1)``: the probability that each hashed word or bigram id of a window's
+            instruction is left out (after rewording; pretrained subword ids are kept), so the model
+            also learns to read the task from the pretrained channel alone, as it must for a word its
+            training never held. 0 = none.
         cost_dense: weight of the gripper-to-object gap in the cost target (:meth:`FrameCache.cost_targets`).
         cost_to_go: discount of the cost-to-go target (:meth:`FrameCache.cost_targets`; 0 = the cost itself).
 
@@ -714,6 +718,7 @@ class WindowSampler:
         rephrase_prob: float = 0.0,
         cost_dense: float = 0.0,
         cost_to_go: float = 0.0,
+        word_dropout: float = 0.0,
     ) -> None:
         if horizon < 1:
             raise ValueError(f"horizon must be >= 1, got {horizon}")
@@ -721,7 +726,9 @@ class WindowSampler:
             raise ValueError(f"motion_weighting must be in [0, 1], got {motion_weighting}")
         if not 0.0 <= rephrase_prob <= 1.0:
             raise ValueError(f"rephrase_prob must be in [0, 1], got {rephrase_prob}")
-        self.tokenizer = tokenizer
+        if not 0.0 <= word_dropout < 1.0:
+            raise ValueError(f"word_dropout must be in [0, 1), got {word_dropout}")
+        self.tokenizer, self.word_dropout = tokenizer, float(word_dropout)
         self.rephrase, self.rephrase_prob = (rephrase, float(rephrase_prob)) if rephrase else (None, 0.0)
         self.cache, self.k, self.chunk_len = cache, int(horizon), int(chunk_len)
         eps = np.arange(cache.num_episodes) if episodes is None else np.asarray(episodes, dtype=np.int64)
@@ -793,15 +800,24 @@ class WindowSampler:
         )
 
     def _tokens(self, task_index: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
-        """``(B, L)`` instruction ids of windows with these task indices, some reworded (``rephrase_prob``)."""
+        """``(B, L)`` instruction ids of windows with these task indices, some reworded (``rephrase_prob``),
+        hashed ids dropped with probability ``word_dropout``."""
         tokens = self.task_tokens[torch.from_numpy(task_index)]
-        if self.rephrase is None or self.rephrase_prob == 0.0:
-            return tokens
-        rows = np.flatnonzero(rng.random(len(task_index)) < self.rephrase_prob)
-        if len(rows):
-            texts = [self.rephrase(self.cache.tasks[i], rng) for i in task_index[rows]]
-            reworded = self.tokenizer.encode(texts)
-            self.seen_ids.update(np.unique(reworded).tolist())
-            self.seen_ids.discard(0)
-            tokens[torch.from_numpy(rows)] = torch.from_numpy(reworded)
-        return tokens
+        if self.rephrase is not None and self.rephrase_prob > 0.0:
+            rows = np.flatnonzero(rng.random(len(task_index)) < self.rephrase_prob)
+            if len(rows):
+                texts = [self.rephrase(self.cache.tasks[i], rng) for i in task_index[rows]]
+                reworded = self.tokenizer.encode(texts)
+                self.seen_ids.update(np.unique(reworded).tolist())
+                self.seen_ids.discard(0)
+                tokens[torch.from_numpy(rows)] = torch.from_numpy(reworded)
+        return tokens if self.word_dropout == 0.0 else self._drop_words(tokens, rng)
+
+    def _drop_words(self, tokens: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+        """``tokens`` ``(B, L)`` with each hashed id zeroed with probability ``word_dropout``, the kept
+        ids moved left in their order (padding stays at the end, as the GRU encoder expects)."""
+        ids = tokens.numpy()
+        hashed = (ids > 0) & (ids < self.tokenizer.vocab_size)
+        kept = np.where(hashed & (rng.random(ids.shape) < self.word_dropout), 0, ids)
+        order = np.argsort(kept == 0, axis=1, kind="stable")
+        return torch.from_numpy(np.take_along_axis(kept, order, axis=1))

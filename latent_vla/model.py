@@ -32,6 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from latent_vla.base.pretrained_text import check_name, load_table
+
 NORMS = ("simnorm", "layernorm")
 PROPRIO_BOUND = 1.5
 """Bound of the latent's joint block (action units; the data range is ``[-1, 1]``)."""
@@ -56,6 +58,8 @@ class ModelConfig:
         vocab_size: rows of the word-embedding table (tokenizer buckets + 1 for padding).
         task_dim: T, instruction-embedding size.
         text_encoder: ``"bag"`` (masked mean of word/bigram embeddings + MLP) or ``"gru"``.
+        pretrained_text: name of the frozen subword table the tokenizer's ids above ``vocab_size``
+            index (:mod:`latent_vla.base.pretrained_text`; set from ``tokenizer.pretrained``), or None.
         word_dim: word-embedding size.
         channels: conv channels of the image encoder; each conv halves the resolution.
         image_feat: global features per camera after the conv encoder.
@@ -93,6 +97,7 @@ class ModelConfig:
     vocab_size: int = 4097
     task_dim: int = 32
     text_encoder: str = "bag"
+    pretrained_text: str | None = None
     word_dim: int = 32
     channels: tuple[int, ...] = (16, 32, 64, 64)
     image_feat: int = 128
@@ -120,6 +125,8 @@ class ModelConfig:
             raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
         if self.text_encoder not in TEXT_ENCODERS:
             raise ValueError(f"text_encoder must be one of {TEXT_ENCODERS}, got {self.text_encoder!r}")
+        if self.pretrained_text is not None:
+            check_name(self.pretrained_text)
         if self.norm == "simnorm" and self.latent_dim % self.simnorm_dim:
             raise ValueError(f"latent_dim {self.latent_dim} is not a multiple of simnorm_dim {self.simnorm_dim}")
         for name in ("state_dim", "action_dim", "latent_dim", "chunk_len", "vocab_size", "task_dim"):
@@ -327,14 +334,26 @@ class ConvDecoder(nn.Module):
 
 
 class TextEncoder(nn.Module):
-    """Token ids ``(B, L)`` (0 = padding) -> instruction embedding ``(B, T)``, trained from scratch."""
+    """Token ids ``(B, L)`` (0 = padding) -> instruction embedding ``(B, T)``.
 
-    def __init__(self, vocab_size: int, word_dim: int, out_dim: int, kind: str = "bag") -> None:
+    Ids ``1 .. vocab_size - 1`` (hashed words and bigrams) index a table trained from scratch; with
+    ``pretrained``, ids from ``vocab_size`` on index that frozen subword table (float16, not saved in
+    checkpoints: it comes from its package), whose masked mean is projected and added to the pooled words.
+    """
+
+    def __init__(
+        self, vocab_size: int, word_dim: int, out_dim: int, kind: str = "bag", pretrained: str | None = None
+    ) -> None:
         super().__init__()
         self.kind = kind
         self.embed = nn.Embedding(vocab_size, word_dim, padding_idx=0)
         if kind == "gru":
             self.gru = nn.GRU(word_dim, word_dim, batch_first=True)
+        self.pretrained_proj: nn.Linear | None = None
+        if pretrained is not None:
+            table = torch.from_numpy(load_table(pretrained).copy())  # (V, D) float16
+            self.register_buffer("pretrained_table", table, persistent=False)
+            self.pretrained_proj = nn.Linear(table.shape[1], word_dim)
         self.out = nn.Sequential(
             nn.Linear(word_dim, out_dim), nn.LayerNorm(out_dim), nn.SiLU(), nn.Linear(out_dim, out_dim)
         )
@@ -344,15 +363,27 @@ class TextEncoder(nn.Module):
         """``(B, L)`` int64 -> ``(B, T)`` float32 (LayerNorm-ed, so bounded)."""
         if tokens.dtype not in (torch.int64, torch.int32):
             raise TypeError(f"tokens must be int64 ids, got {tokens.dtype}")
-        mask = (tokens > 0).to(torch.float32)  # (B, L)
-        emb = self.embed(tokens.long())  # (B, L, E)
+        vocab = self.embed.num_embeddings
+        ids = tokens.long()
+        words = torch.where(ids < vocab, ids, torch.zeros_like(ids))  # hashed ids; subwords -> padding
+        mask = (words > 0).to(torch.float32)  # (B, L)
+        emb = self.embed(words)  # (B, L, E)
         if self.kind == "gru":
             seq, _ = self.gru(emb)  # (B, L, E)
             last = (mask.sum(1).long() - 1).clamp(min=0)  # (B,)
             pooled = seq[torch.arange(tokens.shape[0], device=tokens.device), last]
         else:
             pooled = (emb * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True).clamp(min=1.0)
+        if self.pretrained_proj is not None:
+            pooled = pooled + self.pretrained_proj(self._pretrained_mean(ids - vocab))
         return self.norm(self.out(pooled))
+
+    def _pretrained_mean(self, sub: Tensor) -> Tensor:
+        """``(B, L)`` subword ids (negative = none) -> ``(B, D)`` unit-length mean of their frozen rows."""
+        sub_mask = (sub >= 0).to(torch.float32).unsqueeze(-1)  # (B, L, 1)
+        rows = self.pretrained_table[sub.clamp(min=0)].to(torch.float32)  # (B, L, D)
+        mean = (rows * sub_mask).sum(1) / sub_mask.sum(1).clamp(min=1.0)
+        return F.normalize(mean, dim=-1)
 
 
 class TaskHead(nn.Module):
@@ -412,7 +443,7 @@ class WorldModel(nn.Module):
         Z, A, T, Hd = self.latent_dim, config.action_dim, config.task_dim, config.hidden
         Zl = self.learned_dim
 
-        self.text = TextEncoder(config.vocab_size, config.word_dim, T, config.text_encoder)
+        self.text = TextEncoder(config.vocab_size, config.word_dim, T, config.text_encoder, config.pretrained_text)
         self.image_encoder = ConvEncoder(
             self.image_size,
             config.channels,

@@ -74,7 +74,7 @@ from latent_vla.model import ModelConfig, WorldModel
 
 log = logging.getLogger(__name__)
 
-FROM_DATASET = ("state_dim", "action_dim", "vocab_size", "env_state_dim")
+FROM_DATASET = ("state_dim", "action_dim", "vocab_size", "pretrained_text", "env_state_dim")
 """:class:`ModelConfig` fields filled in at build time (dataset, tokenizer, loss weights); never in the config."""
 TARGETS = ("stopgrad", "ema")
 LR_SCHEDULES = ("constant", "cosine")
@@ -110,6 +110,7 @@ class TrainSettings:
     progress: bool = True
     motion_weighting: float = 0.0
     rephrase: float = 0.0
+    word_dropout: float = 0.0
     grounding: float = 0.3
     grounding_loss: float = 0.0
     grounding_max: float = 0.5
@@ -128,6 +129,7 @@ class TrainSettings:
         _require("train.val_fraction", self.val_fraction, lambda v: 0 <= v < 1, "in [0, 1)")
         _require("train.motion_weighting", self.motion_weighting, lambda v: 0 <= v <= 1, "in [0, 1]")
         _require("train.rephrase", self.rephrase, lambda v: 0 <= v <= 1, "a probability in [0, 1]")
+        _require("train.word_dropout", self.word_dropout, lambda v: 0 <= v < 1, "a probability in [0, 1)")
         _require("train.grounding", self.grounding, lambda v: 0 <= v < 1, "a share of the run in [0, 1)")
         _require("train.grounding_max", self.grounding_max, lambda v: 0 <= v < 1, "a share of the run in [0, 1)")
         _require("train.grounding_loss", self.grounding_loss, lambda v: v >= 0, "a finite number >= 0 (0 = off)")
@@ -214,7 +216,7 @@ def model_settings(group: Mapping[str, Any] | None) -> dict[str, Any]:
     if derived:
         raise UserError(
             f"model.{derived[0]} is not a setting: state_dim, action_dim and env_state_dim come from the dataset, "
-            "vocab_size from tokenizer.num_buckets"
+            "vocab_size from tokenizer.num_buckets, pretrained_text from tokenizer.pretrained"
         )
     cameras = (group or {}).get("camera_names")
     cameras = list(cameras) if cameras else None
@@ -325,6 +327,7 @@ def build_model_config(
         "state_dim": int(cache.state.shape[1]),
         "action_dim": int(cache.action.shape[1]),
         "vocab_size": tokenizer.vocab_size,
+        "pretrained_text": tokenizer.pretrained,
         "env_state_dim": env_dim,
     }
     return ModelConfig(**{**model_settings(model), **dims})
@@ -350,7 +353,7 @@ def _ema_update(target: WorldModel, online: WorldModel, tau: float) -> None:
 def _track_average(run: _Run, grounding: bool) -> None:
     """Update the weight average (``train.average_tau``) after a step: it starts as a copy of the model
     at the first full-objective step (the grounding phase trains the encoder alone) and then follows
-    ``avg <- avg + tau (online - avg)``; buffers are copied from the online model."""
+    ``avg <- avg + tau (online - avg)``; saved buffers are copied from the online model."""
     tau = run.settings.train.average_tau
     if tau <= 0 or grounding:
         return
@@ -358,8 +361,10 @@ def _track_average(run: _Run, grounding: bool) -> None:
         run.average = copy.deepcopy(run.model).requires_grad_(False)
         return
     _ema_update(run.average, run.model, tau)
-    for ba, bo in zip(run.average.buffers(), run.model.buffers(), strict=True):
-        ba.copy_(bo)
+    saved = run.model.state_dict(keep_vars=True).keys()  # frozen tables (non-persistent buffers) never change
+    for (name, ba), (_, bo) in zip(run.average.named_buffers(), run.model.named_buffers(), strict=True):
+        if name in saved:
+            ba.copy_(bo)
 
 
 @torch.no_grad()
@@ -759,6 +764,7 @@ def _build_samplers(
         motion_weighting=ts.motion_weighting,
         rephrase=rephraser if ts.rephrase > 0 else None,
         rephrase_prob=ts.rephrase,
+        word_dropout=ts.word_dropout,
         **targets,
     )
     val = WindowSampler(*common, val_eps, **targets) if len(val_eps) else None

@@ -8,7 +8,10 @@ by ``latent-vla train``) and drops every other one: a word (or word pair) the mo
 ignored, instead of being read as whatever untrained (random) embedding its bucket holds. A word that
 shares a bucket with a trained one still reads as that word; the more buckets, the rarer.
 
-Token id 0 is padding; word and bigram ids lie in ``1 .. num_buckets``.
+Token id 0 is padding; word and bigram ids lie in ``1 .. num_buckets``. With ``pretrained`` set (a table
+of :mod:`latent_vla.base.pretrained_text`), the text's subword ids in that table follow, shifted to
+``num_buckets + 1 ..``: the model reads them through a frozen table, so a word no training held still
+carries its meaning.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from functools import cached_property
 from typing import Any
 
 import numpy as np
+
+from latent_vla.base.pretrained_text import check_name, subword_ids
 
 _WORD = re.compile(r"[a-z0-9]+")
 PAD_ID = 0
@@ -35,15 +40,18 @@ class Tokenizer:
             model has ``num_buckets + 1`` rows, row 0 being padding).
         max_len: fixed output length ``L``; longer token lists are truncated, shorter ones padded with 0.
         bigrams: also emit one hashed token per pair of neighbouring words (after all unigrams).
-        known_ids: the ids a model was trained on (sorted); :meth:`token_ids` drops every other id.
-            ``None`` keeps all (the tokenizer a training run uses, and checkpoints from before
+        known_ids: the hashed ids a model was trained on (sorted); :meth:`token_ids` drops every other
+            hashed id. ``None`` keeps all (the tokenizer a training run uses, and checkpoints from before
             2026-12-03). Training writes it; it is not a setting.
+        pretrained: name of a shipped subword table (:data:`latent_vla.base.pretrained_text.TABLES`)
+            whose ids follow the hashed ones, or ``None``. At most half of ``max_len`` goes to them.
     """
 
     num_buckets: int = 4096
     max_len: int = 24
     bigrams: bool = True
     known_ids: tuple[int, ...] | None = None
+    pretrained: str | None = None
 
     def __post_init__(self) -> None:
         if self.num_buckets < 2:
@@ -55,18 +63,21 @@ class Tokenizer:
             if ids and not 1 <= ids[0] <= ids[-1] <= self.num_buckets:
                 raise ValueError(f"known_ids must lie in 1 .. {self.num_buckets}, got {ids[0]} .. {ids[-1]}")
             object.__setattr__(self, "known_ids", ids)
+        if self.pretrained is not None:
+            check_name(self.pretrained)
 
     @cached_property
     def _known(self) -> frozenset[int] | None:
         return None if self.known_ids is None else frozenset(self.known_ids)
 
     def with_known_ids(self, ids: Iterable[int] | None) -> Tokenizer:
-        """This tokenizer with ``known_ids`` set to ``ids`` (padding 0 left out; ``None``: keep all)."""
-        return replace(self, known_ids=None if ids is None else tuple(i for i in ids if i != PAD_ID))
+        """This tokenizer with ``known_ids`` set to the hashed ids among ``ids`` (``None``: keep all)."""
+        return replace(self, known_ids=None if ids is None else tuple(i for i in ids if 1 <= i <= self.num_buckets))
 
     @property
     def vocab_size(self) -> int:
-        """Rows of the embedding table the ids index: ``num_buckets + 1`` (0 = padding)."""
+        """Rows of the learned embedding table the hashed ids index: ``num_buckets + 1`` (0 = padding);
+        pretrained subword ids lie above it."""
         return self.num_buckets + 1
 
     def words(self, text: str) -> list[str]:
@@ -77,12 +88,23 @@ class Tokenizer:
         return 1 + zlib.crc32(piece.encode("utf-8")) % self.num_buckets
 
     def token_ids(self, text: str) -> list[int]:
-        """Unpadded, untruncated ids of one text: unigrams, then bigrams (only ``known_ids``, when set)."""
+        """Unpadded, untruncated ids of one text: unigrams, then bigrams (only ``known_ids``, when set),
+        then the pretrained subword ids shifted by ``vocab_size`` (when ``pretrained`` is set)."""
         words = self.words(text)
         ids = [self._hash(w) for w in words]
         if self.bigrams:
             ids += [self._hash(f"{a} {b}") for a, b in zip(words[:-1], words[1:], strict=True)]
-        return ids if self._known is None else [i for i in ids if i in self._known]
+        if self._known is not None:
+            ids = [i for i in ids if i in self._known]
+        if self.pretrained is not None:
+            ids += [self.vocab_size + i for i in subword_ids(self.pretrained, text)]
+        return ids
+
+    def _fit(self, ids: list[int]) -> list[int]:
+        """``ids`` cut to ``max_len``: the pretrained subword ids (the tail) to at most half of it."""
+        hashed = [i for i in ids if i < self.vocab_size]
+        sub = [i for i in ids if i >= self.vocab_size][: self.max_len // 2]
+        return hashed[: self.max_len - len(sub)] + sub
 
     def encode(self, texts: Sequence[str] | str) -> np.ndarray:
         """Tokenize a batch of instructions.
@@ -99,7 +121,7 @@ class Tokenizer:
         for i, text in enumerate(texts):
             if not isinstance(text, str):
                 raise TypeError(f"instruction {i} is {type(text).__name__}, expected str")
-            ids = self.token_ids(text)[: self.max_len]
+            ids = self._fit(self.token_ids(text))
             out[i, : len(ids)] = ids
         return out
 
