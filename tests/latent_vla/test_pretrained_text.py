@@ -56,6 +56,19 @@ def test_the_tokenizer_appends_subword_ids_above_the_hashed_ones() -> None:
         Tokenizer(pretrained="glove")
 
 
+def test_a_table_whose_package_is_missing_is_refused_in_one_line(monkeypatch) -> None:
+    from dataclasses import replace
+
+    import latent_vla.base.pretrained_text as pretrained_text
+
+    gone = replace(TABLES[NAME], package="no_such_package_here", requirement="no_such_package_here==1.0")
+    monkeypatch.setitem(pretrained_text.TABLES, "gone", gone)
+    with pytest.raises(
+        ValueError, match="needs the package no_such_package_here: pip install no_such_package_here==1.0"
+    ):
+        Tokenizer(pretrained="gone")
+
+
 def _model(pretrained: str | None, vocab: int) -> WorldModel:
     torch.manual_seed(0)
     return WorldModel(ModelConfig(camera_names=("front",), state_dim=6, action_dim=6, image_size=(16, 16),
