@@ -75,7 +75,8 @@ def _file(table: PretrainedTable, inner: str) -> Any:
 def _subword_tokenizer(name: str) -> Any:
     from tokenizers import Tokenizer as SubwordTokenizer  # a dependency of wordllama; only when used
 
-    return SubwordTokenizer.from_file(str(_file(check_name(name), check_name(name).tokenizer)))
+    table = check_name(name)
+    return SubwordTokenizer.from_file(str(_file(table, table.tokenizer)))
 
 
 def subword_ids(name: str, text: str) -> list[int]:
