@@ -56,6 +56,17 @@ def test_exploration_episodes_append_to_the_demonstrations_on_seeds_of_their_own
     assert "max_episode_steps=20" in commands[2] and "max_episode_steps=20" not in commands[3]  # the task's scene
 
 
+def test_exploration_episodes_of_one_task(tmp_path: Path) -> None:
+    base = [f"out={tmp_path}", "task=[reach,push]", "explore_episodes=0"]
+    plan = next(p for p in plan_stages(compose("demo", [*base, "explore_per_task.reach=30"])) if p.name == "collect")
+    explore = [c for c in plan.commands if "policy=explore" in c]
+    assert [(c[1], next(a for a in c if a.startswith("episodes="))) for c in explore] == [("task=reach", "episodes=30")]
+    with pytest.raises(UserError, match=r"explore_per_task names task\(s\) \['pick'\]"):
+        plan_stages(compose("demo", [*base, "explore_per_task.pick=5"]))
+    with pytest.raises(UserError, match="explore_per_task.push must be an integer >= 0"):
+        plan_stages(compose("demo", [*base, "explore_per_task.push=-2"]))
+
+
 def test_failing_stage_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # training without collected data must fail in the train stage, and say so
     assert main(["demo", f"out={tmp_path}", "stages=[train]"]) == 1

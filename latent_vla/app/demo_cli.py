@@ -185,18 +185,32 @@ def support_tasks(cfg: DictConfig, tasks: list[str]) -> list[str]:
 def _explore_commands(
     cfg: DictConfig, tasks: list[str], datas: list[Path], per_task: Mapping[str, list[str]], added: list[str]
 ) -> list[list[str]]:
-    """``explore_episodes`` > 0: a collect per task that appends exploration episodes (the expert's
-    actions until a random branch point, then correlated random ones, labelled by the expert) to the
-    task's demonstrations, in the same scene settings (``collect_per_task``, then the stage's), on seeds of
-    their own (``seed + 2 * HELD_OUT_SEED_OFFSET ..``). Those settings come first, so ``policy=explore``
-    wins over a recipe's ``policy=dart``."""
-    episodes = int_setting(cfg, "explore_episodes", minimum=0)
-    if not episodes:
-        return []
+    """A collect per task with exploration episodes to add (``explore_per_task.<task>``, else
+    ``explore_episodes``; none for 0) that appends them (the expert's actions until a random branch point,
+    then correlated random ones, labelled by the expert) to the task's demonstrations, in the same scene
+    settings (``collect_per_task``, then the stage's), on seeds of their own (``seed + 2 *
+    HELD_OUT_SEED_OFFSET ..``). Those settings come first, so ``policy=explore`` wins over a recipe's
+    ``policy=dart``.
+
+    Raises:
+        UserError: a negative or fractional count, or ``explore_per_task`` naming a task not trained on.
+    """
+    counts = explore_counts(cfg, tasks)
     seed = cfg.seed + 2 * HELD_OUT_SEED_OFFSET
     return [["collect", f"task={t}", f"out={d}", *per_task.get(t, []), *added, "policy=explore",
-             f"seed={seed}", f"episodes={episodes}", "mode=append"]
-            for t, d in zip(tasks, datas, strict=True)]  # fmt: skip
+             f"seed={seed}", f"episodes={counts[t]}", "mode=append"]
+            for t, d in zip(tasks, datas, strict=True) if counts[t]]  # fmt: skip
+
+
+def explore_counts(cfg: DictConfig, tasks: list[str]) -> dict[str, int]:
+    """Exploration episodes per trained task: ``explore_per_task.<task>`` where set (not null), else
+    ``explore_episodes`` (e.g. ``recipe=multitask``: 300 for reach alone, as the reach recipe)."""
+    default = int_setting(cfg, "explore_episodes", minimum=0)
+    own = {str(t): n for t, n in (cfg.get("explore_per_task") or {}).items() if n is not None}
+    if unknown := sorted(set(own) - set(tasks)):
+        raise UserError(f"explore_per_task names task(s) {unknown} that neither task= nor support_tasks= lists "
+                        f"({tasks})")  # fmt: skip
+    return {t: int_setting(cfg, f"explore_per_task.{t}", minimum=0) if t in own else default for t in tasks}
 
 
 def budget_line(elapsed_s: float, budget_minutes: float) -> str:
