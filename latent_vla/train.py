@@ -361,10 +361,12 @@ def _track_average(run: _Run, grounding: bool) -> None:
         run.average = copy.deepcopy(run.model).requires_grad_(False)
         return
     _ema_update(run.average, run.model, tau)
-    saved = run.model.state_dict(keep_vars=True).keys()  # frozen tables (non-persistent buffers) never change
-    for (name, ba), (_, bo) in zip(run.average.named_buffers(), run.model.named_buffers(), strict=True):
-        if name in saved:
-            ba.copy_(bo)
+    if run.average_buffers is None:  # frozen tables (non-persistent buffers) never change: paired once a run
+        saved = run.model.state_dict(keep_vars=True).keys()
+        pairs = zip(run.average.named_buffers(), run.model.named_buffers(), strict=True)
+        run.average_buffers = [(ba, bo) for (name, ba), (_, bo) in pairs if name in saved]
+    for ba, bo in run.average_buffers:
+        ba.copy_(bo)
 
 
 @torch.no_grad()
@@ -662,6 +664,7 @@ class _Run:
     start_step: int
     config_to_save: dict[str, Any]
     average: WorldModel | None = None
+    average_buffers: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # (average's, online's) saved buffers
 
     @property
     def is_main(self) -> bool:
