@@ -47,7 +47,7 @@ from latent_vla.base.fused_rollout import FUSED_FILE, FUSED_GRAPH, FusedRollout,
 from latent_vla.checkpoint import Checkpoint, load_checkpoint
 from latent_vla.fused import fused_tensors, fused_unsupported
 from planners.objectives import TrajectoryObjective
-from planners.shipped import planner_config
+from planners.shipped import planner_config_with
 from planners.torch_backend import fused_error
 
 log = logging.getLogger("latent_vla.export")
@@ -109,7 +109,7 @@ class ExportSettings:
         if isinstance(self.objective, Mapping):
             self.objective = TrajectoryObjective.from_dict(dict(self.objective))
         for mode in PLANNER_MODES:
-            setattr(self, mode, {**planner_config(mode), **dict(getattr(self, mode) or {})})
+            setattr(self, mode, planner_config_with(mode, getattr(self, mode)))
             if self.objective is not None:  # one objective for the whole bundle
                 getattr(self, mode)["objective"] = self.objective.to_dict()
         if self.objective is None:

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from export.exporter import ExportSettings
 from hardware.brain import Brain, load_brain
 from latent_vla.base.robot_spec import SO101
 from latent_vla.checkpoint import load_checkpoint
@@ -13,7 +14,7 @@ from planners.brains import PlannerBrain, PolicyBrain
 from planners.gradient import GradientPlanner
 from planners.policy import PolicyPlanner
 from planners.registry import PLANNERS, make_planner, split_mpc_settings
-from planners.shipped import planner_config
+from planners.shipped import planner_config, planner_config_with
 
 INSTRUCTION = "reach the red target"
 
@@ -21,6 +22,19 @@ INSTRUCTION = "reach the red target"
 @pytest.fixture(autouse=True)
 def _threads() -> None:
     torch.set_num_threads(1)
+
+
+def test_an_objective_override_keeps_the_other_weights() -> None:
+    """``export.grad.objective.prior_weight=4`` (the multi-task recipe's) changes that weight alone; the bundle's
+    baked objective and its recorded grad config both carry it, beside the shipped step and disagreement weights."""
+    shipped = planner_config("grad")
+    assert shipped["objective"]["prior_weight"] != 4
+    grad = planner_config_with("grad", {"objective": {"prior_weight": 4}, "iterations": 7})
+    assert grad["objective"] == {**shipped["objective"], "prior_weight": 4} and grad["iterations"] == 7
+    assert planner_config_with("grad", None) == shipped
+    settings = ExportSettings(grad={"objective": {"prior_weight": 4}}, precisions=("fp32",))
+    assert settings.grad["objective"] == grad["objective"] and settings.objective.prior_weight == 4
+    assert settings.cem["objective"] == planner_config("cem")["objective"]  # other modes keep their own
 
 
 @pytest.mark.parametrize("name", sorted(PLANNERS))
