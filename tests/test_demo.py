@@ -138,7 +138,7 @@ def test_tiny_multitask_demo_runs_every_stage_on_every_task(tmp_path: Path) -> N
     out = tmp_path / "demo"
     argv = [
         "demo", f"out={out}", "recipe=multitask", "episodes=2", "collect_per_task.reach=['episodes=2']",
-        "collect_per_task.push=['episodes=2']",
+        "collect_per_task.push=['episodes=2']", "explore_per_task.reach=2",
         "train_minutes=1.0", "eval_episodes=1", "run_steps=10", "screenshot=false",
         "overrides.collect=['max_episode_steps=12']",
         "overrides.train=['train.steps=10','train.batch_size=8','train.val_every=5','train.log_every=5']",
@@ -154,7 +154,9 @@ def test_tiny_multitask_demo_runs_every_stage_on_every_task(tmp_path: Path) -> N
         )
     assert sorted(c["task"] for c in summary["collect"]) == ["pick", "push", "reach"]
     assert summary["lead_episode"]["gif"].endswith("_ep0.gif")
-    page = (out / "report" / "index.html").read_text()
+    manifest = json.loads((out / "bundle" / "manifest.json").read_text())
+    assert manifest["planner"]["objective"]["prior_weight"] == 4  # the recipe's stage_settings.export, kept beside
+    page = (out / "report" / "index.html").read_text()  # the test's own overrides.export
     assert "missing:" not in page and all(t in page for t in ("reach", "push", "pick"))
 
 
@@ -335,9 +337,11 @@ def test_multitask_recipe_trains_one_model_on_every_task_within_90_minutes(tmp_p
     assert cfg.budget_minutes <= 90 and "grad" in cfg.planners and "grad" in cfg.bundle_planners
     plans = {p.name: p for p in plan_stages(cfg)}
     collects = plans["collect"].commands
-    assert [c[1] for c in collects] == ["task=reach", "task=push", "task=pick"]
-    assert all(f"out={tmp_path / 'data' / c[1][5:]}" in c and "seed=100007" in c for c in collects)
+    assert [c[1] for c in collects] == ["task=reach", "task=push", "task=pick", "task=reach"]
+    demos, explore = collects[:3], collects[3]
+    assert all(f"out={tmp_path / 'data' / c[1][5:]}" in c and "seed=100007" in c for c in demos)
     assert all("reset_noise=15" in c and "cameras=[front]" in c for c in collects)
+    assert "policy=explore" in explore and "episodes=300" in explore and "mode=append" in explore  # reach's own 300
     assert collects[0][-4:-2] == ["episodes=1000", "max_episode_steps=30"]  # a task's own settings win over episodes=
     assert "policy=dart" not in collects[1] and "policy=dart" in collects[2]
     data = ",".join(str(tmp_path / "data" / t) for t in ("reach", "push", "pick"))
@@ -348,6 +352,8 @@ def test_multitask_recipe_trains_one_model_on_every_task_within_90_minutes(tmp_p
     for name in ("eval", "eval_bundle"):
         assert "task=[reach,push,pick]" in plans[name].argv and "seed=7" in plans[name].argv
     assert "planner_cfg.grad.budget_ms=33" in plans["eval"].argv and "budget_ms=33" in plans["eval_bundle"].argv
+    assert "planner_cfg.grad.objective.prior_weight=4" in plans["eval"].argv  # the trust region pick needs
+    assert "++export.grad.objective.prior_weight=4" in plans["export"].argv  # the bundle's planner (and the twin's)
     assert "robot.task=reach" in plans["run"].argv
 
 
