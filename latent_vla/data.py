@@ -641,6 +641,9 @@ class Batch:
             DART / exploration / brain frame without a valid label); the policy loss averages over it.
         tokens: ``(B, L)`` int64 instruction ids.
         env_state: ``(B, k+1, D)`` standardized environment state of every frame, or None.
+        anchor_tokens: ``(B, L)`` int64 ids of each window's dataset instruction as recorded (before
+            rewording and word dropout): the embedding its rewordings are pulled to
+            (``train.loss.phrasing``); None when the sampler neither rewords nor drops words.
     """
 
     images: dict[str, torch.Tensor]
@@ -652,6 +655,7 @@ class Batch:
     chunk_mask: torch.Tensor
     tokens: torch.Tensor
     env_state: torch.Tensor | None = None
+    anchor_tokens: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> Batch:
         """The same batch on ``device``."""
@@ -669,6 +673,7 @@ class Batch:
             mv(self.chunk_mask),
             mv(self.tokens),
             mv(self.env_state),
+            mv(self.anchor_tokens),
         )
 
 
@@ -787,6 +792,8 @@ class WindowSampler:
         chunk_mask = chunk_mask * self.bc_valid[chunk_idx]  # only expert labels teach the policy
         images = {c: v[idx].permute(0, 1, 4, 2, 3).float().div_(255.0) for c, v in self.images.items()}
         label_idx = idx[:, :-1]  # next.* of frame t+i-1 labels z_{t+i}
+        task_index = self.task_index[t0]  # (B,)
+        reworded = self.rephrase_prob > 0.0 or self.word_dropout > 0.0
         return Batch(
             images=images,
             state=self.state[idx],
@@ -795,8 +802,9 @@ class WindowSampler:
             success=None if self.success is None else self.success[label_idx],
             chunk=self.bc_action[chunk_idx],
             chunk_mask=chunk_mask,
-            tokens=self._tokens(self.task_index[t0].numpy(), rng),
+            tokens=self._tokens(task_index.numpy(), rng),
             env_state=None if self.env_state is None else self.env_state[idx],
+            anchor_tokens=self.task_tokens[task_index] if reworded else None,
         )
 
     def _tokens(self, task_index: np.ndarray, rng: np.random.Generator) -> torch.Tensor:

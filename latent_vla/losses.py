@@ -91,6 +91,12 @@ class LossWeights:
             shifted). Training mode only. 0 = off.
         env_state: weight of the auxiliary environment-state regression (used only when the dataset
             records ``observation.environment_state``; 0 = no head).
+        phrasing: weight of phrasing invariance: the mean squared gap, per dimension, between the
+            instruction embedding a window trains with (reworded by ``train.rephrase``, words dropped by
+            ``train.word_dropout``) and that of its dataset instruction as recorded (a fixed target, no
+            gradient). Without it a rewording may land anywhere its task is still readable, and a
+            phrasing no training held lands off the embeddings the policy and dynamics were trained
+            on. Logged whenever the sampler rewords or drops words; 0 = not trained.
     """
 
     consistency: float = 20.0
@@ -116,6 +122,7 @@ class LossWeights:
     encoder_grad_all_frames: bool = False
     image_shift: int = 4
     env_state: float = 5.0
+    phrasing: float = 0.0
 
     def check(self) -> None:
         """Raise ``ValueError`` on a setting no loss term understands (called before data is decoded)."""
@@ -191,6 +198,14 @@ class WorldModelLoss(nn.Module):
         assert batch.env_state is not None
         return F.mse_loss(self.model.env_state_standardized(z0), batch.env_state[:, 0])
 
+    def _phrasing(self, task: Tensor, batch: Batch, acc: _Terms) -> None:
+        # task: (B, T) embedding of the windows' (reworded) instructions, pulled to their recorded ones
+        if batch.anchor_tokens is None:
+            return
+        with torch.no_grad():
+            anchor = self.model.embed_task(batch.anchor_tokens)  # (B, T)
+        acc.add("phrasing", self.w.phrasing, F.mse_loss(task, anchor))
+
     def _latent_health(self, z0_full: Tensor, acc: _Terms) -> None:
         # VICReg-style variance hinge and covariance penalty on the learned block of z_t (B, Z)
         w, add = self.w, acc.add
@@ -223,6 +238,7 @@ class WorldModelLoss(nn.Module):
         acc = _Terms(z0)
         if batch.env_state is not None and m.env_state_dim > 0:
             acc.add("env_state", w.env_state, self._env_state_now(z0, batch))
+        self._phrasing(task, batch, acc)
         self._latent_health(z0, acc)
         return acc.result()
 
@@ -297,6 +313,7 @@ class WorldModelLoss(nn.Module):
         frames = batch.images[first][:n_dec, [0, -1]].flatten(0, 1)  # (2n, 3, h, w)
         add("decoder", w.decoder, F.mse_loss(m.decode(z_dec), frames))
 
+        self._phrasing(task, batch, acc)
         self._latent_health(z[:, 0], acc)
 
         if k >= 2:
