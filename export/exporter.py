@@ -291,7 +291,9 @@ class _ExportJob:
         model, cams, plan_dyn = self.model, self.cams, ({0: batch}, {0: batch}, None)
         plan_in = ["z0", "actions", "task"]
         return {
-            "task_embed": dict(module=TaskEmbedGraph(model), inputs=["tokens"], outputs=["task"], dyn=({0: batch},)),
+            "task_embed": dict(
+                module=TaskEmbedGraph(model, self.ckpt.snap), inputs=["tokens"], outputs=["task"], dyn=({0: batch},)
+            ),
             "encoder": dict(
                 module=EncoderGraph(model),
                 inputs=[f"image_{c}" for c in cams] + ["state", "task"],
@@ -315,7 +317,7 @@ class _ExportJob:
         model, cams = self.model, self.cams
         with torch.no_grad():
             if name == "task_embed":
-                return [model.embed_task(x["tokens"])]
+                return [self.graphs[name]["module"](x["tokens"])]
             if name == "encoder":
                 return [model.encode({c: x[f"image_{c}"] for c in cams}, x["state"], x["task"])]
             if name == "policy":
@@ -455,6 +457,7 @@ class _ExportJob:
                 "image_size": [h, w],
                 "checkpoint_step": int(ckpt.step),
                 "default_instruction": self.settings.default_instruction,
+                **({"instruction_snap": ckpt.snap_table.to_dict()} if ckpt.snap_table else {}),
                 **({FUSED_GRAPH: self.fused_meta} if self.fused_meta else {}),
             },  # fmt: skip
             planner=planner_section(self.settings),

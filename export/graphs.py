@@ -4,7 +4,8 @@ Every graph takes the task embedding as ``(1, T)`` and broadcasts it over the ba
 instruction is active at a time, and a fixed task batch keeps the batch axis free of the model's
 "is the batch 1?" branches, so one dynamic ``batch`` axis serves every graph.
 
-* :class:`TaskEmbedGraph`  tokens ``(B, L)`` int64 -> task ``(B, T)``
+* :class:`TaskEmbedGraph`  tokens ``(B, L)`` int64 -> task ``(B, T)``, snapped to the checkpoint's recorded
+  instructions (``latent_vla.instruction_snap``, anchors baked in) when it has them
 * :class:`EncoderGraph`    one ``(B, 3, h, w)`` image per camera, state ``(B, S)``, task ``(1, T)`` -> z ``(B, Z)``
 * :class:`PolicyGraph`     z ``(B, Z)``, task ``(1, T)`` -> actions ``(B, K, A)`` in ``[-1, 1]``
 * :class:`RolloutCostGraph` z0 ``(B, Z)``, actions ``(B, H, A)``, task ``(1, T)`` -> cost ``(B,)``, step_cost ``(B, H)``
@@ -23,20 +24,22 @@ import torch
 from torch import Tensor, nn
 from torch.fx.experimental.proxy_tensor import make_fx
 
+from latent_vla.instruction_snap import InstructionSnap
 from latent_vla.model import WorldModel
 from planners.torch_backend import weighted_step_costs
 
 
 class TaskEmbedGraph(nn.Module):
-    """Instruction tokens ``(B, L)`` int64 -> task embedding ``(B, T)``."""
+    """Instruction tokens ``(B, L)`` int64 -> task embedding ``(B, T)``, then ``snap`` (None: none)."""
 
-    def __init__(self, model: WorldModel) -> None:
+    def __init__(self, model: WorldModel, snap: InstructionSnap | None = None) -> None:
         super().__init__()
-        self.model = model
+        self.model, self.snap = model, snap
 
     def forward(self, tokens: Tensor) -> Tensor:
         """``(B, L)`` -> ``(B, T)``."""
-        return self.model.embed_task(tokens)
+        task = self.model.embed_task(tokens)
+        return task if self.snap is None else self.snap(task)
 
 
 class EncoderGraph(nn.Module):

@@ -10,6 +10,7 @@ A run directory holds (no pickle anywhere)::
     spec.json                RobotSpec
     optimizer.safetensors    optimizer tensors (optional, for resuming)
     train_state.safetensors  other training tensors, e.g. an EMA target encoder (optional)
+    instructions.json        recorded instructions to snap to (optional; latent_vla.instruction_snap)
     checkpoint.json          format version, step, optimizer hyper-parameters, sha256 of every file
 
 Every file is written to a temporary directory first and moved into place with ``os.replace``;
@@ -45,6 +46,7 @@ from latent_vla.base.files import read_json, read_small_file
 from latent_vla.base.normalize import Normalizer, limit_problems
 from latent_vla.base.robot_spec import RobotSpec
 from latent_vla.base.text import Tokenizer
+from latent_vla.instruction_snap import SNAP_FILE, InstructionSnap, SnapTable, build_snap
 from latent_vla.model import ModelConfig, WorldModel
 
 FORMAT_VERSION = 1
@@ -68,6 +70,9 @@ class Checkpoint:
         config: the resolved training configuration (plain dict).
         step: optimizer steps taken.
         run_dir: where it was loaded from.
+        snap_table: the recorded instructions :meth:`embed_instruction` snaps to (``instructions.json``),
+            or None (no snapping).
+        snap: the :class:`InstructionSnap` built from ``snap_table`` on this model, or None.
     """
 
     model: WorldModel
@@ -77,6 +82,8 @@ class Checkpoint:
     config: dict[str, Any]
     step: int
     run_dir: Path
+    snap_table: SnapTable | None = None
+    snap: InstructionSnap | None = None
 
     @property
     def device(self) -> torch.device:
@@ -85,7 +92,14 @@ class Checkpoint:
 
     @torch.no_grad()
     def embed_instruction(self, texts: list[str] | str) -> torch.Tensor:
-        """Instructions -> task embeddings ``(B, T)`` (no autograd)."""
+        """Instructions -> task embeddings ``(B, T)`` (no autograd), snapped to a recorded instruction's
+        where the checkpoint has ``instructions.json`` and the instruction lies within its radius."""
+        task = self.raw_embedding(texts)
+        return task if self.snap is None else self.snap(task)
+
+    @torch.no_grad()
+    def raw_embedding(self, texts: list[str] | str) -> torch.Tensor:
+        """Instructions -> the text encoder's task embeddings ``(B, T)``, never snapped."""
         tokens = torch.from_numpy(self.tokenizer.encode(texts)).to(self.device)
         return self.model.embed_task(tokens)
 
@@ -167,6 +181,7 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer | None = None,
     *,
     train_state: Mapping[str, torch.Tensor] | None = None,
+    snap_table: SnapTable | None = None,
 ) -> None:
     """Write a checkpoint into ``run_dir`` atomically (see the module docstring).
 
@@ -180,6 +195,7 @@ def save_checkpoint(
         step: optimizer steps taken so far.
         optimizer: when given, its state goes to ``optimizer.safetensors`` for resuming.
         train_state: other named tensors to resume from (e.g. an EMA target encoder).
+        snap_table: recorded instructions to snap to, saved as ``instructions.json`` (None: no snapping).
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -201,11 +217,13 @@ def save_checkpoint(
             save_file(
                 {k: v.detach().cpu().contiguous() for k, v in train_state.items()}, str(tmp / "train_state.safetensors")
             )
+        if snap_table is not None:
+            _write_json(tmp / SNAP_FILE, snap_table.to_dict())
         for f in sorted(tmp.iterdir()):
             manifest["files"][f.name] = _sha256(f)
         _write_json(tmp / MANIFEST, manifest)
         # Stale optional files from an older checkpoint must not survive next to the new manifest.
-        for optional in ("optimizer.safetensors", "train_state.safetensors"):
+        for optional in ("optimizer.safetensors", "train_state.safetensors", SNAP_FILE):
             if not (tmp / optional).exists() and (run_dir / optional).exists():
                 (run_dir / optional).unlink()
         for name in [*manifest["files"], MANIFEST]:
@@ -374,7 +392,11 @@ def load_checkpoint(run_dir: str | os.PathLike, map_location: str | torch.device
         raise CheckpointError(f"checkpoint {run_dir} does not fit together: " + "; ".join(problems[:4]))
     load_weights(model, _load_tensors(run_dir / "model.safetensors", "cpu"), f"{run_dir / 'model.safetensors'}")
     model.to(map_location).eval()
-    return Checkpoint(model, normalizer, tokenizer, spec, config, int(manifest["step"]), run_dir)
+    ckpt = Checkpoint(model, normalizer, tokenizer, spec, config, int(manifest["step"]), run_dir)
+    if SNAP_FILE in manifest["files"]:
+        ckpt.snap_table = _parse_json(run_dir, SNAP_FILE, SnapTable.from_dict)
+        ckpt.snap = build_snap(ckpt.snap_table, ckpt.raw_embedding).to(map_location)
+    return ckpt
 
 
 def load_optimizer_state(run_dir: str | os.PathLike, optimizer: torch.optim.Optimizer) -> None:

@@ -122,6 +122,15 @@ class FrameCache:
         """E."""
         return int(self.episode_bounds.shape[0])
 
+    def task_sources(self) -> list[str]:
+        """The folder name of the dataset each of ``tasks`` was first recorded in (``len(tasks)`` strings;
+        ``""`` for an instruction no episode uses)."""
+        names = [Path(s).name for s in self.sources] or [""]
+        out = [""] * len(self.tasks)
+        for (start, _), src in zip(self.episode_bounds[::-1], self.episode_source[::-1], strict=True):
+            out[int(self.task_index[start])] = names[int(src)]  # reversed: the first dataset's name wins
+        return out
+
     def normalizer(self, image_size: Sequence[int]) -> Normalizer:
         """Statistics of these frames as a :class:`Normalizer` (action range: executed actions and valid labels)."""
         actions = self.action

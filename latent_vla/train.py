@@ -69,6 +69,7 @@ from latent_vla.data import (
     split_episodes,
 )
 from latent_vla.devices import resolve_device
+from latent_vla.instruction_snap import SnapTable, recorded_table
 from latent_vla.losses import LossWeights, WorldModelLoss
 from latent_vla.model import ModelConfig, WorldModel
 
@@ -116,6 +117,7 @@ class TrainSettings:
     grounding_max: float = 0.5
     lr_schedule: str = "constant"
     average_tau: float = 0.005
+    snap: dict[str, float] | None = None
     loss: LossWeights = field(default_factory=LossWeights)
 
     def check(self) -> None:
@@ -133,6 +135,8 @@ class TrainSettings:
         _require("train.grounding", self.grounding, lambda v: 0 <= v < 1, "a share of the run in [0, 1)")
         _require("train.grounding_max", self.grounding_max, lambda v: 0 <= v < 1, "a share of the run in [0, 1)")
         _require("train.grounding_loss", self.grounding_loss, lambda v: v >= 0, "a finite number >= 0 (0 = off)")
+        for name, fraction in (self.snap or {}).items():
+            _require(f"train.snap.{name}", fraction, lambda v: 0 <= v < 1, "a fraction in [0, 1) (0 = never snap)")
         if self.target not in TARGETS:
             raise UserError(f"train.target must be one of {TARGETS}, got {self.target!r}")
         if self.lr_schedule not in LR_SCHEDULES:
@@ -174,7 +178,14 @@ class RunSettings:
 
     def check(self) -> None:
         """Validate every group; raise :class:`UserError` (one line) on the first bad setting."""
-        dataset_paths(self.data)
+        names = [Path(p).name for p in dataset_paths(self.data)]
+        snap = self.train.snap or {}
+        unknown = sorted(set(snap) - set(names))
+        if unknown:
+            raise UserError(f"train.snap names {unknown}, but the datasets are {names} (keys are folder names)")
+        if len(names) < 2 and any(f > 0 for f in snap.values()):
+            raise UserError("train.snap needs two datasets or more: a radius is a fraction of the distance to another "
+                            "dataset's nearest instruction")  # fmt: skip
         model_settings(self.model)
         make_tokenizer(self.tokenizer)
         self.train.check()
@@ -665,6 +676,7 @@ class _Run:
     config_to_save: dict[str, Any]
     average: WorldModel | None = None
     average_buffers: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # (average's, online's) saved buffers
+    snap_table: SnapTable | None = None  # the recorded instructions the checkpoint snaps to (train.snap)
 
     @property
     def is_main(self) -> bool:
@@ -799,6 +811,10 @@ def _setup(settings: RunSettings, full_config: dict[str, Any] | None, rephraser:
         saved = Tokenizer.from_dict(json.loads((Path(settings.out) / "tokenizer.json").read_text()))
         sampler.seen_ids.update(saved.known_ids or ())
     average = _resume_average(settings, model) if resuming else None
+    try:
+        snap_table = recorded_table(cache.tasks, cache.task_sources(), ts.snap or {})
+    except ValueError as exc:
+        raise UserError(f"train.snap: {exc}") from None
     return _Run(
         settings=settings,
         run_dir=Path(settings.out),
@@ -820,6 +836,7 @@ def _setup(settings: RunSettings, full_config: dict[str, Any] | None, rephraser:
         start_step=start_step,
         config_to_save=full_config if full_config is not None else asdict(settings),
         average=average,
+        snap_table=snap_table,
     )
 
 
@@ -1000,6 +1017,7 @@ def _save(run: _Run, step: int) -> None:
         step,
         run.optimizer,
         train_state=extra or None,
+        snap_table=run.snap_table,
     )
 
 

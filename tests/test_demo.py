@@ -141,7 +141,8 @@ def test_tiny_multitask_demo_runs_every_stage_on_every_task(tmp_path: Path) -> N
         "collect_per_task.push=['episodes=2']", "explore_per_task.reach=2",
         "train_minutes=1.0", "eval_episodes=1", "run_steps=10", "screenshot=false",
         "overrides.collect=['max_episode_steps=12']",
-        "overrides.train=['train.steps=10','train.batch_size=8','train.val_every=5','train.log_every=5']",
+        "overrides.train=['train.steps=10','train.batch_size=8','train.val_every=5','train.log_every=5',"
+        "'train.snap={reach:0.5,pick:0.5}']",
         "overrides.eval=['max_steps=6','videos=1','planner_cfg.grad.iterations=2']",
         "overrides.export=['export.horizon=4','export.precisions=[fp32]']",
         "overrides.eval_bundle=['max_steps=6','videos=0']",
@@ -157,6 +158,7 @@ def test_tiny_multitask_demo_runs_every_stage_on_every_task(tmp_path: Path) -> N
     manifest = json.loads((out / "bundle" / "manifest.json").read_text())
     assert manifest["planner"]["objective"]["prior_weight"] == 4  # the recipe's stage_settings.export, kept beside
     page = (out / "report" / "index.html").read_text()  # the test's own overrides.export
+    assert manifest["model"]["instruction_snap"]["fractions"] == {"reach": 0.5, "pick": 0.5}  # baked into task_embed
     assert "missing:" not in page and all(t in page for t in ("reach", "push", "pick"))
 
 
@@ -349,6 +351,7 @@ def test_multitask_recipe_trains_one_model_on_every_task_within_90_minutes(tmp_p
     assert "tokenizer.num_buckets=16384" in plans["train"].argv  # rare collisions of unknown with known words
     assert "tokenizer.pretrained=wordllama-l2-256" in plans["train"].argv  # verbs no training held (issue 16)
     assert "train.word_dropout=0.3" in plans["train"].argv and "tokenizer.max_len=48" in plans["train"].argv
+    assert "train.loss.phrasing=4" in plans["train"].argv and "train.snap={reach:0.3,pick:0.3}" in plans["train"].argv
     for name in ("eval", "eval_bundle"):
         assert "task=[reach,push,pick]" in plans[name].argv and "seed=7" in plans[name].argv
     assert "planner_cfg.grad.budget_ms=33" in plans["eval"].argv and "budget_ms=33" in plans["eval_bundle"].argv

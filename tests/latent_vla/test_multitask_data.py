@@ -163,6 +163,26 @@ def test_one_model_trains_on_two_datasets_with_reworded_instructions(two_tasks, 
     assert ck.tokenizer.token_ids("thingamajig merci") == []  # words the model never read are dropped
 
 
+def test_training_records_the_instructions_to_snap_to(two_tasks, tmp_path) -> None:
+    from latent_vla.checkpoint import load_checkpoint
+    from latent_vla.train import train
+
+    a, b = two_tasks
+    with pytest.raises(UserError, match=r"train.snap names \['pick'\]"):
+        tiny_run_settings([a, b], tmp_path / "bad", steps=2, snap={"pick": 0.2})
+    with pytest.raises(UserError, match="two datasets or more"):
+        tiny_run_settings(a, tmp_path / "one", steps=2, snap={"reach": 0.2})
+    with pytest.raises(UserError, match="train.snap.reach"):
+        tiny_run_settings([a, b], tmp_path / "far", steps=2, snap={"reach": 1.0})
+    cache = load_datasets([a, b], (64, 64), progress=False)
+    want = {**{t: "reach" for t in REACH}, **{t: "push" for t in PUSH}}
+    assert dict(zip(cache.tasks, cache.task_sources(), strict=True)) == want
+    ck = load_checkpoint(train(tiny_run_settings([a, b], tmp_path / "run", steps=3, snap={"reach": 0.5})).run_dir)
+    assert ck.snap_table is not None and dict(zip(ck.snap_table.texts, ck.snap_table.sources, strict=True)) == want
+    radii = dict(zip(ck.snap_table.texts, ck.snap.radii.tolist(), strict=True))
+    assert all(radii[t] > 0 for t in REACH) and all(radii[t] == 0 for t in PUSH)
+
+
 def test_train_cli_takes_a_list_of_datasets(two_tasks, tmp_path) -> None:
     from latent_vla.app.cli import main
 
@@ -170,11 +190,11 @@ def test_train_cli_takes_a_list_of_datasets(two_tasks, tmp_path) -> None:
     out = tmp_path / "cli"
     code = main(["train", f"data=[{a},{b}]", f"out={out}", "train.steps=3", "train.batch_size=8",
                  "train.horizon=2", "train.progress=false", "train.num_threads=1", "train.val_every=0",
-                 "train.rephrase=0.3", "model.latent_dim=16", "model.hidden=64", "model.head_hidden=32",
-                 "model.image_feat=32", "model.channels=[8,8,16,16]"])  # fmt: skip
+                 "train.rephrase=0.3", "train.snap={reach:0.5}", "model.latent_dim=16", "model.hidden=64",
+                 "model.head_hidden=32", "model.image_feat=32", "model.channels=[8,8,16,16]"])  # fmt: skip
     assert code == 0
     summary = json.loads((out / "train_summary.json").read_text())
-    assert summary["step"] == 3
+    assert summary["step"] == 3 and json.loads((out / "instructions.json").read_text())["fractions"] == {"reach": 0.5}
     assert main(["train", f"data=[{a},{a}]", f"out={tmp_path / 'twice'}"]) == 2
     assert main(["train", f"data={a}", f"out={tmp_path / 'bad'}", "train.rephrase=2"]) == 2
 
