@@ -19,7 +19,7 @@ so the ONNX runtime snaps exactly as PyTorch does with nothing of its own.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -136,3 +136,17 @@ def build_snap(table: SnapTable, embed: Any) -> InstructionSnap:
     with torch.no_grad():
         anchors = embed(list(table.texts)).float().cpu()
     return InstructionSnap(anchors, snap_radii(anchors, table.sources, torch.from_numpy(table.fraction_per_text())))
+
+
+def read_as(embed: Callable[[list[str]], Any], anchors: Sequence[str], instructions: Sequence[str]) -> dict[str, str]:
+    """Which ``instructions`` a snapping ``embed(texts) -> (B, T)`` (``Checkpoint.embed_instruction``, a bundle's
+    ``embed_task``) reads as one of the recorded ``anchors``: ``{instruction: anchor}``, recorded ones left out.
+
+    An instruction is read as an anchor when its embedding equals that anchor's (a snap copies it exactly).
+    """
+    queries = sorted(set(instructions) - set(anchors))
+    if not queries or not anchors:
+        return {}
+    table, got = np.asarray(embed(list(anchors))), np.asarray(embed(queries))  # (N, T), (Q, T)
+    same = np.all(np.abs(got[:, None] - table[None]) <= 1e-6 * (1.0 + np.abs(table[None])), axis=-1)  # (Q, N)
+    return {q: anchors[int(np.argmax(row))] for q, row in zip(queries, same, strict=True) if row.any()}

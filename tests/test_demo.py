@@ -159,6 +159,7 @@ def test_tiny_multitask_demo_runs_every_stage_on_every_task(tmp_path: Path) -> N
     assert manifest["planner"]["objective"]["prior_weight"] == 4  # the recipe's stage_settings.export, kept beside
     page = (out / "report" / "index.html").read_text()  # the test's own overrides.export
     assert manifest["model"]["instruction_snap"]["fractions"] == {"reach": 0.5, "pick": 0.5}  # baked into task_embed
+    assert all(r["instructions_read_as"] == {} for r in summary["eval"] + summary["eval_bundle"])  # env templates
     assert "missing:" not in page and all(t in page for t in ("reach", "push", "pick"))
 
 

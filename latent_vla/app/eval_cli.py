@@ -24,8 +24,13 @@ from latent_vla.app.settings import (
 )
 from latent_vla.base.cpus import resolve_threads
 from latent_vla.base.errors import UserError
+from latent_vla.instruction_snap import read_as
 
 SEARCHERS = ("grad", "cem", "mppi", "random")
+
+
+SnapReader = Callable[[list[str]], dict[str, str]]
+"""instructions -> {instruction: the recorded instruction a snapping model reads it as}"""
 
 
 def _planner_overrides(cfg: DictConfig, name: str) -> dict[str, Any]:
@@ -37,8 +42,9 @@ def _planner_overrides(cfg: DictConfig, name: str) -> dict[str, Any]:
     return over
 
 
-def _brain_factory(cfg: DictConfig) -> tuple[Callable[[str, dict[str, Any]], Any], Any]:
-    """``(make_brain(name, overrides), robot spec)`` for ``ckpt=`` or ``bundle=``."""
+def _brain_factory(cfg: DictConfig) -> tuple[Callable[[str, dict[str, Any]], Any], Any, SnapReader | None]:
+    """``(make_brain(name, overrides), robot spec, snap reader)`` for ``ckpt=`` or ``bundle=``; the reader maps
+    instructions to the recorded ones the model reads them as (None: the model does not snap)."""
     if cfg.brain_sha256 is not None and cfg.bundle is None:
         raise UserError("brain_sha256= pins an ONNX bundle=, not a ckpt=")
     if cfg.ckpt is not None:
@@ -55,7 +61,13 @@ def _brain_factory(cfg: DictConfig) -> tuple[Callable[[str, dict[str, Any]], Any
             pcfg = {**planner_cfgs[name], **over, **({} if ens is None else {"temporal_ensemble": float(ens)})}
             return PlannerBrain(checkpoint, pcfg, n_execute=int(cfg.n_execute))
 
-        return make, checkpoint.spec
+        table = checkpoint.snap_table
+
+        def embed(texts: list[str]) -> Any:
+            return checkpoint.embed_instruction(texts).cpu()
+
+        reader = None if table is None else partial(read_as, embed, table.texts)
+        return make, checkpoint.spec, reader
     try:
         from export.runtime.brain import load_bundle_brain
         from latent_vla.base.robot_spec import SO101  # the arm of the simulator (sim.env.SO101Env)
@@ -69,7 +81,9 @@ def _brain_factory(cfg: DictConfig) -> tuple[Callable[[str, dict[str, Any]], Any
                                  providers=providers)  # fmt: skip
 
     probe = make_bundle("policy", {})
-    return make_bundle, probe.bundle.spec
+    table = probe.bundle.manifest.model.get("instruction_snap")
+    reader = None if not table else partial(read_as, probe.bundle.embed_task, list(table["texts"]))
+    return make_bundle, probe.bundle.spec, reader
 
 
 def _refusing_bad_planner_settings(
@@ -254,6 +268,23 @@ def _evaluate_tasks(
     return records
 
 
+def _note_snapped(records: list[dict[str, Any]], reader: SnapReader) -> None:
+    """Add ``instructions_read_as`` ({instruction: recorded instruction}) and ``episodes_read_as_recorded``
+    to each record of a snapping model, and print one line per task (``train.snap``, docs/training.md)."""
+    for r in records:
+        said = [e["instruction"] for e in r["per_episode"]]
+        r["instructions_read_as"] = reader(said)
+        r["episodes_read_as_recorded"] = sum(s in r["instructions_read_as"] for s in said)
+    for task in dict.fromkeys(r["task"] for r in records):
+        r = next(x for x in records if x["task"] == task)
+        if r["instructions_read_as"]:
+            first = next(iter(r["instructions_read_as"].items()))
+            print(
+                f"{task}: {r['episodes_read_as_recorded']} of {len(r['per_episode'])} episodes' instructions read "
+                f'as a recorded one, e.g. "{first[0]}" as "{first[1]}"'
+            )
+
+
 def main(cfg: DictConfig) -> int:
     """Run the evaluation described by ``cfg`` (``configs/eval.yaml``); returns the exit code."""
     names = check_settings(cfg)
@@ -263,7 +294,7 @@ def main(cfg: DictConfig) -> int:
     from planners.evaluate import evaluate_brain
 
     torch.set_num_threads(resolve_threads(cfg.threads))
-    make_brain, spec = _brain_factory(cfg)  # a bad checkpoint or bundle is refused before `out` is made
+    make_brain, spec, snap_reader = _brain_factory(cfg)  # a bad checkpoint or bundle is refused before `out` is made
     make_brain = _refusing_bad_planner_settings(make_brain)
     # so is a bad planner setting: each planner's brain is built now, before any episode (the first task uses them)
     fresh = {name: make_brain(name, _planner_overrides(cfg, name)) for name in names}
@@ -283,6 +314,8 @@ def main(cfg: DictConfig) -> int:
 
     tasks = task_names(cfg)
     records = _evaluate_tasks(cfg, names, tasks, make_brain, spec, env_kwargs, out, fresh)
+    if snap_reader is not None:
+        _note_snapped(records, snap_reader)
     (out / "eval.json").write_text(json.dumps(records, indent=2))
     phrasing = f" templates={len(templates)} of your own" if templates is not None else ""
     for task in tasks:

@@ -14,7 +14,7 @@ from export_helpers import HORIZON, make_checkpoint
 from export.exporter import ExportSettings, export_bundle
 from export.runtime import load_bundle
 from latent_vla.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from latent_vla.instruction_snap import SNAP_FILE, SnapTable
+from latent_vla.instruction_snap import SNAP_FILE, SnapTable, read_as
 
 TEXTS = ("touch the red cube", "touch the blue cube", "push the red cube into the green zone")
 TABLE = SnapTable(TEXTS, ("reach", "reach", "push"), {"reach": 0.9})
@@ -41,6 +41,10 @@ def test_the_bundle_snaps_as_pytorch_does(snapping, tmp_path) -> None:
     assert inside[3:].any() and not inside.all()  # both kinds among the unrecorded phrasings
     got = np.concatenate([bundle.embed_task([q]) for q in QUERIES])
     np.testing.assert_allclose(got, ck.embed_instruction(QUERIES).numpy(), atol=1e-5)
+    index, inside = ck.snap.nearest(ck.raw_embedding(QUERIES[3:]))
+    want = {q: TEXTS[i] for q, i, ok in zip(QUERIES[3:], index.tolist(), inside.tolist(), strict=True) if ok}
+    assert want and read_as(ck.embed_instruction, TEXTS, QUERIES) == want  # what eval records
+    assert read_as(bundle.embed_task, TEXTS, QUERIES) == want
 
 
 def test_checkpoint_saves_snaps_and_verifies_its_instructions(snapping, tmp_path) -> None:
