@@ -53,15 +53,7 @@ class SnapTable:
             raise ValueError("texts must be distinct")
         if not all(isinstance(t, str) for t in (*self.texts, *self.sources)):
             raise ValueError("texts and sources must be strings")
-        unknown = sorted(set(self.fractions) - set(self.sources))
-        if unknown:
-            raise ValueError(f"snap fractions for {unknown}, but the datasets are {sorted(set(self.sources))}")
-        for name, f in self.fractions.items():
-            if isinstance(f, bool) or not isinstance(f, int | float) or not (math.isfinite(f) and 0 <= f < 1):
-                raise ValueError(f"snap fraction of {name!r} must be a number in [0, 1), got {f!r}")
-        if any(f > 0 for f in self.fractions.values()) and len(set(self.sources)) < 2:
-            raise ValueError("snapping needs instructions of two datasets or more: a radius is a fraction of the "
-                             "distance to another dataset's nearest instruction")  # fmt: skip
+        check_fractions(self.fractions, sorted(set(self.sources)))
 
     def fraction_per_text(self) -> np.ndarray:
         """``(N,)`` float32 fraction of each text's dataset (0 where not listed)."""
@@ -80,6 +72,28 @@ class SnapTable:
         if not isinstance(texts, list) or not isinstance(sources, list) or not isinstance(fractions, Mapping):
             raise TypeError("texts and sources must be lists, fractions an object")
         return cls(tuple(texts), tuple(sources), dict(fractions))
+
+
+def check_fractions(fractions: Mapping[str, float], datasets: Sequence[str]) -> None:
+    """Check ``train.snap``-style ``fractions`` against the ``datasets``' folder names.
+
+    Raises:
+        ValueError: a name that is no dataset's, a fraction outside ``[0, 1)``, or snapping with fewer than two
+            datasets or with two datasets of one name (one line each).
+    """
+    unknown = sorted(set(fractions) - set(datasets))
+    if unknown:
+        raise ValueError(f"snap fractions name {unknown}, but the datasets are {list(datasets)} (folder names)")
+    for name, f in fractions.items():
+        if isinstance(f, bool) or not isinstance(f, int | float) or not (math.isfinite(f) and 0 <= f < 1):
+            raise ValueError(f"the snap fraction of {name!r} must be a number in [0, 1) (0 = never snap), got {f!r}")
+    if not any(f > 0 for f in fractions.values()):
+        return
+    if len(set(datasets)) < 2:
+        raise ValueError("snapping needs two datasets or more: a radius is a fraction of the distance to another "
+                         "dataset's nearest instruction")  # fmt: skip
+    if len(set(datasets)) < len(datasets):
+        raise ValueError(f"snapping tells datasets apart by folder name, and {list(datasets)} repeats one")
 
 
 def snap_radii(anchors: Tensor, sources: list[str] | tuple[str, ...], fractions: Tensor) -> Tensor:

@@ -69,7 +69,7 @@ from latent_vla.data import (
     split_episodes,
 )
 from latent_vla.devices import resolve_device
-from latent_vla.instruction_snap import SnapTable, recorded_table
+from latent_vla.instruction_snap import SnapTable, check_fractions, recorded_table
 from latent_vla.losses import LossWeights, WorldModelLoss
 from latent_vla.model import ModelConfig, WorldModel
 
@@ -135,8 +135,6 @@ class TrainSettings:
         _require("train.grounding", self.grounding, lambda v: 0 <= v < 1, "a share of the run in [0, 1)")
         _require("train.grounding_max", self.grounding_max, lambda v: 0 <= v < 1, "a share of the run in [0, 1)")
         _require("train.grounding_loss", self.grounding_loss, lambda v: v >= 0, "a finite number >= 0 (0 = off)")
-        for name, fraction in (self.snap or {}).items():
-            _require(f"train.snap.{name}", fraction, lambda v: 0 <= v < 1, "a fraction in [0, 1) (0 = never snap)")
         if self.target not in TARGETS:
             raise UserError(f"train.target must be one of {TARGETS}, got {self.target!r}")
         if self.lr_schedule not in LR_SCHEDULES:
@@ -178,14 +176,10 @@ class RunSettings:
 
     def check(self) -> None:
         """Validate every group; raise :class:`UserError` (one line) on the first bad setting."""
-        names = [Path(p).name for p in dataset_paths(self.data)]
-        snap = self.train.snap or {}
-        unknown = sorted(set(snap) - set(names))
-        if unknown:
-            raise UserError(f"train.snap names {unknown}, but the datasets are {names} (keys are folder names)")
-        if len(names) < 2 and any(f > 0 for f in snap.values()):
-            raise UserError("train.snap needs two datasets or more: a radius is a fraction of the distance to another "
-                            "dataset's nearest instruction")  # fmt: skip
+        try:
+            check_fractions(self.train.snap or {}, [Path(p).name for p in dataset_paths(self.data)])
+        except ValueError as exc:
+            raise UserError(f"train.snap: {exc}") from None
         model_settings(self.model)
         make_tokenizer(self.tokenizer)
         self.train.check()

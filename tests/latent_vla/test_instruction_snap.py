@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from latent_vla.instruction_snap import InstructionSnap, SnapTable, recorded_table, snap_radii
+from latent_vla.instruction_snap import InstructionSnap, SnapTable, check_fractions, recorded_table, snap_radii
 
 # Two "reach" anchors and one "push" anchor on a line, T = 2: squared per-dimension gaps are |dx|^2 / 2.
 ANCHORS = torch.tensor([[0.0, 0.0], [1.0, 0.0], [5.0, 0.0]])
@@ -32,12 +32,14 @@ def test_snap_replaces_only_embeddings_inside_their_nearest_anchors_radius() -> 
 
 
 def test_the_table_refuses_what_cannot_snap() -> None:
-    with pytest.raises(ValueError, match=r"fractions for \['pick'\]"):
+    with pytest.raises(ValueError, match=r"fractions name \['pick'\]"):
         SnapTable(("a", "b"), ("reach", "push"), {"pick": 0.2})
     with pytest.raises(ValueError, match=r"in \[0, 1\)"):
         SnapTable(("a", "b"), ("reach", "push"), {"reach": 1.5})
     with pytest.raises(ValueError, match="two datasets or more"):
         SnapTable(("a", "b"), ("reach", "reach"), {"reach": 0.2})
+    with pytest.raises(ValueError, match="repeats one"):
+        check_fractions({"reach": 0.2}, ["reach", "push", "reach"])
     with pytest.raises(ValueError, match="distinct"):
         SnapTable(("a", "a"), ("reach", "push"), {})
     with pytest.raises(TypeError, match="lists"):

@@ -168,11 +168,11 @@ def test_training_records_the_instructions_to_snap_to(two_tasks, tmp_path) -> No
     from latent_vla.train import train
 
     a, b = two_tasks
-    with pytest.raises(UserError, match=r"train.snap names \['pick'\]"):
+    with pytest.raises(UserError, match=r"train.snap: snap fractions name \['pick'\]"):
         tiny_run_settings([a, b], tmp_path / "bad", steps=2, snap={"pick": 0.2})
     with pytest.raises(UserError, match="two datasets or more"):
         tiny_run_settings(a, tmp_path / "one", steps=2, snap={"reach": 0.2})
-    with pytest.raises(UserError, match="train.snap.reach"):
+    with pytest.raises(UserError, match=r"train.snap: the snap fraction of 'reach' must be a number in \[0, 1\)"):
         tiny_run_settings([a, b], tmp_path / "far", steps=2, snap={"reach": 1.0})
     cache = load_datasets([a, b], (64, 64), progress=False)
     want = {**{t: "reach" for t in REACH}, **{t: "push" for t in PUSH}}
