@@ -650,9 +650,12 @@ class Batch:
             DART / exploration / brain frame without a valid label); the policy loss averages over it.
         tokens: ``(B, L)`` int64 instruction ids.
         env_state: ``(B, k+1, D)`` standardized environment state of every frame, or None.
-        anchor_tokens: ``(B, L)`` int64 ids of each window's dataset instruction as recorded (before
-            rewording and word dropout): the embedding its rewordings are pulled to
-            (``train.loss.phrasing``); None when the sampler neither rewords nor drops words.
+        anchor_tokens: ``(B, L)`` int64 ids of each window's dataset instruction as recorded: the embedding
+            its rewordings are pulled to (``train.loss.phrasing``); None when the sampler does not reword.
+        phrased_tokens: ``(B, L)`` int64 ids of each window's instruction after rewording and *before* word
+            dropout (equal to ``anchor_tokens`` on the rows not reworded): what is pulled. A word-dropped
+            instruction is not pulled: it may have lost its object or zone word, and pulling it onto the
+            full instruction teaches the encoder to ignore those words (push's zones, measured 2026-12-04).
     """
 
     images: dict[str, torch.Tensor]
@@ -665,6 +668,7 @@ class Batch:
     tokens: torch.Tensor
     env_state: torch.Tensor | None = None
     anchor_tokens: torch.Tensor | None = None
+    phrased_tokens: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> Batch:
         """The same batch on ``device``."""
@@ -683,6 +687,7 @@ class Batch:
             mv(self.tokens),
             mv(self.env_state),
             mv(self.anchor_tokens),
+            mv(self.phrased_tokens),
         )
 
 
@@ -802,7 +807,8 @@ class WindowSampler:
         images = {c: v[idx].permute(0, 1, 4, 2, 3).float().div_(255.0) for c, v in self.images.items()}
         label_idx = idx[:, :-1]  # next.* of frame t+i-1 labels z_{t+i}
         task_index = self.task_index[t0]  # (B,)
-        reworded = self.rephrase_prob > 0.0 or self.word_dropout > 0.0
+        phrased = self._reworded(task_index.numpy(), rng)  # (B, L), before word dropout
+        reworded = self.rephrase_prob > 0.0
         return Batch(
             images=images,
             state=self.state[idx],
@@ -811,14 +817,14 @@ class WindowSampler:
             success=None if self.success is None else self.success[label_idx],
             chunk=self.bc_action[chunk_idx],
             chunk_mask=chunk_mask,
-            tokens=self._tokens(task_index.numpy(), rng),
+            tokens=phrased if self.word_dropout == 0.0 else self._drop_words(phrased, rng),
             env_state=None if self.env_state is None else self.env_state[idx],
             anchor_tokens=self.task_tokens[task_index] if reworded else None,
+            phrased_tokens=phrased if reworded else None,
         )
 
-    def _tokens(self, task_index: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
-        """``(B, L)`` instruction ids of windows with these task indices, some reworded (``rephrase_prob``),
-        hashed ids dropped with probability ``word_dropout``."""
+    def _reworded(self, task_index: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
+        """``(B, L)`` instruction ids of windows with these task indices, some reworded (``rephrase_prob``)."""
         tokens = self.task_tokens[torch.from_numpy(task_index)]
         if self.rephrase is not None and self.rephrase_prob > 0.0:
             rows = np.flatnonzero(rng.random(len(task_index)) < self.rephrase_prob)
@@ -828,7 +834,7 @@ class WindowSampler:
                 self.seen_ids.update(np.unique(reworded).tolist())
                 self.seen_ids.discard(0)
                 tokens[torch.from_numpy(rows)] = torch.from_numpy(reworded)
-        return tokens if self.word_dropout == 0.0 else self._drop_words(tokens, rng)
+        return tokens
 
     def _drop_words(self, tokens: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
         """``tokens`` ``(B, L)`` with each hashed id zeroed with probability ``word_dropout``, the kept

@@ -198,13 +198,18 @@ class WorldModelLoss(nn.Module):
         assert batch.env_state is not None
         return F.mse_loss(self.model.env_state_standardized(z0), batch.env_state[:, 0])
 
-    def _phrasing(self, task: Tensor, batch: Batch, acc: _Terms) -> None:
-        # task: (B, T) embedding of the windows' (reworded) instructions, pulled to their recorded ones
-        if batch.anchor_tokens is None:
+    def _phrasing(self, batch: Batch, acc: _Terms) -> None:
+        # the embeddings (B_r, T) of the reworded windows' instructions (before word dropout), pulled to their
+        # recorded ones'; word-dropped ones are not pulled (Batch.phrased_tokens says why)
+        if batch.anchor_tokens is None or batch.phrased_tokens is None:
+            return
+        rows = (batch.phrased_tokens != batch.anchor_tokens).any(dim=1)  # (B,)
+        if not bool(rows.any()):
+            acc.add("phrasing", self.w.phrasing, batch.anchor_tokens.new_zeros((), dtype=torch.float32))
             return
         with torch.no_grad():
-            anchor = self.model.embed_task(batch.anchor_tokens)  # (B, T)
-        acc.add("phrasing", self.w.phrasing, F.mse_loss(task, anchor))
+            anchor = self.model.embed_task(batch.anchor_tokens[rows])
+        acc.add("phrasing", self.w.phrasing, F.mse_loss(self.model.embed_task(batch.phrased_tokens[rows]), anchor))
 
     def _latent_health(self, z0_full: Tensor, acc: _Terms) -> None:
         # VICReg-style variance hinge and covariance penalty on the learned block of z_t (B, Z)
@@ -238,7 +243,7 @@ class WorldModelLoss(nn.Module):
         acc = _Terms(z0)
         if batch.env_state is not None and m.env_state_dim > 0:
             acc.add("env_state", w.env_state, self._env_state_now(z0, batch))
-        self._phrasing(task, batch, acc)
+        self._phrasing(batch, acc)
         self._latent_health(z0, acc)
         return acc.result()
 
@@ -313,7 +318,7 @@ class WorldModelLoss(nn.Module):
         frames = batch.images[first][:n_dec, [0, -1]].flatten(0, 1)  # (2n, 3, h, w)
         add("decoder", w.decoder, F.mse_loss(m.decode(z_dec), frames))
 
-        self._phrasing(task, batch, acc)
+        self._phrasing(batch, acc)
         self._latent_health(z[:, 0], acc)
 
         if k >= 2:

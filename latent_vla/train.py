@@ -135,6 +135,8 @@ class TrainSettings:
         _require("train.grounding", self.grounding, lambda v: 0 <= v < 1, "a share of the run in [0, 1)")
         _require("train.grounding_max", self.grounding_max, lambda v: 0 <= v < 1, "a share of the run in [0, 1)")
         _require("train.grounding_loss", self.grounding_loss, lambda v: v >= 0, "a finite number >= 0 (0 = off)")
+        if self.loss.phrasing > 0 and self.rephrase == 0:
+            raise UserError("train.loss.phrasing pulls reworded instructions: it needs train.rephrase > 0")
         if self.target not in TARGETS:
             raise UserError(f"train.target must be one of {TARGETS}, got {self.target!r}")
         if self.lr_schedule not in LR_SCHEDULES:

@@ -197,6 +197,17 @@ def test_train_cli_takes_a_list_of_datasets(two_tasks, tmp_path) -> None:
     assert summary["step"] == 3 and json.loads((out / "instructions.json").read_text())["fractions"] == {"reach": 0.5}
     assert main(["train", f"data=[{a},{a}]", f"out={tmp_path / 'twice'}"]) == 2
     assert main(["train", f"data={a}", f"out={tmp_path / 'bad'}", "train.rephrase=2"]) == 2
+    assert main(["train", f"data={a}", f"out={tmp_path / 'bad'}", "train.loss.phrasing=1"]) == 2  # nothing reworded
+
+
+def _tiny_model(cache, tok: Tokenizer):
+    from latent_vla.model import ModelConfig, WorldModel
+
+    return WorldModel(ModelConfig(
+        camera_names=tuple(cache.images), state_dim=cache.state.shape[1], action_dim=cache.action.shape[1],
+        image_size=(64, 64), latent_dim=16, chunk_len=4, vocab_size=tok.vocab_size, task_dim=16, word_dim=16,
+        channels=(8, 16), image_feat=16, state_feat=16, hidden=32, head_hidden=16,
+    ))  # fmt: skip
 
 
 def test_phrasing_invariance_pulls_rewordings_to_the_recorded_instruction(two_tasks) -> None:
@@ -204,37 +215,61 @@ def test_phrasing_invariance_pulls_rewordings_to_the_recorded_instruction(two_ta
 
     from latent_vla.data import Batch
     from latent_vla.losses import LossWeights, WorldModelLoss, _Terms
-    from latent_vla.model import ModelConfig, WorldModel
     from sim.phrasing import rephrase_instruction
 
     cache = load_datasets([two_tasks[0], two_tasks[1]], (64, 64), progress=False)
     norm, tok = cache.normalizer((64, 64)), Tokenizer()
     assert WindowSampler(cache, norm, tok, 2, 4).sample(4, np.random.default_rng(0)).anchor_tokens is None
     dropped = WindowSampler(cache, norm, tok, 2, 4, word_dropout=0.5).sample(8, np.random.default_rng(0))
-    assert dropped.anchor_tokens is not None  # word dropout alone also has anchors
+    assert dropped.anchor_tokens is None and dropped.phrased_tokens is None  # dropped words are never pulled
     batch = WindowSampler(cache, norm, tok, 2, 4, rephrase=rephrase_instruction, rephrase_prob=1.0).sample(
         16, np.random.default_rng(0)
     )
     originals = {tuple(row) for row in tok.encode(cache.tasks).tolist()}
     assert batch.anchor_tokens is not None and {tuple(r) for r in batch.anchor_tokens.tolist()} <= originals
     assert (batch.tokens != batch.anchor_tokens).any(dim=1).sum() > 10  # the windows train on rewordings
+    assert torch.equal(batch.phrased_tokens, batch.tokens)  # without word dropout, what is pulled is what is read
 
     torch.manual_seed(0)
-    model = WorldModel(ModelConfig(
-        camera_names=tuple(cache.images), state_dim=cache.state.shape[1], action_dim=cache.action.shape[1],
-        image_size=(64, 64), latent_dim=16, chunk_len=4, vocab_size=tok.vocab_size, task_dim=16, word_dim=16,
-        channels=(8, 16), image_feat=16, state_feat=16, hidden=32, head_hidden=16,
-    ))  # fmt: skip
+    model = _tiny_model(cache, tok)
     on = WorldModelLoss(model, LossWeights(image_shift=0, decoder_batch=2, phrasing=3.0)).eval()
     off = WorldModelLoss(model, LossWeights(image_shift=0, decoder_batch=2)).eval()
     total_on, terms = on(batch)
     gap = float(terms["phrasing"])
     assert gap > 0 and float(off(batch)[1]["phrasing"]) == pytest.approx(gap)  # logged even at weight 0
     assert float((total_on - off(batch)[0]).detach()) == pytest.approx(3.0 * gap, rel=1e-4)
-    same = Batch(**{**batch.__dict__, "tokens": batch.anchor_tokens})
+    same = Batch(**{**batch.__dict__, "phrased_tokens": batch.anchor_tokens})
     assert float(on(same)[1]["phrasing"]) == 0.0
     assert float(on(batch, first_frame=True)[1]["phrasing"]) == pytest.approx(gap)  # the grounding phase too
     acc = _Terms(torch.zeros(()))
-    on._phrasing(model.embed_task(batch.tokens), batch, acc)
+    on._phrasing(batch, acc)
     acc.total.backward()  # the gradient reaches the text encoder through the reworded side only
     assert model.text.embed.weight.grad is not None and model.text.embed.weight.grad.abs().sum() > 0
+
+
+def test_phrasing_invariance_pulls_the_reworded_words_not_the_dropped_ones(two_tasks) -> None:
+    import torch
+
+    from latent_vla.losses import LossWeights, WorldModelLoss
+    from sim.phrasing import rephrase_instruction
+
+    cache = load_datasets([two_tasks[0], two_tasks[1]], (64, 64), progress=False)
+    norm, tok = cache.normalizer((64, 64)), Tokenizer()
+    sampler = WindowSampler(cache, norm, tok, 2, 4, rephrase=rephrase_instruction, rephrase_prob=0.5, word_dropout=0.6)
+    batch = sampler.sample(32, np.random.default_rng(1))
+    assert batch.phrased_tokens is not None and batch.anchor_tokens is not None
+    reworded = (batch.phrased_tokens != batch.anchor_tokens).any(dim=1)
+    assert 0 < int(reworded.sum()) < 32
+    assert not torch.equal(batch.tokens, batch.phrased_tokens)  # the model reads the word-dropped instructions
+    kept = batch.tokens[batch.tokens > 0]
+    assert np.isin(kept.numpy(), batch.phrased_tokens.numpy()).all()  # dropped from the reworded ones
+
+    torch.manual_seed(0)
+    model = _tiny_model(cache, tok)
+    loss = WorldModelLoss(model, LossWeights(image_shift=0, decoder_batch=2, phrasing=1.0)).eval()
+    with torch.no_grad():
+        pulled = model.embed_task(batch.phrased_tokens[reworded])
+        want = ((pulled - model.embed_task(batch.anchor_tokens[reworded])) ** 2).mean()
+    assert float(loss(batch)[1]["phrasing"]) == pytest.approx(float(want), rel=1e-5)  # reworded rows, undropped
+    unchanged = type(batch)(**{**batch.__dict__, "phrased_tokens": batch.anchor_tokens})
+    assert float(loss(unchanged)[1]["phrasing"]) == 0.0  # word dropout alone pulls nothing
