@@ -352,7 +352,8 @@ def test_multitask_recipe_trains_one_model_on_every_task_within_90_minutes(tmp_p
     assert "tokenizer.num_buckets=16384" in plans["train"].argv  # rare collisions of unknown with known words
     assert "tokenizer.pretrained=wordllama-l2-256" in plans["train"].argv  # verbs no training held (issue 16)
     assert "train.word_dropout=0.3" in plans["train"].argv and "tokenizer.max_len=48" in plans["train"].argv
-    assert "train.loss.phrasing=4" in plans["train"].argv and "train.snap={reach:0.3,pick:0.3}" in plans["train"].argv
+    assert "train.snap={reach:0.3,pick:0.3}" in plans["train"].argv
+    assert not any(a.startswith("train.loss.phrasing") for a in plans["train"].argv)
     for name in ("eval", "eval_bundle"):
         assert "task=[reach,push,pick]" in plans[name].argv and "seed=7" in plans[name].argv
     assert "planner_cfg.grad.budget_ms=33" in plans["eval"].argv and "budget_ms=33" in plans["eval_bundle"].argv
