@@ -52,6 +52,8 @@ from planners.torch_backend import fused_error
 
 log = logging.getLogger("latent_vla.export")
 
+SAMPLE_INSTRUCTION = "could you heave the red cube upward"
+"""A real instruction whose pretrained subword ids the traced and checked ``tokens`` inputs carry."""
 _ONNX_TYPES = {1: "float32", 10: "float16", 7: "int64", 6: "int32", 2: "uint8", 9: "bool"}
 VARIANT_GRAPHS = ("encoder", "policy")  # graphs that get fp16 / int8 variants
 PIN_NAME = "manifest.sha256"  # the manifest's sha256, as `sha256sum manifest.json` writes it
@@ -270,6 +272,10 @@ class _ExportJob:
         n, (h, w), g = self.sizes, self.model.image_size, self.gen
         tokens = torch.randint(1, self.ckpt.tokenizer.vocab_size, (b, n["L"]), generator=g)
         tokens[:, n["L"] // 2 :] = 0  # padding like a real instruction
+        if self.ckpt.tokenizer.pretrained is not None:  # a real instruction's subword ids after the words
+            sub = [i for i in self.ckpt.tokenizer.encode(SAMPLE_INSTRUCTION)[0] if i >= self.ckpt.tokenizer.vocab_size]
+            sub = sub[: n["L"] - n["L"] // 2]
+            tokens[:, n["L"] // 2 : n["L"] // 2 + len(sub)] = torch.tensor(sub)
         x = {f"image_{c}": torch.rand(b, 3, h, w, generator=g) for c in self.cams}
         x["state"] = torch.randn(b, n["S"], generator=g)
         x["tokens"] = tokens

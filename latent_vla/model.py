@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from latent_vla.base.pretrained_text import check_name, load_table
+from latent_vla.sentence_encoder import FrozenSentenceEncoder
 
 NORMS = ("simnorm", "layernorm")
 PROPRIO_BOUND = 1.5
@@ -338,7 +339,9 @@ class TextEncoder(nn.Module):
 
     Ids ``1 .. vocab_size - 1`` (hashed words and bigrams) index a table trained from scratch; with
     ``pretrained``, ids from ``vocab_size`` on index that frozen subword table (float16, not saved in
-    checkpoints: it comes from its package), whose masked mean is projected and added to the pooled words.
+    checkpoints: it comes from its package), whose masked mean is projected and added to the pooled words;
+    when ``pretrained`` names a sentence encoder, those ids are read by it instead
+    (:class:`~latent_vla.sentence_encoder.FrozenSentenceEncoder`) and its vector is projected and added.
     """
 
     def __init__(
@@ -350,7 +353,11 @@ class TextEncoder(nn.Module):
         if kind == "gru":
             self.gru = nn.GRU(word_dim, word_dim, batch_first=True)
         self.pretrained_proj: nn.Linear | None = None
-        if pretrained is not None:
+        self.sentence: FrozenSentenceEncoder | None = None
+        if pretrained is not None and check_name(pretrained).kind == "sentence":
+            self.sentence = FrozenSentenceEncoder(pretrained)
+            self.pretrained_proj = nn.Linear(self.sentence.dim, word_dim)
+        elif pretrained is not None:
             table = torch.from_numpy(load_table(pretrained).copy())  # (V, D) float16
             self.register_buffer("pretrained_table", table, persistent=False)
             self.pretrained_proj = nn.Linear(table.shape[1], word_dim)
@@ -374,7 +381,9 @@ class TextEncoder(nn.Module):
             pooled = seq[torch.arange(tokens.shape[0], device=tokens.device), last]
         else:
             pooled = (emb * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True).clamp(min=1.0)
-        if self.pretrained_proj is not None:
+        if self.sentence is not None:
+            pooled = pooled + self.pretrained_proj(self.sentence(torch.where(ids >= vocab, ids - vocab, -1)))
+        elif self.pretrained_proj is not None:
             pooled = pooled + self.pretrained_proj(self._pretrained_mean(ids - vocab))
         return self.norm(self.out(pooled))
 

