@@ -713,6 +713,10 @@ class WindowSampler:
         rephrase: ``(instruction, rng) -> reworded instruction`` (e.g. ``sim.phrasing.rephrase_instruction``),
             applied to a sampled window's instruction with probability ``rephrase_prob``.
         rephrase_prob: in ``[0, 1]``; 0 = every window keeps its dataset instruction.
+        rephrase_pool: rewordings kept per dataset instruction (0 = a fresh one every time): each
+            instruction's first ``rephrase_pool`` rewordings are drawn fresh and remembered, later ones are
+            drawn from them. A frozen sentence encoder then meets each text once (its cache), instead of
+            running on every reworded window.
         word_dropout: in ``[0, 1)``: the probability that each hashed word or bigram id of a window's
             instruction is left out (after rewording; pretrained subword ids are kept), so the model
             also learns to read the task from the pretrained channel alone, as it must for a word its
@@ -740,6 +744,7 @@ class WindowSampler:
         cost_dense: float = 0.0,
         cost_to_go: float = 0.0,
         word_dropout: float = 0.0,
+        rephrase_pool: int = 0,
     ) -> None:
         if horizon < 1:
             raise ValueError(f"horizon must be >= 1, got {horizon}")
@@ -749,7 +754,10 @@ class WindowSampler:
             raise ValueError(f"rephrase_prob must be in [0, 1], got {rephrase_prob}")
         if not 0.0 <= word_dropout < 1.0:
             raise ValueError(f"word_dropout must be in [0, 1), got {word_dropout}")
-        self.tokenizer, self.word_dropout = tokenizer, float(word_dropout)
+        if rephrase_pool < 0:
+            raise ValueError(f"rephrase_pool must be >= 0, got {rephrase_pool}")
+        self.tokenizer, self.word_dropout, self.rephrase_pool = tokenizer, float(word_dropout), int(rephrase_pool)
+        self._pool: dict[int, list[np.ndarray]] = {}  # dataset instruction index -> its (L,) reworded ids
         self.rephrase, self.rephrase_prob = (rephrase, float(rephrase_prob)) if rephrase else (None, 0.0)
         self.cache, self.k, self.chunk_len = cache, int(horizon), int(chunk_len)
         eps = np.arange(cache.num_episodes) if episodes is None else np.asarray(episodes, dtype=np.int64)
@@ -831,12 +839,27 @@ class WindowSampler:
         if self.rephrase is not None and self.rephrase_prob > 0.0:
             rows = np.flatnonzero(rng.random(len(task_index)) < self.rephrase_prob)
             if len(rows):
-                texts = [self.rephrase(self.cache.tasks[i], rng) for i in task_index[rows]]
-                reworded = self.tokenizer.encode(texts)
-                self.seen_ids.update(np.unique(reworded).tolist())
-                self.seen_ids.discard(0)
+                reworded = self._rewordings(task_index[rows], rng)
                 tokens[torch.from_numpy(rows)] = torch.from_numpy(reworded)
         return tokens
+
+    def _rewordings(self, task_index: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """``(n, L)`` ids of one rewording of each of these dataset instructions (fresh or from the pool)."""
+        if self.rephrase_pool == 0:
+            reworded = self.tokenizer.encode([self.rephrase(self.cache.tasks[i], rng) for i in task_index])
+        else:
+            rows = []
+            for i in task_index.tolist():
+                pool = self._pool.setdefault(i, [])
+                if len(pool) < self.rephrase_pool:
+                    pool.append(self.tokenizer.encode(self.rephrase(self.cache.tasks[i], rng))[0])
+                    rows.append(pool[-1])
+                else:
+                    rows.append(pool[int(rng.integers(len(pool)))])
+            reworded = np.stack(rows)
+        self.seen_ids.update(np.unique(reworded).tolist())
+        self.seen_ids.discard(0)
+        return reworded
 
     def _drop_words(self, tokens: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
         """``tokens`` ``(B, L)`` with each hashed id zeroed with probability ``word_dropout``, the kept

@@ -111,6 +111,7 @@ class TrainSettings:
     progress: bool = True
     motion_weighting: float = 0.0
     rephrase: float = 0.0
+    rephrase_pool: int = 0
     word_dropout: float = 0.0
     grounding: float = 0.3
     grounding_loss: float = 0.0
@@ -132,6 +133,7 @@ class TrainSettings:
         _require("train.motion_weighting", self.motion_weighting, lambda v: 0 <= v <= 1, "in [0, 1]")
         _require("train.rephrase", self.rephrase, lambda v: 0 <= v <= 1, "a probability in [0, 1]")
         _require("train.word_dropout", self.word_dropout, lambda v: 0 <= v < 1, "a probability in [0, 1)")
+        _require("train.rephrase_pool", self.rephrase_pool, lambda v: v >= 0 and v == int(v), "an integer >= 0")
         _require("train.grounding", self.grounding, lambda v: 0 <= v < 1, "a share of the run in [0, 1)")
         _require("train.grounding_max", self.grounding_max, lambda v: 0 <= v < 1, "a share of the run in [0, 1)")
         _require("train.grounding_loss", self.grounding_loss, lambda v: v >= 0, "a finite number >= 0 (0 = off)")
@@ -775,6 +777,7 @@ def _build_samplers(
         motion_weighting=ts.motion_weighting,
         rephrase=rephraser if ts.rephrase > 0 else None,
         rephrase_prob=ts.rephrase,
+        rephrase_pool=ts.rephrase_pool,
         word_dropout=ts.word_dropout,
         **targets,
     )

@@ -141,6 +141,22 @@ def test_sampler_rewords_instructions_with_the_given_probability(two_tasks) -> N
         WindowSampler(cache, norm, tok, 2, 4, rephrase=rephrase_instruction, rephrase_prob=1.5)
 
 
+def test_a_rephrase_pool_keeps_that_many_rewordings_per_instruction(two_tasks) -> None:
+    from sim.phrasing import rephrase_instruction
+
+    cache = load_datasets([two_tasks[0], two_tasks[1]], (64, 64), progress=False)
+    norm, tok = cache.normalizer((64, 64)), Tokenizer()
+    pooled = WindowSampler(cache, norm, tok, 2, 4, rephrase=rephrase_instruction, rephrase_prob=1.0, rephrase_pool=3)
+    rng = np.random.default_rng(0)
+    rows = {tuple(r) for _ in range(8) for r in pooled.sample(64, rng).tokens.tolist()}
+    assert len(rows) <= 3 * len(cache.tasks) and len(rows) > len(cache.tasks)  # several per instruction, no more
+    assert all(len(pool) == 3 for pool in pooled._pool.values())
+    originals = {tuple(row) for row in tok.encode(cache.tasks).tolist()}
+    assert pooled.seen_ids == {i for r in rows | originals for i in r} - {0}
+    with pytest.raises(ValueError, match="rephrase_pool"):
+        WindowSampler(cache, norm, tok, 2, 4, rephrase=rephrase_instruction, rephrase_prob=1.0, rephrase_pool=-1)
+
+
 def test_one_model_trains_on_two_datasets_with_reworded_instructions(two_tasks, tmp_path, capsys) -> None:
     from latent_vla.checkpoint import load_checkpoint
     from latent_vla.train import train
