@@ -350,7 +350,8 @@ def test_multitask_recipe_trains_one_model_on_every_task_within_90_minutes(tmp_p
     data = ",".join(str(tmp_path / "data" / t) for t in ("reach", "push", "pick"))
     assert f"data=[{data}]" in plans["train"].argv and "train.rephrase=0.5" in plans["train"].argv
     assert "tokenizer.num_buckets=16384" in plans["train"].argv  # rare collisions of unknown with known words
-    assert "tokenizer.pretrained=wordllama-l2-256" in plans["train"].argv  # verbs no training held (issue 16)
+    assert "tokenizer.pretrained=minilm-l6" in plans["train"].argv  # verbs no training held (issue 16)
+    assert "train.rephrase_pool=128" in plans["train"].argv  # each rewording encoded once
     assert "train.word_dropout=0.3" in plans["train"].argv and "tokenizer.max_len=48" in plans["train"].argv
     assert "train.snap={reach:0.3,pick:0.3}" in plans["train"].argv
     assert not any(a.startswith("train.loss.phrasing") for a in plans["train"].argv)
