@@ -74,13 +74,13 @@ class FrozenSentenceEncoder(nn.Module):
             for j, i in enumerate(missing):
                 packed[j, : len(rows[i])] = rows[i]  # the row's own ids only: a short BERT run
             with torch.no_grad():
-                fresh = self.encode(torch.from_numpy(packed))
+                fresh = self.encode(torch.from_numpy(packed).to(ids.device))
             for i, vector in zip(missing, fresh, strict=True):
                 self._cache[keys[i]] = vector
-        out = torch.stack([self._remember(k) for k in keys])
+        out = torch.stack([self._remember(k).to(ids.device) for k in keys])  # no-op on the device they were made on
         while len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
-        return out.to(ids.device)
+        return out
 
     def _remember(self, key: bytes) -> Tensor:
         self._cache.move_to_end(key)
