@@ -544,6 +544,16 @@ def budget_progress(
     return done, text
 
 
+def _after_newest_event_file(tb: Path) -> None:
+    """Wait (at most a second) until the clock's second is past every event file's in ``tb``: TensorBoard reads
+    the files in name order, ``events.out.tfevents.<second>.<host>.<pid>.<counter>``, and within one second the
+    counter sorts as text ("10" before "9"), so the purging file could be read before the one it purges."""
+    stamps = [f.name.split(".")[3] for f in tb.glob("events.out.tfevents.*")]
+    newest = max((int(s) for s in stamps if s.isdigit()), default=0)
+    while time.time() < newest + 1:
+        time.sleep(0.05)
+
+
 class _Progress:
     """Loss terms averaged over logging windows -> ``train_log.csv``, TensorBoard and the tqdm bar.
 
@@ -565,6 +575,8 @@ class _Progress:
             run_dir.mkdir(parents=True, exist_ok=True)
             tb = run_dir / "tb"
             purge = start_step + 1 if any(tb.glob("events.out.tfevents.*")) else None
+            if purge is not None:
+                _after_newest_event_file(tb)
             self.writer = SummaryWriter(str(tb), purge_step=purge)
             self.csv = _CsvLog(run_dir / "train_log.csv", keep_through=start_step)
         # the bar is the share of the run done, in percent: of train.minutes, or of train.steps when those end it first
