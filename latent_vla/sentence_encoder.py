@@ -66,25 +66,27 @@ class FrozenSentenceEncoder(nn.Module):
         """``(B, L)`` ids, negative where a row has none -> ``(B, D)`` float32 (zeros for an empty row)."""
         if self.cache_size == 0 or _tracing():
             return self.encode(ids)
+        cache = self._cache
         rows = [row[row >= 0] for row in ids.detach().cpu().numpy()]
         keys = [row.tobytes() for row in rows]
-        missing = list({k: i for i, k in reversed(list(enumerate(keys))) if k not in self._cache}.values())
-        if missing:
-            packed = np.full((len(missing), max(1, *(len(rows[i]) for i in missing))), -1, dtype=np.int64)
+        first: dict[bytes, int] = {}  # uncached key -> the first row that holds it
+        for i, key in enumerate(keys):
+            if key not in cache:
+                first.setdefault(key, i)
+        if first:
+            missing = list(first.values())
+            packed = np.full((len(missing), max(len(rows[i]) for i in missing) or 1), -1, dtype=np.int64)
             for j, i in enumerate(missing):
                 packed[j, : len(rows[i])] = rows[i]  # the row's own ids only: a short BERT run
             with torch.no_grad():
                 fresh = self.encode(torch.from_numpy(packed).to(ids.device))
-            for i, vector in zip(missing, fresh, strict=True):
-                self._cache[keys[i]] = vector
-        out = torch.stack([self._remember(k).to(ids.device) for k in keys])  # no-op on the device they were made on
-        while len(self._cache) > self.cache_size:
-            self._cache.popitem(last=False)
+            cache.update(zip(first, fresh, strict=True))
+        for key in keys:
+            cache.move_to_end(key)
+        out = torch.stack([cache[k].to(ids.device) for k in keys])  # no-op on the device they were made on
+        while len(cache) > self.cache_size:
+            cache.popitem(last=False)
         return out
-
-    def _remember(self, key: bytes) -> Tensor:
-        self._cache.move_to_end(key)
-        return self._cache[key]
 
     def encode(self, ids: Tensor) -> Tensor:
         """The BERT run on ``ids`` ``(B, L)`` (no cache): positions count the row's own ids only, so they
