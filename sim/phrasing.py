@@ -6,7 +6,9 @@ what the words say. :func:`rephrase_instruction` parses an instruction back into
 its template belongs to, the object's colour and shape, the zone's colour) and says the same thing
 another way: verb synonyms, the object or the zone named first, articles dropped or changed, the
 colour after the shape (``"the cube that is red"``) or without it (``"the red one"``: colours are
-unique in a layout), politeness (``"please"``, ``"could you"``) around it.
+unique in a layout), politeness (``"please"``, ``"could you"``) and manner words (``"slowly"``) around it.
+Verbs of contact (``"hit"``, ``"knock"``, ``"tap"``) appear in reach's frames and, with a zone, in push's,
+so a model learns that the named zone, not the verb, makes an instruction a push.
 
 Training draws from it (``train.rephrase``: the probability that a sampled window's instruction is
 reworded); evaluation can test phrasings of its own (``latent-vla eval instruction_templates=[...]``).
@@ -31,18 +33,28 @@ VERBS: dict[str, tuple[str, ...]] = {
         "head over to {o}", "poke {o}", "move your hand to {o}", "approach {o}", "get to {o}", "go touch {o}",
         "press on {o}", "place the gripper on {o}", "send the gripper to {o}", "find {o} and touch it",
         "move over to {o}", "position the gripper at {o}", "bring your hand to {o}",
+        # verbs of contact that push uses too (with a zone there): no zone named, so the arm only touches
+        "hit {o}", "knock on {o}", "nudge {o}", "tap on {o}", "press against {o}", "brush against {o}",
+        "go up against {o}", "put your fingers on {o}", "move until you touch {o}", "make the gripper touch {o}",
+        "reach out to {o}", "extend the arm to {o}", "move the arm to {o}", "aim for {o}", "travel to {o}",
     ),
     "push": (
         "push {o} into {z}", "push {o} to {z}", "slide {o} into {z}", "move {o} onto {z}", "shove {o} into {z}",
         "nudge {o} over to {z}", "push {o} over to {z}", "slide {o} onto {z}", "move {o} into {z}",
         "get {o} into {z}", "push {o} until it is in {z}", "slide {o} across to {z}", "drag {o} into {z}",
         "bring {o} to {z}", "put {o} in {z}", "deliver {o} to {z}", "move {o} over to {z}", "relocate {o} to {z}",
+        # reach's verbs of contact, here with a zone: the zone, not the verb, says "push"
+        "hit {o} into {z}", "knock {o} into {z}", "tap {o} over to {z}", "poke {o} into {z}",
+        "press {o} over to {z}", "sweep {o} into {z}", "steer {o} into {z}", "take {o} to {z}", "carry {o} to {z}",
+        "place {o} in {z}", "set {o} down in {z}", "send {o} over to {z}",
     ),
     "pick": (
         "pick up {o}", "lift {o}", "grasp {o} and lift it", "pick {o} up off the table", "grab {o} and raise it",
         "raise {o}", "take {o} off the table", "lift up {o}", "pick {o} up", "grab {o} and lift it up",
         "hold {o} up in the air", "pick {o} up from the table", "pick {o}", "lift {o} up", "hoist {o}",
         "take {o} and lift it", "raise {o} off the table", "get {o} off the table", "lift {o} into the air",
+        "grip {o} and lift it", "snatch {o} up", "hold {o} above the table",
+        "lift {o} clear of the table", "carry {o} up", "clutch {o} and raise it", "pick {o} off the table and hold it",
     ),
 }  # fmt: skip
 """Per task: verb frames with the object (``{o}``) and zone (``{z}``) phrases as slots."""
@@ -69,9 +81,10 @@ ZONE_PHRASES = ("the {c} zone", "the {c} zone", "the {c} area", "the {c} region"
 
 PREFIXES = ("", "", "", "please ", "could you ", "can you ", "would you ", "could you please ", "i want you to ",
             "i'd like you to ", "now ", "robot, ", "go ahead and ", "i need you to ", "let's ", "you should ",
-            "try to ", "please, ")  # fmt: skip
+            "try to ", "please, ", "carefully ", "slowly ", "quickly ")  # fmt: skip
 SUFFIXES = ("", "", "", " please", " for me", " now", ", thanks", " thank you", ", okay", " if you can",
-            " right now", " when you are ready")  # fmt: skip
+            " right now", " when you are ready", " carefully", " slowly",
+            " quickly", " smoothly")  # fmt: skip
 """Politeness around the frame (``""`` weighted so most phrasings keep one end bare)."""
 
 _SHAPE_RE = "|".join(sorted(set(SHAPES.values())))
