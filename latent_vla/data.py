@@ -725,8 +725,9 @@ class WindowSampler:
         cost_to_go: discount of the cost-to-go target (:meth:`FrameCache.cost_targets`; 0 = the cost itself).
 
     Attributes:
-        seen_ids: every token id the sampler has handed out (the dataset's instructions, then each
-            rewording): what training saves as the tokenizer's ``known_ids``.
+        seen_words: every word and word pair (:meth:`Tokenizer.pieces`) of the instructions the sampler
+            has handed out (the dataset's, then each rewording): what training saves as the tokenizer's
+            ``known_words``.
     """
 
     def __init__(
@@ -783,7 +784,7 @@ class WindowSampler:
         self.cost = None if cost is None else torch.from_numpy(cost)
         self.success = None if cache.success is None else torch.from_numpy(cache.success)
         self.task_tokens = torch.from_numpy(tokenizer.encode(cache.tasks))  # (n_tasks, L)
-        self.seen_ids: set[int] = set(np.unique(self.task_tokens.numpy()).tolist()) - {0}
+        self.seen_words: set[str] = {p for text in cache.tasks for p in tokenizer.pieces(text)}
         self.task_index = torch.from_numpy(cache.task_index)
         self.env_state: torch.Tensor | None = None
         if cache.env_state is not None:
@@ -846,20 +847,22 @@ class WindowSampler:
     def _rewordings(self, task_index: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """``(n, L)`` ids of one rewording of each of these dataset instructions (fresh or from the pool)."""
         if self.rephrase_pool == 0:
-            reworded = self.tokenizer.encode([self.rephrase(self.cache.tasks[i], rng) for i in task_index])
-        else:
-            rows = []
-            for i in task_index.tolist():
-                pool = self._pool.setdefault(i, [])
-                if len(pool) < self.rephrase_pool:
-                    pool.append(self.tokenizer.encode(self.rephrase(self.cache.tasks[i], rng))[0])
-                    rows.append(pool[-1])
-                else:
-                    rows.append(pool[int(rng.integers(len(pool)))])
-            reworded = np.stack(rows)
-        self.seen_ids.update(np.unique(reworded).tolist())
-        self.seen_ids.discard(0)
-        return reworded
+            return self._encode_new([self.rephrase(self.cache.tasks[i], rng) for i in task_index])
+        rows = []
+        for i in task_index.tolist():
+            pool = self._pool.setdefault(i, [])
+            if len(pool) < self.rephrase_pool:
+                pool.append(self._encode_new([self.rephrase(self.cache.tasks[i], rng)])[0])
+                rows.append(pool[-1])
+            else:
+                rows.append(pool[int(rng.integers(len(pool)))])
+        return np.stack(rows)
+
+    def _encode_new(self, texts: list[str]) -> np.ndarray:
+        """``(n, L)`` ids of ``texts``, whose words and word pairs join :attr:`seen_words`."""
+        for text in texts:
+            self.seen_words.update(self.tokenizer.pieces(text))
+        return self.tokenizer.encode(texts)
 
     def _drop_words(self, tokens: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
         """``tokens`` ``(B, L)`` with each hashed id zeroed with probability ``word_dropout``, the kept

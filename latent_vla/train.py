@@ -237,11 +237,12 @@ def model_settings(group: Mapping[str, Any] | None) -> dict[str, Any]:
 def make_tokenizer(group: Mapping[str, Any] | None) -> Tokenizer:
     """The instruction :class:`Tokenizer` of the ``tokenizer`` config group (its fields; UserError if bad).
 
-    ``known_ids`` is what a run writes into its checkpoint's ``tokenizer.json``, never a setting: training
-    reads every id."""
+    ``known_words`` (and the older ``known_ids``) is what a run writes into its checkpoint's
+    ``tokenizer.json``, never a setting: training reads every word."""
     tokenizer = _from_schema(Tokenizer, dict(group or {}), key="tokenizer")
-    if tokenizer.known_ids is not None:
-        raise UserError("tokenizer.known_ids is written by training into tokenizer.json, not set; remove it")
+    for name in ("known_words", "known_ids"):
+        if getattr(tokenizer, name) is not None:
+            raise UserError(f"tokenizer.{name} is written by training into tokenizer.json, not set; remove it")
     return tokenizer
 
 
@@ -255,7 +256,8 @@ def settings_from_config(cfg: DictConfig | Mapping[str, Any]) -> RunSettings:
     settings.check()
     settings.model = model_settings(settings.model)
     tokenizer = asdict(make_tokenizer(settings.tokenizer))
-    tokenizer.pop("known_ids")  # written by training into tokenizer.json, never a setting
+    for name in ("known_words", "known_ids"):  # written by training into tokenizer.json, never settings
+        tokenizer.pop(name)
     settings.tokenizer = tokenizer
     return settings
 
@@ -820,7 +822,7 @@ def _setup(settings: RunSettings, full_config: dict[str, Any] | None, rephraser:
     sampler, val_sampler = _build_samplers(settings, cache, normalizer, tokenizer, model, rephraser)
     if resuming:  # the words the run read before it stopped stay known
         saved = Tokenizer.from_dict(json.loads((Path(settings.out) / "tokenizer.json").read_text()))
-        sampler.seen_ids.update(saved.known_ids or ())
+        sampler.seen_words.update(saved.known_words or ())
     average = _resume_average(settings, model) if resuming else None
     try:
         snap_table = recorded_table(cache.tasks, cache.task_sources(), ts.snap or {})
@@ -1022,7 +1024,7 @@ def _save(run: _Run, step: int) -> None:
         run.run_dir,
         run.average if run.average is not None else run.model,
         run.normalizer,
-        run.tokenizer.with_known_ids(run.sampler.seen_ids),
+        run.tokenizer.with_known_words(run.sampler.seen_words),
         run.spec,
         run.config_to_save,
         step,

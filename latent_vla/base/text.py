@@ -3,10 +3,12 @@
 Words are lower-cased, split on anything that is not a letter or digit, and hashed with CRC-32 into
 ``num_buckets`` buckets, so unseen words never crash. Word bigrams are hashed too (when ``bigrams`` is
 on), which gives a bag-of-words encoder a little word order ("red cube into green zone" vs "green cube
-into red zone"). A trained model's tokenizer also lists the ids its training saw (``known_ids``, written
-by ``latent-vla train``) and drops every other one: a word (or word pair) the model never read is
-ignored, instead of being read as whatever untrained (random) embedding its bucket holds. A word that
-shares a bucket with a trained one still reads as that word; the more buckets, the rarer.
+into red zone"). A trained model's tokenizer also lists the words and word pairs its training read
+(``known_words``, written by ``latent-vla train``) and drops every other one: a word (or word pair) the
+model never read is ignored, instead of being read as whatever its hash bucket holds, even where that
+bucket is a trained word's (with 16,384 buckets and ~1,500 trained pieces, about one unseen piece in ten).
+Checkpoints of 2026-12-03 and 12-04 list trained ids instead (``known_ids``), and read an unseen word
+whose bucket a trained one shares as that word.
 
 Token id 0 is padding; word and bigram ids lie in ``1 .. num_buckets``. With ``pretrained`` set (a table
 of :mod:`latent_vla.base.pretrained_text`), the text's subword ids in that table follow, shifted to
@@ -41,8 +43,11 @@ class Tokenizer:
         max_len: fixed output length ``L``; longer token lists are truncated, shorter ones padded with 0.
         bigrams: also emit one hashed token per pair of neighbouring words (after all unigrams).
         known_ids: the hashed ids a model was trained on (sorted); :meth:`token_ids` drops every other
-            hashed id. ``None`` keeps all (the tokenizer a training run uses, and checkpoints from before
-            2026-12-03). Training writes it; it is not a setting.
+            hashed id. ``None`` keeps all. Written by training on 2026-12-03 and 12-04 (read still, for
+            their checkpoints); not a setting.
+        known_words: the words and word pairs (``"red cube"``, as :meth:`pieces` gives them; sorted) a
+            model was trained on; :meth:`token_ids` drops every other piece before hashing. ``None`` keeps
+            all (the tokenizer a training run uses). Training writes it (since 2026-12-05); not a setting.
         pretrained: name of a shipped subword table (:data:`latent_vla.base.pretrained_text.TABLES`)
             whose ids follow the hashed ones, or ``None``. At most half of ``max_len`` goes to them.
     """
@@ -52,6 +57,7 @@ class Tokenizer:
     bigrams: bool = True
     known_ids: tuple[int, ...] | None = None
     pretrained: str | None = None
+    known_words: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.num_buckets < 2:
@@ -63,6 +69,8 @@ class Tokenizer:
             if ids and not 1 <= ids[0] <= ids[-1] <= self.num_buckets:
                 raise ValueError(f"known_ids must lie in 1 .. {self.num_buckets}, got {ids[0]} .. {ids[-1]}")
             object.__setattr__(self, "known_ids", ids)
+        if self.known_words is not None:
+            object.__setattr__(self, "known_words", tuple(sorted({str(w) for w in self.known_words})))
         if self.pretrained is not None:
             check_name(self.pretrained)
 
@@ -70,9 +78,14 @@ class Tokenizer:
     def _known(self) -> frozenset[int] | None:
         return None if self.known_ids is None else frozenset(self.known_ids)
 
-    def with_known_ids(self, ids: Iterable[int] | None) -> Tokenizer:
-        """This tokenizer with ``known_ids`` set to the hashed ids among ``ids`` (``None``: keep all)."""
-        return replace(self, known_ids=None if ids is None else tuple(i for i in ids if 1 <= i <= self.num_buckets))
+    @cached_property
+    def _known_pieces(self) -> frozenset[str] | None:
+        return None if self.known_words is None else frozenset(self.known_words)
+
+    def with_known_words(self, pieces: Iterable[str] | None) -> Tokenizer:
+        """This tokenizer with ``known_words`` set to ``pieces`` (:meth:`pieces` of the texts a model
+        read; ``None``: keep all)."""
+        return replace(self, known_words=None if pieces is None else tuple(pieces))
 
     @property
     def vocab_size(self) -> int:
@@ -84,16 +97,24 @@ class Tokenizer:
         """Normalized words of ``text`` (lower case, letters and digits only)."""
         return _WORD.findall(text.lower())
 
+    def pieces(self, text: str) -> list[str]:
+        """The words of ``text``, then (with ``bigrams``) its pairs of neighbouring words (``"red cube"``):
+        what the hashed ids stand for."""
+        words = self.words(text)
+        pairs = [f"{a} {b}" for a, b in zip(words[:-1], words[1:], strict=True)] if self.bigrams else []
+        return words + pairs
+
     def _hash(self, piece: str) -> int:
         return 1 + zlib.crc32(piece.encode("utf-8")) % self.num_buckets
 
     def token_ids(self, text: str) -> list[int]:
-        """Unpadded, untruncated ids of one text: unigrams, then bigrams (only ``known_ids``, when set),
-        then the pretrained subword ids shifted by ``vocab_size`` (when ``pretrained`` is set)."""
-        words = self.words(text)
-        ids = [self._hash(w) for w in words]
-        if self.bigrams:
-            ids += [self._hash(f"{a} {b}") for a, b in zip(words[:-1], words[1:], strict=True)]
+        """Unpadded, untruncated ids of one text: unigrams, then bigrams (only ``known_words`` /
+        ``known_ids``, when set), then the pretrained subword ids shifted by ``vocab_size`` (when
+        ``pretrained`` is set)."""
+        pieces = self.pieces(text)
+        if self._known_pieces is not None:
+            pieces = [p for p in pieces if p in self._known_pieces]
+        ids = [self._hash(p) for p in pieces]
         if self._known is not None:
             ids = [i for i in ids if i in self._known]
         if self.pretrained is not None:
@@ -129,6 +150,7 @@ class Tokenizer:
         """JSON-ready settings (saved as ``tokenizer.json`` in checkpoints and export bundles)."""
         data = asdict(self)
         data["known_ids"] = None if self.known_ids is None else list(self.known_ids)
+        data["known_words"] = None if self.known_words is None else list(self.known_words)
         return {"kind": "hashing", **data}
 
     @classmethod

@@ -135,8 +135,9 @@ def test_sampler_rewords_instructions_with_the_given_probability(two_tasks) -> N
     assert sum(tuple(r) not in originals for r in tokens) > 40  # a few rewordings equal a template by chance
     again = worded.sample(64, np.random.default_rng(0)).tokens.tolist()
     assert again == tokens  # seeded: the same rewordings
-    assert plain.seen_ids == {i for row in originals for i in row} - {0}  # what training saves as known ids
-    assert worded.seen_ids == {i for row in tokens + list(originals) for i in row} - {0}
+    assert plain.seen_words == {p for text in cache.tasks for p in tok.pieces(text)}  # training saves them
+    assert worded.seen_words > plain.seen_words  # + the rewordings' words, whose ids all the rows hold:
+    assert {i for row in tokens for i in row} - {0} <= set(tok.encode(sorted(worded.seen_words)).ravel())
     with pytest.raises(ValueError, match="rephrase_prob"):
         WindowSampler(cache, norm, tok, 2, 4, rephrase=rephrase_instruction, rephrase_prob=1.5)
 
@@ -151,8 +152,7 @@ def test_a_rephrase_pool_keeps_that_many_rewordings_per_instruction(two_tasks) -
     rows = {tuple(r) for _ in range(8) for r in pooled.sample(64, rng).tokens.tolist()}
     assert len(rows) <= 3 * len(cache.tasks) and len(rows) > len(cache.tasks)  # several per instruction, no more
     assert all(len(pool) == 3 for pool in pooled._pool.values())
-    originals = {tuple(row) for row in tok.encode(cache.tasks).tolist()}
-    assert pooled.seen_ids == {i for r in rows | originals for i in r} - {0}
+    assert {i for r in rows for i in r} - {0} <= set(tok.encode(sorted(pooled.seen_words)).ravel())
     with pytest.raises(ValueError, match="rephrase_pool"):
         WindowSampler(cache, norm, tok, 2, 4, rephrase=rephrase_instruction, rephrase_prob=1.0, rephrase_pool=-1)
 
@@ -174,8 +174,9 @@ def test_one_model_trains_on_two_datasets_with_reworded_instructions(two_tasks, 
     assert ck.config["data"] == [str(a), str(b)]
     task = ck.embed_instruction(["could you kindly nudge the crimson thingamajig, merci"])  # unseen words
     assert task.shape[0] == 1 and bool(task.isfinite().all())
-    known = set(ck.tokenizer.known_ids or ())  # the ids training read: the dataset's, then rewordings
-    assert set(Tokenizer().encode(list(load_datasets([a, b], (64, 64), progress=False).tasks)).ravel()) - {0} < known
+    known = set(ck.tokenizer.known_words or ())  # the words training read: the dataset's, then rewordings
+    tasks = load_datasets([a, b], (64, 64), progress=False).tasks
+    assert {p for text in tasks for p in Tokenizer().pieces(text)} < known
     assert ck.tokenizer.token_ids("thingamajig merci") == []  # words the model never read are dropped
 
 

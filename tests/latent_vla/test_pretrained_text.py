@@ -47,8 +47,8 @@ def test_the_tokenizer_appends_subword_ids_above_the_hashed_ones() -> None:
         "kindly make contact with the flibbertigibbet"
     )
     assert (short[0] >= 513).sum() == 4 and (short[0] > 0).all()  # subwords get at most half of max_len
-    known = tok.with_known_ids(tok.encode("touch the red cube").ravel())
-    assert max(known.known_ids) <= 512  # only hashed ids are ever "known"
+    known = tok.with_known_words(tok.pieces("touch the red cube"))
+    assert "red cube" in known.known_words and len(known.known_words) == 7  # 4 words, 3 pairs: no subwords
     ids = known.encode("make contact with the red cube")[0]
     assert (ids[ids >= 513] - 513).tolist() == subword_ids(NAME, "make contact with the red cube")  # kept
     assert Tokenizer.from_dict(known.to_dict()) == known
@@ -78,7 +78,7 @@ def _model(pretrained: str | None, vocab: int) -> WorldModel:
 def test_the_text_encoder_reads_an_unknown_verb_through_the_frozen_table() -> None:
     texts = ("make contact with the red cube", "elevate the red cube")
     tok = Tokenizer(num_buckets=16384, max_len=40, pretrained=NAME)
-    known = tok.with_known_ids(tok.encode("the red cube").ravel())
+    known = tok.with_known_words(tok.pieces("the red cube"))
     ids = [known.encode(t)[0] for t in texts]
     hashed = [i[(i > 0) & (i < tok.vocab_size)].tolist() for i in ids]
     assert hashed[0] == hashed[1] and len(hashed[0]) == 5
@@ -89,7 +89,7 @@ def test_the_text_encoder_reads_an_unknown_verb_through_the_frozen_table() -> No
     assert not torch.allclose(a, b, atol=1e-3)  # equal hashed ids (only "the red cube" is known), other verbs
     (a - b).square().sum().backward()
     assert model.text.pretrained_table.grad is None and model.text.pretrained_proj.weight.grad.abs().sum() > 0
-    bag = Tokenizer(num_buckets=16384, max_len=40).with_known_ids(known.known_ids)
+    bag = Tokenizer(num_buckets=16384, max_len=40).with_known_words(known.known_words)
     without = _model(None, bag.vocab_size)
     a, b = (without.embed_task(torch.from_numpy(bag.encode(t))) for t in texts)
     torch.testing.assert_close(a, b)  # the bag alone cannot tell them apart
@@ -139,6 +139,6 @@ def test_a_run_with_the_table_trains_saves_and_loads(tmp_path, name: str) -> Non
     result = train(settings)
     ck = load_checkpoint(result.run_dir)
     assert ck.model.config.pretrained_text == name and ck.tokenizer.pretrained == name
-    assert max(ck.tokenizer.known_ids) <= ck.tokenizer.num_buckets
+    assert ck.tokenizer.known_ids is None and "thingamajig" not in ck.tokenizer.known_words  # words, not ids
     task = ck.embed_instruction(["could you elevate the crimson thingamajig"])
     assert task.shape == (1, ck.model.task_dim) and bool(task.isfinite().all())

@@ -111,9 +111,10 @@ def test_nonsense_numbers_are_refused_at_config_time(override, tmp_path, capsys)
     assert len(err) == 1 and key.split(".")[-1] in err[0] and not out.exists()
 
 
-def test_known_ids_are_written_by_training_never_set(tmp_path):
-    with pytest.raises(UserError, match="tokenizer.known_ids is written by training"):
-        settings_from_config({"data": str(tmp_path), "tokenizer": {"known_ids": [3, 4]}})
+@pytest.mark.parametrize(("field", "value"), [("known_ids", [3, 4]), ("known_words", ["red", "red cube"])])
+def test_known_words_are_written_by_training_never_set(tmp_path, field, value):
+    with pytest.raises(UserError, match=f"tokenizer.{field} is written by training"):
+        settings_from_config({"data": str(tmp_path), "tokenizer": {field: value}})
 
 
 def test_train_checks_settings_changed_after_validation(tiny_dataset_dir, tmp_path):
