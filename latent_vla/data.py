@@ -726,8 +726,8 @@ class WindowSampler:
 
     Attributes:
         seen_words: every word and word pair (:meth:`Tokenizer.pieces`) of the instructions the sampler
-            has handed out (the dataset's, then each rewording): what training saves as the tokenizer's
-            ``known_words``.
+            has handed out (the dataset's, then each rewording) that their ids held (not those ``max_len``
+            cut): what training saves as the tokenizer's ``known_words``.
     """
 
     def __init__(
@@ -784,7 +784,8 @@ class WindowSampler:
         self.cost = None if cost is None else torch.from_numpy(cost)
         self.success = None if cache.success is None else torch.from_numpy(cache.success)
         self.task_tokens = torch.from_numpy(tokenizer.encode(cache.tasks))  # (n_tasks, L)
-        self.seen_words: set[str] = {p for text in cache.tasks for p in tokenizer.pieces(text)}
+        self.seen_words: set[str] = set()
+        self._note_read(cache.tasks, self.task_tokens.numpy())
         self.task_index = torch.from_numpy(cache.task_index)
         self.env_state: torch.Tensor | None = None
         if cache.env_state is not None:
@@ -860,9 +861,16 @@ class WindowSampler:
 
     def _encode_new(self, texts: list[str]) -> np.ndarray:
         """``(n, L)`` ids of ``texts``, whose words and word pairs join :attr:`seen_words`."""
-        for text in texts:
-            self.seen_words.update(self.tokenizer.pieces(text))
-        return self.tokenizer.encode(texts)
+        rows = self.tokenizer.encode(texts)
+        self._note_read(texts, rows)
+        return rows
+
+    def _note_read(self, texts: Sequence[str], rows: np.ndarray) -> None:
+        """Add the pieces of ``texts`` that their ``(n, L)`` id ``rows`` hold to :attr:`seen_words`: the first
+        ones, as many as a row has hashed ids (``max_len`` cuts the last word pairs of a long text)."""
+        hashed = ((rows > 0) & (rows < self.tokenizer.vocab_size)).sum(axis=1)
+        for text, count in zip(texts, hashed.tolist(), strict=True):
+            self.seen_words.update(self.tokenizer.pieces(text)[:count])
 
     def _drop_words(self, tokens: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
         """``tokens`` ``(B, L)`` with each hashed id zeroed with probability ``word_dropout``, the kept

@@ -136,6 +136,8 @@ def test_sampler_rewords_instructions_with_the_given_probability(two_tasks) -> N
     again = worded.sample(64, np.random.default_rng(0)).tokens.tolist()
     assert again == tokens  # seeded: the same rewordings
     assert plain.seen_words == {p for text in cache.tasks for p in tok.pieces(text)}  # training saves them
+    short = WindowSampler(cache, norm, Tokenizer(max_len=3), 2, 4)  # what max_len cuts, the model never read
+    assert short.seen_words == {p for text in cache.tasks for p in tok.pieces(text)[:3]} < plain.seen_words
     assert worded.seen_words > plain.seen_words  # + the rewordings' words, whose ids all the rows hold:
     assert {i for row in tokens for i in row} - {0} <= set(tok.encode(sorted(worded.seen_words)).ravel())
     with pytest.raises(ValueError, match="rephrase_prob"):
