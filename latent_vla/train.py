@@ -234,13 +234,17 @@ def model_settings(group: Mapping[str, Any] | None) -> dict[str, Any]:
     return {**{k: v for k, v in trial.items() if k not in FROM_DATASET}, "camera_names": cameras}
 
 
+TRAINED_TOKENIZER_FIELDS = ("known_words", "known_ids")
+"""Tokenizer fields a run writes into its checkpoint's ``tokenizer.json``, never settings."""
+
+
 def make_tokenizer(group: Mapping[str, Any] | None) -> Tokenizer:
     """The instruction :class:`Tokenizer` of the ``tokenizer`` config group (its fields; UserError if bad).
 
     ``known_words`` (and the older ``known_ids``) is what a run writes into its checkpoint's
     ``tokenizer.json``, never a setting: training reads every word."""
     tokenizer = _from_schema(Tokenizer, dict(group or {}), key="tokenizer")
-    for name in ("known_words", "known_ids"):
+    for name in TRAINED_TOKENIZER_FIELDS:
         if getattr(tokenizer, name) is not None:
             raise UserError(f"tokenizer.{name} is written by training into tokenizer.json, not set; remove it")
     return tokenizer
@@ -256,7 +260,7 @@ def settings_from_config(cfg: DictConfig | Mapping[str, Any]) -> RunSettings:
     settings.check()
     settings.model = model_settings(settings.model)
     tokenizer = asdict(make_tokenizer(settings.tokenizer))
-    for name in ("known_words", "known_ids"):  # written by training into tokenizer.json, never settings
+    for name in TRAINED_TOKENIZER_FIELDS:
         tokenizer.pop(name)
     settings.tokenizer = tokenizer
     return settings

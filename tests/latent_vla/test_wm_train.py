@@ -21,7 +21,7 @@ from latent_vla.checkpoint import load_checkpoint, load_train_state, read_manife
 from latent_vla.data import WindowSampler, env_state_statistics, load_frames
 from latent_vla.losses import LossWeights, WorldModelLoss
 from latent_vla.model import WorldModel
-from latent_vla.train import _GroundingPhase, build_model_config, make_tokenizer, train
+from latent_vla.train import TRAINED_TOKENIZER_FIELDS, _GroundingPhase, build_model_config, make_tokenizer, train
 
 SMALL_MODEL = [
     "model.latent_dim=32", "model.hidden=64", "model.head_hidden=32", "model.image_feat=32",
@@ -312,7 +312,7 @@ def test_hydra_configs_compose_and_validate():
     # the YAML defaults are the dataclass defaults (one schema, no drift)
     default = settings_from_config(compose("train", ["data=/x"]))
     assert default.model == model_settings({}) and default.train.loss == LossWeights()
-    assert default.tokenizer == {k: v for k, v in asdict(Tokenizer()).items() if k not in ("known_ids", "known_words")}
+    assert default.tokenizer == {k: v for k, v in asdict(Tokenizer()).items() if k not in TRAINED_TOKENIZER_FIELDS}
     assert {k: v for k, v in vars(default.train).items() if k != "loss"} == {
         k: v for k, v in vars(TrainSettings()).items() if k != "loss"
     }
