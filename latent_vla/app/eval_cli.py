@@ -34,10 +34,17 @@ SnapReader = Callable[[list[str]], dict[str, str]]
 
 
 def _planner_overrides(cfg: DictConfig, name: str) -> dict[str, Any]:
+    """The eval-wide settings (``horizon``, ``iterations``, ``budget_ms``) as one searcher's overrides; ``iterations``
+    without ``budget_ms`` lifts the budget, so the iterations alone bound the work (the same on every backend)."""
     over: dict[str, Any] = {}
-    if cfg.horizon is not None and name != "policy":
+    if name == "policy":
+        return over
+    if cfg.horizon is not None:
         over["horizon"] = int(cfg.horizon)
-    if cfg.budget_ms is not None and name != "policy":
+    if cfg.iterations is not None:
+        over["iterations"] = int(cfg.iterations)
+        over["budget_ms"] = None
+    if cfg.budget_ms is not None:
         over["budget_ms"] = float(cfg.budget_ms)
     return over
 
@@ -220,6 +227,7 @@ def check_settings(cfg: DictConfig) -> list[str]:
     int_setting(cfg, "max_steps", 1, optional=True)
     bool_setting(cfg, "stop_on_success")
     int_setting(cfg, "horizon", 1, optional=True)
+    int_setting(cfg, "iterations", 1, optional=True)
     positive_number(cfg, "budget_ms", optional=True, unit="ms")
     positive_number(cfg, "video_fps", unit="Hz")
     if cfg.sweep:

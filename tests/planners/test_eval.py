@@ -105,6 +105,19 @@ def test_eval_cli_evaluates_every_task_of_a_list(random_checkpoint_dir, tmp_path
         assert pair[0]["success_vs_best_other"] == pair[0]["success_rate"] - pair[1]["success_rate"]
 
 
+def test_iterations_override_fixes_every_searchers_work(random_checkpoint_dir, tmp_path) -> None:
+    """``iterations=N`` without ``budget_ms`` lifts the budget, so each tick runs exactly N gradient steps (the work a
+    bundle and its checkpoint are compared on); the policy head is left as it is."""
+    out = tmp_path / "eval"
+    code = main(["eval", f"ckpt={random_checkpoint_dir}", "planners=[policy,grad]", "task=reach", "episodes=1",
+                 "max_steps=2", "videos=0", "threads=1", "progress=false", f"out={out}", "horizon=4",
+                 "iterations=3"])  # fmt: skip
+    assert code == 0
+    policy, grad = json.loads((out / "eval.json").read_text())
+    assert grad["iterations_mean"] == 3 and grad["plans"] == 2 and policy["iterations_mean"] == 0
+    assert main(["eval", f"ckpt={random_checkpoint_dir}", "iterations=0", f"out={tmp_path / 'bad'}"]) == 2
+
+
 def test_eval_cli_refuses_bad_requests(random_checkpoint_dir, tmp_path, capsys) -> None:
     assert main(["eval", f"out={tmp_path}"]) == 2
     assert "exactly one of ckpt" in capsys.readouterr().err
@@ -139,12 +152,13 @@ def test_eval_cli_runs_an_onnx_bundle(random_checkpoint_dir, tmp_path) -> None:
     )
     out = tmp_path / "eval"
     code = main(["eval", f"bundle={bundle}", "planners=[policy,grad]", "task=reach", "episodes=1", "max_steps=2",
-                 "videos=1", "threads=1", "progress=false", f"out={out}"])  # fmt: skip
+                 "videos=1", "threads=1", "progress=false", f"out={out}", "iterations=3"])  # fmt: skip
     assert code == 0
     records = json.loads((out / "eval.json").read_text())
     assert [r["planner"] for r in records] == ["policy", "grad"]
     assert all(r["episodes"] == 1 and r["per_episode"][0]["steps"] == 2 for r in records)
     assert records[1]["plans"] == 2 and records[1]["plan_ms_p50"] > 0
+    assert records[1]["iterations_mean"] == 3  # the fixed work of a parity check against the checkpoint
 
 
 def test_budget_sweep_is_bounded_by_the_budget(random_checkpoint_dir, tmp_path) -> None:
